@@ -1,0 +1,68 @@
+// Command tandem is Tandem's one binary: the build-host CLI and, when the
+// kernel starts it as PID 1, the appliance's init.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string) error
+}
+
+var commands = []command{
+	{"build", "build a flashable image from an image spec", runBuild},
+	{"boot", "boot an image in QEMU with its console on this terminal", runBoot},
+	{"validate", "check a site.toml", runValidate},
+	{"version", "print the version", runVersion},
+}
+
+func main() {
+	if os.Getpid() == 1 {
+		runPID1() // never returns
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+func run(ctx context.Context, args []string) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage()
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			if err := c.run(ctx, args[1:]); err != nil {
+				fmt.Fprintf(os.Stderr, "tandem %s: %v\n", c.name, err)
+				if _, ok := err.(usageError); ok {
+					return 2
+				}
+				return 1
+			}
+			return 0
+		}
+	}
+	fmt.Fprintf(os.Stderr, "tandem: unknown command %q\n\n", args[0])
+	usage()
+	return 2
+}
+
+// usageError marks a mistake in the command line itself (exit status 2).
+type usageError struct{ error }
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: tandem <command> [flags]\n\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(os.Stderr, "\nRun 'tandem <command> -h' for a command's flags.")
+}
