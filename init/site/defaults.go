@@ -54,7 +54,7 @@ var DefaultMonitors = Monitors{
 	DRBD:       Monitor{IntervalMS: 2000, TimeoutMS: 5000},
 }
 
-// monitorFields pairs each layer's key with its field, for defaults and
+// fields pairs each layer's key with its field, for defaults and
 // checks alike.
 func (m *Monitors) fields() []struct {
 	key string
