@@ -10,6 +10,9 @@ import (
 	"syscall"
 )
 
+// benchStamp lets scripts/bench-build change the binary without editing code.
+var benchStamp string
+
 type command struct {
 	name, summary string
 	run           func(ctx context.Context, args []string) error

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The CLI reports spec and site errors with file:line:col and writes no image.
+func TestBuildAndValidateErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	out := filepath.Join(dir, "out.img")
+	tests := []struct {
+		name string
+		cmd  func() error
+		want string
+	}{
+		{"spec syntax", func() error {
+			return runBuild(context.Background(), []string{"--spec", write("a.toml", "name = \"x\nboard = 1\n"), "--output", out})
+		}, "a.toml:1:10: "},
+		{"spec unknown key", func() error {
+			return runBuild(context.Background(), []string{"--spec", write("b.toml", "name = \"x\"\ncolour = \"red\"\n"), "--output", out})
+		}, "b.toml:2:1: colour: unknown key"},
+		{"missing spec", func() error {
+			return runBuild(context.Background(), []string{"--spec", filepath.Join(dir, "none.toml"), "--output", out})
+		}, "none.toml: no such file"},
+		{"site syntax", func() error {
+			return runValidate(context.Background(), []string{write("site.toml", "version = 1\n[pair\n")})
+		}, "site.toml:2:"},
+		{"bad flag", func() error { return runBuild(context.Background(), []string{"--nope"}) }, "flag provided but not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cmd()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want %q", err, tt.want)
+			}
+			if _, serr := os.Stat(out); serr == nil {
+				t.Errorf("an image was written despite the error")
+			}
+		})
+	}
+}
+
+func TestValidateExamples(t *testing.T) {
+	for _, f := range []string{"../../configs/site.example.toml", "../../configs/site.lab.toml"} {
+		if err := runValidate(context.Background(), []string{f}); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	if code := run(context.Background(), []string{"frobnicate"}); code != 2 {
+		t.Errorf("exit %d, want 2", code)
+	}
+}
