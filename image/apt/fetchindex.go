@@ -16,8 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/ulikunitz/xz"
+	"tandem.dev/tandem/internal/compress"
 )
 
 const maxInRelease = 64 << 20
@@ -190,7 +189,7 @@ func (c *Client) indexFile(ctx context.Context, base string, rel *release, dir s
 		return nil, err
 	}
 	got.Add(int64(len(raw)))
-	data, err := decompress(raw, ext)
+	data, err := compress.Bytes(raw, ext)
 	if err != nil {
 		return nil, fmt.Errorf("apt: %s%s%s: %w", base, name, ext, err)
 	}
@@ -220,30 +219,4 @@ func checkHash(b []byte, want fileHash) error {
 		return &permanentError{fmt.Errorf("sha256 mismatch: got %s, Release says %s", got, want.sha256)}
 	}
 	return nil
-}
-
-func decompress(raw []byte, ext string) ([]byte, error) {
-	var r io.Reader
-	switch ext {
-	case "":
-		return raw, nil
-	case ".xz":
-		xr, err := xz.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, fmt.Errorf("xz: %w", err)
-		}
-		r = xr
-	case ".gz":
-		gr, err := gzip.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, fmt.Errorf("gzip: %w", err)
-		}
-		r = gr
-	}
-	var out bytes.Buffer
-	out.Grow(len(raw) * 6)
-	if _, err := io.Copy(&out, r); err != nil {
-		return nil, fmt.Errorf("decompress: %w", err)
-	}
-	return out.Bytes(), nil
 }

@@ -16,9 +16,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
+	"tandem.dev/tandem/internal/compress"
+
 	"pault.ag/go/debian/control"
 )
 
@@ -167,33 +166,15 @@ func ExtractReader(r io.Reader, destDir string, opts Options) (*Result, error) {
 // withTar decompresses an ar member according to its suffix and hands the
 // tar stream to fn.
 func withTar(member string, r io.Reader, fn func(*tar.Reader) error) error {
-	var dr io.Reader
-	switch path.Ext(member) {
-	case ".tar":
-		dr = r
-	case ".gz":
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			return fmt.Errorf("gzip: %w", err)
-		}
-		defer zr.Close()
-		dr = zr
-	case ".xz":
-		xr, err := xz.NewReader(r)
-		if err != nil {
-			return fmt.Errorf("xz: %w", err)
-		}
-		dr = xr
-	case ".zst":
-		zr, err := zstd.NewReader(r)
-		if err != nil {
-			return fmt.Errorf("zstd: %w", err)
-		}
-		defer zr.Close()
-		dr = zr
-	default:
-		return fmt.Errorf("unsupported compression %q", path.Ext(member))
+	ext := path.Ext(member)
+	if ext == ".tar" {
+		ext = ""
 	}
+	dr, err := compress.NewReader(r, ext)
+	if err != nil {
+		return err
+	}
+	defer dr.Close()
 	return fn(tar.NewReader(dr))
 }
 

@@ -57,7 +57,7 @@ func makeTar(t *testing.T, ents []ent) []byte {
 	return buf.Bytes()
 }
 
-func compress(t *testing.T, comp string, data []byte) []byte {
+func compressed(t *testing.T, comp string, data []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	var err error
@@ -124,8 +124,8 @@ func makeDeb(t *testing.T, comp string, data []ent) []byte {
 	})
 	return makeAr([]member{
 		{"debian-binary", []byte("2.0\n")},
-		{"control.tar.gz", compress(t, ".gz", ctl)},
-		{"data.tar" + comp, compress(t, comp, makeTar(t, data))},
+		{"control.tar.gz", compressed(t, ".gz", ctl)},
+		{"data.tar" + comp, compressed(t, comp, makeTar(t, data))},
 	})
 }
 
@@ -389,7 +389,7 @@ func TestExtractConflicts(t *testing.T) {
 
 func TestExtractMalformed(t *testing.T) {
 	good := makeDeb(t, ".gz", []ent{reg("./a", 0o644, "a")})
-	ctl := compress(t, ".gz", makeTar(t, []ent{reg("./control", 0o644, testControl)}))
+	ctl := compressed(t, ".gz", makeTar(t, []ent{reg("./control", 0o644, testControl)}))
 	data := makeTar(t, []ent{reg("./a", 0o644, "a")})
 	tests := []struct {
 		name    string

@@ -7,11 +7,9 @@ package kmod
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"debug/elf"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -22,8 +20,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
+	"tandem.dev/tandem/internal/compress"
 )
 
 // Module is what the builder needs to know about one loadable module.
@@ -167,7 +164,7 @@ func readModule(modDir, rel string) (*Module, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := decompress(raw, moduleSuffix(rel))
+	data, err := compress.Bytes(raw, strings.TrimPrefix(moduleSuffix(rel), ".ko"))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", rel, err)
 	}
@@ -231,40 +228,6 @@ func parseSoftdep(v string) (pre, post []string) {
 		}
 	}
 	return pre, post
-}
-
-func decompress(raw []byte, suffix string) ([]byte, error) {
-	var r io.Reader
-	switch suffix {
-	case ".ko":
-		return raw, nil
-	case ".ko.xz":
-		xr, err := xz.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, fmt.Errorf("xz: %w", err)
-		}
-		r = xr
-	case ".ko.zst":
-		zr, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1))
-		if err != nil {
-			return nil, fmt.Errorf("zstd: %w", err)
-		}
-		defer zr.Close()
-		r = zr
-	case ".ko.gz":
-		gr, err := gzip.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, fmt.Errorf("gzip: %w", err)
-		}
-		r = gr
-	default:
-		return nil, fmt.Errorf("unknown module suffix %q", suffix)
-	}
-	out, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("decompress: %w", err)
-	}
-	return out, nil
 }
 
 // readBuiltin reads modules.builtin (paths) and modules.builtin.modinfo
