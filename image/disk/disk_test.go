@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"tandem.dev/tandem/internal/hosttool"
+
 	"github.com/diskfs/go-diskfs/backend/file"
 	dsq "github.com/diskfs/go-diskfs/filesystem/squashfs"
 
@@ -24,21 +26,6 @@ import (
 )
 
 var epoch = time.Unix(1700000000, 0) // 2023-11-14 22:13:20 UTC
-
-// hostTool finds a test-only host tool. Locally, -short skips the tests
-// that need one; in CI (CI=true) and without -short a missing tool fails,
-// naming the package to install.
-func hostTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	if testing.Short() && os.Getenv("CI") != "true" {
-		t.Skipf("-short: skipping check with host tool %s", name)
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("host tool %s missing (CI=%q): apt-get install -y %s, or run go test -short", name, os.Getenv("CI"), pkg)
-	}
-	return p
-}
 
 func random(t *testing.T, n int) []byte {
 	t.Helper()
@@ -497,10 +484,10 @@ func TestGUID(t *testing.T) {
 // image: sgdisk -v and sfdisk --verify for the GPT, fsck.vfat -n for both
 // FAT volumes (extracted to files), unsquashfs -s for both root slots.
 func TestHostTools(t *testing.T) {
-	sgdisk := hostTool(t, "sgdisk", "gdisk")
-	sfdisk := hostTool(t, "sfdisk", "fdisk")
-	fsck := hostTool(t, "fsck.vfat", "dosfstools")
-	unsq := hostTool(t, "unsquashfs", "squashfs-tools")
+	sgdisk := hosttool.Require(t, "sgdisk", "gdisk")
+	sfdisk := hosttool.Require(t, "sfdisk", "fdisk")
+	fsck := hosttool.Require(t, "fsck.vfat", "dosfstools")
+	unsq := hosttool.Require(t, "unsquashfs", "squashfs-tools")
 
 	fx := newFixture(t)
 	in := fx.in

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"tandem.dev/tandem/internal/hosttool"
+
 	"github.com/diskfs/go-diskfs/backend/file"
 	dsq "github.com/diskfs/go-diskfs/filesystem/squashfs"
 )
@@ -27,21 +29,6 @@ var (
 	epoch = time.Unix(1700000000, 0)
 	quiet = slog.New(slog.DiscardHandler)
 )
-
-// hostTool finds a test-only host tool. Locally, -short skips the tests
-// that need one; in CI (CI=true) and without -short a missing tool fails,
-// naming the package to install.
-func hostTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	if testing.Short() && os.Getenv("CI") != "true" {
-		t.Skipf("-short: skipping check with host tool %s", name)
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("host tool %s missing (CI=%q): apt-get install -y %s, or run go test -short", name, os.Getenv("CI"), pkg)
-	}
-	return p
-}
 
 type fixture struct {
 	path    string
@@ -262,7 +249,7 @@ func checkEntry(t *testing.T, sq *dsq.FileSystem, src, p string, fi os.FileInfo,
 // superblock summary, and a full extraction compared with the source,
 // setuid bits, owners, mtimes and hard links included.
 func TestUnsquashfs(t *testing.T) {
-	unsq := hostTool(t, "unsquashfs", "squashfs-tools")
+	unsq := hosttool.Require(t, "unsquashfs", "squashfs-tools")
 	if os.Getuid() != 0 {
 		t.Skip("extraction keeps owners and setuid only as root")
 	}

@@ -1,0 +1,36 @@
+// Package hosttool finds the host programs that tests check their output
+// with (unsquashfs, sgdisk, fsck.vfat, QEMU). Locally -short skips such
+// tests; in CI (CI=true) and without -short a missing tool is a failure
+// that names the package to install, never a silent skip.
+package hosttool
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// Require returns the path of name, from Debian package pkg.
+func Require(t testing.TB, name, pkg string) string {
+	t.Helper()
+	if testing.Short() && os.Getenv("CI") != "true" {
+		t.Skipf("-short: skipping a check that needs %s", name)
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("host tool %s missing (CI=%q): run scripts/setup or apt-get install -y %s", name, os.Getenv("CI"), pkg)
+	}
+	return p
+}
+
+// RequireFile fails (or skips with -short) when a file a test needs, such
+// as firmware, is absent.
+func RequireFile(t testing.TB, path, pkg string) {
+	t.Helper()
+	if testing.Short() && os.Getenv("CI") != "true" {
+		t.Skipf("-short: skipping a check that needs %s", path)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("%s missing (CI=%q): run scripts/setup or apt-get install -y %s", path, os.Getenv("CI"), pkg)
+	}
+}
