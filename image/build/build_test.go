@@ -217,7 +217,8 @@ func TestReproducible(t *testing.T) {
 	a := run("a", shared, 0)
 	b := run("b", filepath.Join(dir, "cache-b"), 0)
 	if a.SHA256 != b.SHA256 {
-		t.Errorf("same inputs, different images: %s vs %s", a.SHA256, b.SHA256)
+		t.Errorf("same inputs, different images: %s (shared cache) vs %s (fresh cache); "+
+			"if you changed what rootfs or squashfs produce, bump build.cacheFormat", a.SHA256, b.SHA256)
 	}
 	c := run("c", filepath.Join(dir, "cache-b"), 1700000000)
 	if c.SHA256 == a.SHA256 {

@@ -179,7 +179,7 @@ func (b *builder) extract(ctx context.Context) error {
 		worker = func() {
 			defer wg.Done()
 			for l := range jobs {
-				dir := filepath.Join(b.cache, "extract", l.SHA256)
+				dir := filepath.Join(b.cache, "extract", fmt.Sprintf("%d-%s", cacheFormat, l.SHA256))
 				made := false
 				var err error
 				if !exists(dir) {
@@ -292,7 +292,7 @@ func (b *builder) rootfs(ctx context.Context) error {
 	for _, l := range pk {
 		sums = append(sums, l.Name+"="+l.SHA256)
 	}
-	b.state.rootKey = hashOf("rootfs-v1", sums, b.state.kver, b.state.rootMods, b.sp.Rootfs)
+	b.state.rootKey = hashOf("rootfs", cacheFormat, sums, b.state.kver, b.state.rootMods, b.sp.Rootfs)
 	b.state.rootDir = filepath.Join(b.cache, "rootfs", b.state.rootKey)
 	if exists(b.state.rootDir) {
 		b.p.Printf("cached rootfs %s", b.state.rootKey[:12])
@@ -333,7 +333,7 @@ func (b *builder) rootfs(ctx context.Context) error {
 }
 
 func (b *builder) squashfs(ctx context.Context) error {
-	out := filepath.Join(b.cache, "squashfs", hashOf("squashfs-v1", b.state.rootKey, b.epoch.Unix())+".sqfs")
+	out := filepath.Join(b.cache, "squashfs", hashOf("squashfs", cacheFormat, b.state.rootKey, b.epoch.Unix())+".sqfs")
 	b.state.sqfs = out
 	if !exists(out) {
 		start := time.Now()
