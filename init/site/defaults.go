@@ -69,10 +69,7 @@ func (m *Monitors) fields() []struct {
 	}
 }
 
-func (c *Config) has(path string) bool {
-	_, ok := c.keys[path]
-	return ok
-}
+func (c *Config) has(path string) bool { return c.keys.Has(path) }
 
 func (c *Config) defStr(path string, v *string, def string) {
 	if !c.has(path) {

@@ -1,13 +1,16 @@
 package site
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"tandem.dev/tandem/internal/tomlpos"
 )
 
 // Error is one problem in a site config, located by file:line:col and,
@@ -34,13 +37,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // position, so the operator fixes them all in one pass.
 type ValidationErrors []*Error
 
-func (v ValidationErrors) Error() string {
-	lines := make([]string, len(v))
-	for i, e := range v {
-		lines[i] = e.Error()
-	}
-	return strings.Join(lines, "\n")
-}
+func (v ValidationErrors) Error() string { return tomlpos.Lines(v) }
 
 // Unwrap lets errors.As find the individual *Error values.
 func (v ValidationErrors) Unwrap() []error {
@@ -52,18 +49,11 @@ func (v ValidationErrors) Unwrap() []error {
 }
 
 func (v ValidationErrors) sort() {
-	sort.SliceStable(v, func(i, j int) bool {
-		a, b := v[i], v[j]
-		if a.Line != b.Line {
-			return a.Line < b.Line
-		}
-		if a.Col != b.Col {
-			return a.Col < b.Col
-		}
-		if a.Path != b.Path {
-			return a.Path < b.Path
-		}
-		return a.Msg < b.Msg
+	slices.SortStableFunc(v, func(a, b *Error) int {
+		return cmp.Or(
+			tomlpos.Position{Line: a.Line, Col: a.Col}.Compare(tomlpos.Position{Line: b.Line, Col: b.Col}),
+			strings.Compare(a.Path, b.Path),
+			strings.Compare(a.Msg, b.Msg))
 	})
 }
 
@@ -71,7 +61,7 @@ func (v ValidationErrors) sort() {
 func (c *Config) decodeError(err error) error {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) {
-		f := c.keys.finder()
+		f := c.keys.Finder()
 		verrs := make(ValidationErrors, 0, len(strict.Errors))
 		for i := range strict.Errors {
 			verrs = append(verrs, c.fromDecodeError(&strict.Errors[i], f))
@@ -81,25 +71,16 @@ func (c *Config) decodeError(err error) error {
 	}
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
-		return c.fromDecodeError(de, c.keys.finder())
+		return c.fromDecodeError(de, c.keys.Finder())
 	}
 	// go-toml documents only the two types above; anything else has no
 	// position, so it is pinned to the start of the file.
 	return &Error{File: c.file, Line: 1, Col: 1, Msg: strings.TrimPrefix(err.Error(), "toml: "), Err: err}
 }
 
-func (c *Config) fromDecodeError(de *toml.DecodeError, f keyFinder) *Error {
-	line, col := de.Position()
-	e := &Error{File: c.file, Line: line, Col: col, Err: de}
-	key := ""
-	for _, part := range de.Key() {
-		key = join(key, part)
-	}
-	if path, ok := f.nearest(key, pos{line, col}); ok {
-		e.Path = path
-	} else {
-		e.Path = key
-	}
+func (c *Config) fromDecodeError(de *toml.DecodeError, f *tomlpos.Finder) *Error {
+	at, key, path := f.Locate(de)
+	e := &Error{File: c.file, Line: at.Line, Col: at.Col, Path: path, Err: de}
 	msg := strings.TrimPrefix(de.Error(), "toml: ")
 	switch {
 	case msg == "unknown field":
@@ -111,17 +92,17 @@ func (c *Config) fromDecodeError(de *toml.DecodeError, f keyFinder) *Error {
 			e.Path = e.Path[:i]
 		}
 		msg = fmt.Sprintf("is a single table: write [%s], not [[%s]]", key, key)
-	case strings.HasPrefix(msg, "cannot decode TOML table into ") && schemaTypes[unindexed(e.Path)] == nil:
+	case strings.HasPrefix(msg, "cannot decode TOML table into ") && schemaTypes[tomlpos.Unindexed(e.Path)] == nil:
 		// A table where a value belongs (links.x = ...): go-toml names
 		// the wrong type, so name the value's key and type instead.
 		p := e.Path
-		for p != "" && schemaTypes[unindexed(p)] == nil {
-			p = parentPath(p)
+		for p != "" && schemaTypes[tomlpos.Unindexed(p)] == nil {
+			p = tomlpos.Parent(p)
 		}
-		if t := schemaTypes[unindexed(p)]; t != nil {
+		if t := schemaTypes[tomlpos.Unindexed(p)]; t != nil {
 			e.Path = p
-			if at, ok := c.keys[p]; ok {
-				e.Line, e.Col = at.line, at.col
+			if at, ok := c.keys.Lookup(p); ok {
+				e.Line, e.Col = at.Line, at.Col
 			}
 			msg = fmt.Sprintf("expected %s, found a table", goTypeName(t.String()))
 		} else {

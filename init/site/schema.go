@@ -3,6 +3,8 @@ package site
 import (
 	"reflect"
 	"strings"
+
+	"tandem.dev/tandem/internal/tomlpos"
 )
 
 // keyKind is what a schema key holds.
@@ -28,7 +30,7 @@ var schema, schemaTypes = func() (map[string]keyKind, map[string]reflect.Type) {
 			if tag == "" || tag == "-" {
 				continue
 			}
-			path := join(prefix, tag)
+			path := tomlpos.Join(prefix, tag)
 			types[path] = f.Type
 			ft := f.Type
 			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
@@ -55,20 +57,20 @@ var schema, schemaTypes = func() (map[string]keyKind, map[string]reflect.Type) {
 // file with many unknown keys turns into minutes of PID 1 time. Keys
 // below an unknown key, or below a value (a type error go-toml reports),
 // are left out.
-func (c *Config) unknownKeys(headers map[string]bool) ValidationErrors {
+func (c *Config) unknownKeys() ValidationErrors {
 	var verrs ValidationErrors
-	for path, p := range c.keys {
+	for path, p := range c.keys.All() {
 		if strings.HasSuffix(path, "]") {
 			continue // an array element; its array is checked itself
 		}
-		u := unindexed(path)
+		u := tomlpos.Unindexed(path)
 		if _, ok := schema[u]; ok {
 			continue
 		}
-		if parent := parentPath(u); parent != "" && schema[parent] != table && schema[parent] != fsidLeaf {
+		if parent := tomlpos.Parent(u); parent != "" && schema[parent] != table && schema[parent] != fsidLeaf {
 			continue
 		}
-		verrs = append(verrs, &Error{File: c.file, Line: p.line, Col: p.col, Path: path, Msg: unknownMsg(u, headers[u])})
+		verrs = append(verrs, &Error{File: c.file, Line: p.Line, Col: p.Col, Path: path, Msg: unknownMsg(u, c.keys.Header(u))})
 	}
 	verrs.sort()
 	return verrs

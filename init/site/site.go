@@ -21,6 +21,8 @@ import (
 	"os"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"tandem.dev/tandem/internal/tomlpos"
 )
 
 // Version is the only schema version this package reads.
@@ -49,7 +51,7 @@ type Config struct {
 	Diagnostics Diagnostics `toml:"diagnostics"`
 
 	file string
-	keys keyIndex
+	keys *tomlpos.Index
 }
 
 // Pair identifies the pair as a whole.
@@ -299,12 +301,12 @@ func Parse(name string, data []byte) (cfg *Config, err error) {
 	c.file = name
 	// The index is built even for a broken document, as far as it parses,
 	// so that decode errors can name indexed key paths.
-	keys, headers, parsed := indexKeys(data)
+	keys, parsed := tomlpos.IndexKeys(data)
 	c.keys = keys
 	// Unknown keys are found here, before go-toml's strict mode sees
 	// them (see unknownKeys); a syntax error is go-toml's to report.
 	if parsed {
-		if verrs := c.unknownKeys(headers); len(verrs) > 0 {
+		if verrs := c.unknownKeys(); len(verrs) > 0 {
 			return nil, verrs
 		}
 	}
@@ -328,8 +330,18 @@ func (c *Config) File() string { return c.file }
 // ok is false if the key is not in the file (it was defaulted); line and
 // col then locate the nearest enclosing table.
 func (c *Config) Position(path string) (line, col int, ok bool) {
-	p, ok := c.keys.lookup(path)
-	return p.line, p.col, ok
+	p, ok := c.lookup(path)
+	return p.Line, p.Col, ok
+}
+
+// lookup is Index.Lookup, but at 1:1 for a key with no enclosing table
+// written, since every site config error names a line.
+func (c *Config) lookup(path string) (tomlpos.Position, bool) {
+	p, ok := c.keys.Lookup(path)
+	if p == (tomlpos.Position{}) {
+		p = tomlpos.Position{Line: 1, Col: 1}
+	}
+	return p, ok
 }
 
 // Node returns the node with the given name, or nil.

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"tandem.dev/tandem/internal/tomlpos"
 )
 
 // base is a small valid config; the bad cases edit it. Keep its line
@@ -543,10 +545,10 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, _, _ := indexKeys(data)
+	keys, _ := tomlpos.IndexKeys(data)
 	written := map[string]bool{}
-	for path := range keys {
-		written[unindexed(path)] = true
+	for path := range keys.All() {
+		written[tomlpos.Unindexed(path)] = true
 	}
 	if len(schema) < 90 {
 		t.Fatalf("schema has only %d keys", len(schema))

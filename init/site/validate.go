@@ -36,8 +36,8 @@ func (c *Config) validate() ValidationErrors {
 }
 
 func (v *validator) add(path string, format string, args ...any) {
-	p, _ := v.c.keys.lookup(path)
-	v.errs = append(v.errs, &Error{File: v.c.file, Line: p.line, Col: p.col, Path: path, Msg: fmt.Sprintf(format, args...)})
+	p, _ := v.c.lookup(path)
+	v.errs = append(v.errs, &Error{File: v.c.file, Line: p.Line, Col: p.Col, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) addErr(path string, err error) {
