@@ -45,7 +45,7 @@ type BackoffPolicy struct {
 // Initial * Multiplier^n, capped at Max.
 func (b BackoffPolicy) Delay(n int) time.Duration {
 	d := float64(b.Initial)
-	for i := 0; i < n && d < float64(b.Max); i++ {
+	for i := 0; i < n && d < float64(b.Max) && b.Multiplier > 1; i++ {
 		d *= b.Multiplier
 	}
 	if d > float64(b.Max) {
