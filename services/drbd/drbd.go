@@ -1,0 +1,461 @@
+// Package drbd is the DRBD layer of a Tandem head: one resource, protocol
+// C, replicating the head's RAID10 array to the peer over the replication
+// bond. It runs on both heads as Secondary (Start) and is made Primary on
+// the active head only (Promote).
+//
+// The kernel module is the in-tree DRBD 8.4; the userland is drbd-utils 9,
+// whose drbdadm and drbdsetup exec /lib/drbd/drbdadm-84 and drbdsetup-84
+// when /proc/drbd says 8.4. So the resource file uses 8.4 syntax, and the
+// state stream is drbdsetup-84's events2 dialect (see tracker).
+//
+// Every drbdadm/drbdsetup/drbdmeta call goes through run, and classify
+// turns its stderr into a *services.Error with a sentinel from errors.go.
+package drbd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"tandem.dev/tandem/services"
+)
+
+// Name is the resource's name in the service graph.
+const Name = "drbd"
+
+// justCreatedUUID is the current UUID drbdmeta create-md writes
+// (UUID_JUST_CREATED in DRBD): this device has never held data.
+const justCreatedUUID = 4
+
+// Resource is the DRBD layer; it implements services.Promoter.
+type Resource struct {
+	cfg    Config
+	log    *slog.Logger
+	run    runner
+	stream streamer
+
+	// Paths and probes, replaced in tests.
+	procDRBD  string
+	sysBlock  string
+	libDir    string // drbdadm-84's registry, /var/lib/drbd
+	readAt    func(dev string, off int64, n int) ([]byte, error)
+	pollEvery time.Duration
+	settleFor time.Duration // how long Start waits for a new pair to initialise
+
+	mu          sync.Mutex
+	wantPrimary bool
+	w           *watcher
+}
+
+var _ services.Promoter = (*Resource)(nil)
+
+// New returns the DRBD resource for cfg.
+func New(cfg Config, log *slog.Logger) (*Resource, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Resource{
+		cfg: cfg, log: log.With("resource", Name), run: execRunner{}, stream: execRunner{},
+		procDRBD: "/proc/drbd", sysBlock: "/sys/block", libDir: "/var/lib/drbd", readAt: readDevice, pollEvery: 200 * time.Millisecond, settleFor: 30 * time.Second,
+	}, nil
+}
+
+// Name implements services.Resource.
+func (r *Resource) Name() string { return Name }
+
+// Config returns the resource's configuration.
+func (r *Resource) Config() Config { return r.cfg }
+
+func (r *Resource) adm(ctx context.Context, op string, args ...string) (result, error) {
+	full := append([]string{"-c", r.cfg.ResFile()}, args...)
+	res := r.run.Run(ctx, "drbdadm", full...)
+	return res, classify(op, res, "drbdadm "+strings.Join(args, " "))
+}
+
+func (r *Resource) setup(ctx context.Context, op string, args ...string) (result, error) {
+	res := r.run.Run(ctx, "drbdsetup", args...)
+	return res, classify(op, res, "drbdsetup "+strings.Join(args, " "))
+}
+
+// writeConfig writes the resource file and the directories drbdadm needs.
+func (r *Resource) writeConfig(op string) error {
+	data, err := r.cfg.Render()
+	if err != nil {
+		return &services.Error{Resource: Name, Op: op, Kind: services.Config, Err: err}
+	}
+	// drbdadm-84 keeps its minor -> config registry in /var/lib/drbd, and
+	// the kernel's handler calls find the -c file through it.
+	for _, d := range []string{r.cfg.ConfDir, r.cfg.StateDir, r.libDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return services.Errorf(Name, op, services.Failed, "%v", err)
+		}
+	}
+	if err := writeAtomic(r.cfg.ResFile(), data, 0o600); err != nil {
+		return services.Errorf(Name, op, services.Failed, "write %s: %v", r.cfg.ResFile(), err)
+	}
+	return nil
+}
+
+// Start brings the resource up as Secondary: it writes the resource file,
+// creates metadata if (and only if) the backing device has none, runs
+// drbdadm adjust, starts the events2 watcher and, on a brand-new pair,
+// skips the initial sync (see skipInitialSync).
+func (r *Resource) Start(ctx context.Context) error {
+	const op = "start"
+	if err := r.writeConfig(op); err != nil {
+		return err
+	}
+	// dump parses the file the way up will: a host-name mismatch or a
+	// syntax error is a Config error now, not a puzzle later.
+	if _, err := r.adm(ctx, op, "dump", r.cfg.Resource); err != nil {
+		return err
+	}
+	st, err := r.oneshot(ctx, op)
+	if err != nil {
+		return err
+	}
+	if !attached(st) {
+		if err := r.ensureMetadata(ctx, op); err != nil {
+			return err
+		}
+	}
+	if _, err := r.adm(ctx, op, "adjust", r.cfg.Resource); err != nil {
+		return err
+	}
+	r.watch()
+	if r.fresh() {
+		r.settleFreshPair(ctx)
+	}
+	r.log.Info("drbd up", "state", r.State())
+	return nil
+}
+
+func attached(st State) bool {
+	return st.Configured && st.Disk != "" && st.Disk != "Diskless" && st.Disk != "Failed" && st.Disk != "Detaching"
+}
+
+// Promote makes this head Primary. It refuses unless the local disk is
+// UpToDate: promoting Inconsistent or Outdated data would serve stale
+// blocks. The fence-peer handler runs inside drbdadm primary when the
+// peer is not connected.
+func (r *Resource) Promote(ctx context.Context) error {
+	const op = "promote"
+	st, err := r.current(ctx, op)
+	if err != nil {
+		return err
+	}
+	if st.Role == "Primary" {
+		r.setWant(true)
+		return nil
+	}
+	if st.Disk != "UpToDate" {
+		return &services.Error{Resource: Name, Op: op, Kind: services.Refused,
+			Err: fmt.Errorf("%w: local disk is %s (peer %s, connection %s)", ErrNoUpToDateDisk, orUnknown(st.Disk), orUnknown(st.PeerDisk), orUnknown(st.Connection))}
+	}
+	if _, err := r.adm(ctx, op, "primary", r.cfg.Resource); err != nil {
+		return err
+	}
+	r.setWant(true)
+	r.log.Info("drbd primary")
+	return nil
+}
+
+// Demote makes this head Secondary again; it fails while the stack above
+// still holds the device open.
+func (r *Resource) Demote(ctx context.Context) error {
+	const op = "demote"
+	r.setWant(false)
+	st, err := r.current(ctx, op)
+	if err != nil {
+		return err
+	}
+	if !st.Configured || st.Role != "Primary" {
+		return nil
+	}
+	if _, err := r.adm(ctx, op, "secondary", r.cfg.Resource); err != nil {
+		return err
+	}
+	r.log.Info("drbd secondary")
+	return nil
+}
+
+// Stop demotes and takes the resource down.
+func (r *Resource) Stop(ctx context.Context) error {
+	const op = "stop"
+	r.setWant(false)
+	st, err := r.current(ctx, op)
+	if err != nil {
+		return err
+	}
+	if st.Configured {
+		if st.Role == "Primary" {
+			if _, err := r.adm(ctx, op, "secondary", r.cfg.Resource); err != nil {
+				return err
+			}
+		}
+		if _, err := r.adm(ctx, op, "down", r.cfg.Resource); err != nil && !errors.Is(err, ErrUnknownResource) {
+			return err
+		}
+	}
+	r.unwatch()
+	r.log.Info("drbd down")
+	return nil
+}
+
+// Monitor checks role, connection and disks from the events2 stream.
+// Degraded means the data is served but not replicated (peer gone, resync
+// running, split brain); Failed means this head cannot serve.
+func (r *Resource) Monitor(ctx context.Context) error {
+	const op = "monitor"
+	st, err := r.current(ctx, op)
+	if err != nil {
+		return err
+	}
+	if r.fresh() {
+		r.maybeSkipInitialSync(ctx, st)
+		if st.Disk == "UpToDate" {
+			r.clearFresh()
+		}
+	}
+	// after-resync-target runs on the peer, not here: the fence record
+	// of this head goes once the peer is seen caught up.
+	if st.Connection == "Connected" && st.PeerDisk == "UpToDate" {
+		if rec, ok := PeerFenced(r.cfg.StateDir, r.cfg.Resource); ok {
+			if err := os.Remove(FenceFile(r.cfg.StateDir, r.cfg.Resource)); err == nil {
+				r.log.Info("peer resynced; fence lifted", "fenced_at", rec.At)
+			}
+		}
+	}
+	return evaluate(st, r.want())
+}
+
+// evaluate is Monitor's verdict on a State.
+func evaluate(st State, wantPrimary bool) error {
+	const op = "monitor"
+	fail := func(kind services.Kind, format string, a ...any) error {
+		return services.Errorf(Name, op, kind, format, a...)
+	}
+	switch {
+	case !st.Configured:
+		return fail(services.Failed, "resource is not configured in the kernel")
+	case wantPrimary && st.Role != "Primary":
+		return fail(services.Failed, "role is %s, want Primary", orUnknown(st.Role))
+	case !wantPrimary && st.Role == "Primary":
+		return fail(services.Failed, "role is Primary, want Secondary")
+	case st.Suspended != "" && st.Suspended != "no":
+		return fail(services.Failed, "I/O suspended (%s)", st.Suspended)
+	case !attached(st):
+		return fail(services.Failed, "local disk is %s", orUnknown(st.Disk))
+	case st.Disk != "UpToDate" && wantPrimary:
+		return fail(services.Failed, "primary with a %s disk", st.Disk)
+	case st.Connection == "StandAlone":
+		return fail(services.Degraded, "StandAlone: not replicating (split brain or refused connection?); check the kernel log and resolve by hand")
+	case st.Connection != "Connected":
+		return fail(services.Degraded, "peer not connected (%s); writes are not replicated", orUnknown(st.Connection))
+	case st.Syncing():
+		return fail(services.Degraded, "resync %s at %.1f%% (disk %s, peer %s)", st.Replication, st.SyncPercent, st.Disk, st.PeerDisk)
+	case st.Disk != "UpToDate" || st.PeerDisk != "UpToDate":
+		return fail(services.Degraded, "disk %s, peer disk %s", st.Disk, orUnknown(st.PeerDisk))
+	}
+	return nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+func (r *Resource) setWant(p bool) {
+	r.mu.Lock()
+	r.wantPrimary = p
+	r.mu.Unlock()
+}
+
+func (r *Resource) want() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.wantPrimary
+}
+
+// State returns the latest state seen on the events2 stream (zero if the
+// watcher has not finished its initial dump).
+func (r *Resource) State() State {
+	r.mu.Lock()
+	w := r.w
+	r.mu.Unlock()
+	if w == nil {
+		return State{}
+	}
+	st, _ := w.state()
+	return st
+}
+
+// current is the watcher's state once its initial dump is in, else a
+// one-shot query.
+func (r *Resource) current(ctx context.Context, op string) (State, error) {
+	r.mu.Lock()
+	w := r.w
+	r.mu.Unlock()
+	if w != nil {
+		if st, ok := w.state(); ok {
+			return st, nil
+		}
+	}
+	return r.oneshot(ctx, op)
+}
+
+// oneshot runs `drbdsetup events2 --now --statistics`, falling back to
+// /proc/drbd where the module has no events2.
+func (r *Resource) oneshot(ctx context.Context, op string) (State, error) {
+	res, err := r.setup(ctx, op, "events2", "--now", "--statistics", r.cfg.Resource)
+	if err == nil {
+		t := newTracker(r.cfg.Resource, r.cfg.Minor, r.deviceKiB)
+		now := time.Now()
+		for _, l := range strings.Split(res.Stdout, "\n") {
+			t.feed(l, now)
+		}
+		return t.st, nil
+	}
+	switch {
+	case errors.Is(err, ErrUnknownResource):
+		return State{}, nil // not up yet
+	case services.KindOf(err) == services.Timeout || errors.Is(err, ErrNoModule):
+		return State{}, err
+	}
+	data, perr := os.ReadFile(r.procDRBD)
+	if perr != nil {
+		return State{}, err
+	}
+	r.log.Debug("events2 unavailable, read /proc/drbd", "err", err)
+	t := newTracker(r.cfg.Resource, r.cfg.Minor, r.deviceKiB)
+	for _, l := range strings.Split(string(data), "\n") {
+		t.feed(l, time.Now())
+	}
+	return t.st, nil
+}
+
+// deviceKiB is the DRBD device's size, for 8.4's resync percentage.
+func (r *Resource) deviceKiB() uint64 {
+	b, err := os.ReadFile(filepath.Join(r.sysBlock, fmt.Sprintf("drbd%d", r.cfg.Minor), "size"))
+	if err != nil {
+		return 0
+	}
+	sectors, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return sectors / 2
+}
+
+// watcher follows the events2 stream and keeps the latest State.
+type watcher struct {
+	mu     sync.Mutex
+	tr     *tracker
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (w *watcher) state() (State, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.tr.st, w.tr.synced
+}
+
+// watch starts the watcher if it is not running.
+func (r *Resource) watch() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.w != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watcher{tr: newTracker(r.cfg.Resource, r.cfg.Minor, r.deviceKiB), cancel: cancel, done: make(chan struct{})}
+	r.w = w
+	go r.follow(ctx, w)
+}
+
+func (r *Resource) unwatch() {
+	r.mu.Lock()
+	w := r.w
+	r.w = nil
+	r.mu.Unlock()
+	if w != nil {
+		w.cancel()
+		<-w.done
+	}
+}
+
+// follow reads the stream until ctx ends, restarting it when it exits.
+// A restart resets the state: the new stream's initial dump rebuilds it,
+// and until then current() falls back to a one-shot query.
+func (r *Resource) follow(ctx context.Context, w *watcher) {
+	defer close(w.done)
+	args := []string{"events2", "--statistics", r.cfg.Resource}
+	backoff := time.Second
+	for ctx.Err() == nil {
+		w.mu.Lock()
+		w.tr.st, w.tr.synced = State{}, false
+		w.mu.Unlock()
+		started := time.Now()
+		out, wait, err := r.stream.Stream(ctx, "drbdsetup", args...)
+		if err == nil {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				w.mu.Lock()
+				if w.tr.feed(sc.Text(), time.Now()) && w.tr.synced {
+					r.log.Debug("drbd event", "line", sc.Text())
+				}
+				w.mu.Unlock()
+			}
+			err = wait()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		// An old 8.x module has no events2: follow the legacy stream.
+		if err != nil && strings.Contains(err.Error(), "Kernel does not know how to handle your request") && args[0] == "events2" {
+			args = []string{"events", r.cfg.Resource}
+		}
+		r.log.Warn("drbd event stream ended; restarting", "err", err)
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// writeAtomic replaces path so that a reader never sees half a file.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,271 @@
+package drbd
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem.dev/tandem/services"
+)
+
+const (
+	notUp       = "exists -\n"
+	freshPair84 = `exists resource name:r0 role:Secondary suspended:no
+exists connection name:r0 peer-node-id:0 conn-name:peer connection:Connected role:Secondary
+exists device name:r0 volume:0 minor:0 disk:Inconsistent
+exists peer-device name:r0 peer-node-id:0 conn-name:peer volume:0 minor:0 replication:Established peer-disk:Inconsistent
+exists -
+`
+	secondaryStandalone = `exists resource name:r0 role:Secondary suspended:no
+exists connection name:r0 peer-node-id:0 conn-name:peer connection:StandAlone role:Unknown
+exists device name:r0 volume:0 minor:0 disk:Outdated
+exists peer-device name:r0 peer-node-id:0 conn-name:peer volume:0 minor:0 replication:Off peer-disk:DUnknown
+exists -
+`
+	justCreatedGI = "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0:0\n"
+)
+
+var noMD = fail(255, "No valid meta data found\nCommand 'drbdmeta 0 v08 /dev/md/tandem internal dump-md' terminated with exit code 255\n")
+
+func TestStartMetadata(t *testing.T) {
+	cases := []struct {
+		name       string
+		dumpMD     result
+		disk       []byte // start of the backing device
+		wantCreate bool
+		wantApply  bool
+		wantErr    error
+		wantKind   services.Kind
+	}{
+		{"blank device gets metadata", noMD, nil, true, false, nil, 0},
+		{"existing metadata is kept", ok("# DRBD meta data dump\nversion \"v08\";\n"), nil, false, false, nil, 0},
+		{"unclean metadata gets apply-al, not create-md", fail(255, "Found meta data is \"unclean\", please apply-al first\n"), nil, false, true, nil, 0},
+		{"data without metadata is refused", noMD, append([]byte("XFSB"), make([]byte, 8188)...), false, false, ErrNoMetadata, services.Refused},
+		{"an unknown dump-md failure never creates", fail(20, "drbdmeta: cannot open /dev/md/tandem: Input/output error\n"), nil, false, false, ErrTool, services.Failed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake().on("drbdsetup events2 --now --statistics r0", ok(notUp)).on("drbdadm dump-md r0", tc.dumpMD)
+			r := newTest(t, labConfig(t, "head-b"), f, notUp)
+			if tc.disk != nil {
+				r.readAt = func(string, int64, int) ([]byte, error) { return tc.disk, nil }
+			}
+			err := r.Start(context.Background())
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) || services.KindOf(err) != tc.wantKind {
+					t.Fatalf("err = %v (kind %v), want %v", err, services.KindOf(err), tc.wantErr)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if got := f.called("drbdadm -- --force create-md r0"); got != tc.wantCreate {
+				t.Errorf("create-md called = %v", got)
+			}
+			if got := f.called("drbdadm apply-al r0"); got != tc.wantApply {
+				t.Errorf("apply-al called = %v", got)
+			}
+			if got := exists(t, r.freshFile()); got != tc.wantCreate {
+				t.Errorf("fresh marker = %v", got)
+			}
+			if tc.wantErr == nil && !f.called("drbdadm adjust r0") {
+				t.Error("no adjust")
+			}
+			if !exists(t, r.cfg.ResFile()) {
+				t.Error("resource file not written")
+			}
+		})
+	}
+}
+
+func TestStartAttachedSkipsProbe(t *testing.T) {
+	f := newFake().on("drbdsetup events2 --now --statistics r0", ok(events84Initial))
+	r := newTest(t, labConfig(t, "head-a"), f, events84Initial)
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if f.called("drbdadm dump-md") || f.called("drbdadm -- --force create-md") {
+		t.Errorf("metadata probed on an attached device: %v", f.calls)
+	}
+}
+
+func TestStartConfigErrors(t *testing.T) {
+	f := newFake().on("drbdadm dump r0", fail(3, "'r0' ignored, since this host (nas) is not mentioned with an 'on' keyword.\n"))
+	r := newTest(t, labConfig(t, "head-a"), f, notUp)
+	err := r.Start(context.Background())
+	if services.KindOf(err) != services.Config || !errors.Is(err, ErrConfig) {
+		t.Fatalf("err = %v", err)
+	}
+	if f.called("drbdadm adjust") {
+		t.Error("adjust after a config error")
+	}
+}
+
+func TestSkipInitialSync(t *testing.T) {
+	cases := []struct {
+		name  string
+		self  string
+		fresh bool
+		gi    string
+		state string
+		want  bool
+	}{
+		{"first node, fresh, both inconsistent", "head-a", true, justCreatedGI, freshPair84, true},
+		{"second node never issues it", "head-b", true, justCreatedGI, freshPair84, false},
+		{"not created by us", "head-a", false, justCreatedGI, freshPair84, false},
+		{"UUID already rotated", "head-a", true, "A1B2C3D4E5F60718:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0:0\n", freshPair84, false},
+		{"peer not connected", "head-a", true, justCreatedGI, strings.Replace(freshPair84, "connection:Connected", "connection:Connecting", 1), false},
+		{"peer has data (UpToDate)", "head-a", true, justCreatedGI, strings.Replace(freshPair84, "peer-disk:Inconsistent", "peer-disk:UpToDate", 1), false},
+		{"a resync runs", "head-a", true, justCreatedGI, strings.Replace(freshPair84, "replication:Established", "replication:SyncTarget", 1), false},
+		{"peer is primary", "head-a", true, justCreatedGI, strings.Replace(freshPair84, "connection:Connected role:Secondary", "connection:Connected role:Primary", 1), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake().on("drbdsetup events2 --now --statistics r0", ok(tc.state)).on("drbdsetup get-gi 0", ok(tc.gi))
+			r := newTest(t, labConfig(t, tc.self), f, tc.state)
+			if tc.fresh {
+				if err := writeAtomic(r.freshFile(), []byte("x"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.watch()
+			waitSynced(t, r)
+			_ = r.Monitor(context.Background())
+			if got := f.called("drbdsetup new-current-uuid 0 --clear-bitmap"); got != tc.want {
+				t.Errorf("new-current-uuid --clear-bitmap called = %v; calls %v", got, f.calls)
+			}
+		})
+	}
+}
+
+func waitSynced(t *testing.T, r *Resource) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		w := r.w
+		r.mu.Unlock()
+		if _, ok := w.state(); ok {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("watcher never finished its initial dump")
+}
+
+func TestPromote(t *testing.T) {
+	cases := []struct {
+		name     string
+		state    string
+		primary  result
+		wantCall bool
+		wantErr  error
+		kind     services.Kind
+	}{
+		{"UpToDate secondary is promoted", events84Initial, ok(""), true, nil, 0},
+		{"Outdated is refused before drbdadm runs", secondaryStandalone, ok(""), false, ErrNoUpToDateDisk, services.Refused},
+		{"Inconsistent is refused", freshPair84, ok(""), false, ErrNoUpToDateDisk, services.Refused},
+		{"already primary is a no-op", strings.Replace(events84Initial, "role:Secondary suspended", "role:Primary suspended", 1), ok(""), false, nil, 0},
+		{"peer primary: drbdadm refuses", events84Initial, fail(11, "0: State change failed: (-1) Multiple primaries not allowed by config\n"), true, ErrTwoPrimaries, services.Refused},
+		{"fencing refused", events84Initial, fail(11, "0: State change failed: (-7) Refusing to be Primary while peer is not outdated\n"), true, ErrPeerNotOutdated, services.Refused},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake().on("drbdsetup events2 --now --statistics r0", ok(tc.state)).on("drbdadm primary r0", tc.primary)
+			r := newTest(t, labConfig(t, "head-a"), f, tc.state)
+			err := r.Promote(context.Background())
+			if tc.wantErr == nil && err != nil || tc.wantErr != nil && (!errors.Is(err, tc.wantErr) || services.KindOf(err) != tc.kind) {
+				t.Fatalf("err = %v (kind %v), want %v", err, services.KindOf(err), tc.wantErr)
+			}
+			if got := f.called("drbdadm primary r0"); got != tc.wantCall {
+				t.Errorf("drbdadm primary called = %v", got)
+			}
+			if r.want() != (err == nil) {
+				t.Errorf("wantPrimary = %v after err %v", r.want(), err)
+			}
+		})
+	}
+}
+
+func TestDemoteAndStop(t *testing.T) {
+	primary := strings.Replace(events84Initial, "role:Secondary suspended", "role:Primary suspended", 1)
+	f := newFake().on("drbdsetup events2 --now --statistics r0", ok(primary)).
+		on("drbdadm secondary r0", fail(11, "0: State change failed: (-12) Device is held open by someone\n"), ok(""))
+	r := newTest(t, labConfig(t, "head-a"), f, primary)
+	err := r.Demote(context.Background())
+	if !errors.Is(err, ErrHeldOpen) || services.KindOf(err) != services.Failed {
+		t.Fatalf("demote while held open: %v", err)
+	}
+	if err := r.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !f.called("drbdadm down r0") {
+		t.Error("no down")
+	}
+	// Stop on a resource that is not up does nothing.
+	f2 := newFake().on("drbdsetup events2 --now --statistics r0", ok(notUp))
+	r2 := newTest(t, labConfig(t, "head-a"), f2, notUp)
+	if err := r2.Stop(context.Background()); err != nil || f2.called("drbdadm") {
+		t.Errorf("stop of a down resource: %v, calls %v", err, f2.calls)
+	}
+}
+
+func TestEvaluate(t *testing.T) {
+	good := State{Configured: true, Role: "Secondary", PeerRole: "Secondary", Connection: "Connected", Replication: "Established",
+		Disk: "UpToDate", PeerDisk: "UpToDate", Suspended: "no", SyncPercent: 100}
+	mod := func(f func(*State)) State { s := good; f(&s); return s }
+	cases := []struct {
+		name    string
+		st      State
+		primary bool
+		kind    services.Kind // -1: healthy
+	}{
+		{"healthy secondary", good, false, -1},
+		{"healthy primary", mod(func(s *State) { s.Role = "Primary" }), true, -1},
+		{"not configured", State{}, false, services.Failed},
+		{"lost primary role", good, true, services.Failed},
+		{"unexpected primary", mod(func(s *State) { s.Role = "Primary" }), false, services.Failed},
+		{"diskless", mod(func(s *State) { s.Disk = "Diskless" }), false, services.Failed},
+		{"suspended", mod(func(s *State) { s.Suspended = "fencing" }), false, services.Failed},
+		{"primary on outdated data", mod(func(s *State) { s.Role = "Primary"; s.Disk = "Outdated" }), true, services.Failed},
+		{"peer gone", mod(func(s *State) { s.Connection = "Connecting"; s.PeerDisk = "DUnknown" }), false, services.Degraded},
+		{"split brain", mod(func(s *State) { s.Role = "Primary"; s.Connection = "StandAlone" }), true, services.Degraded},
+		{"resync", mod(func(s *State) { s.Replication = "SyncTarget"; s.Disk = "Inconsistent"; s.SyncPercent = 12 }), false, services.Degraded},
+		{"peer outdated", mod(func(s *State) { s.PeerDisk = "Outdated" }), false, services.Degraded},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := evaluate(tc.st, tc.primary)
+			if tc.kind < 0 {
+				if err != nil {
+					t.Fatalf("unhealthy: %v", err)
+				}
+				return
+			}
+			if err == nil || services.KindOf(err) != tc.kind {
+				t.Fatalf("err = %v, want kind %v", err, tc.kind)
+			}
+		})
+	}
+}
+
+func TestWatcherState(t *testing.T) {
+	f := newFake()
+	r := newTest(t, labConfig(t, "head-a"), f, events84Initial+"change resource name:r0 role:Primary\n")
+	r.watch()
+	deadline := time.Now().Add(2 * time.Second)
+	for r.State().Role != "Primary" {
+		if time.Now().After(deadline) {
+			t.Fatalf("state never followed the stream: %+v", r.State())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st := r.State(); st.Connection != "Connected" || st.PeerDisk != "UpToDate" {
+		t.Errorf("state %+v", st)
+	}
+	r.unwatch()
+	if st := r.State(); st != (State{}) {
+		t.Errorf("state after unwatch: %+v", st)
+	}
+}

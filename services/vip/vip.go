@@ -1,0 +1,239 @@
+// Package vip is the service address layer: the virtual IP that clients
+// mount through and that moves with the active head. The service graph
+// puts it last, so it comes up only when every file service behind it is
+// ready and goes down first.
+//
+// Start adds the address with netlink and announces it with gratuitous
+// ARP, arp_count times, so switches and clients move to this head at
+// once instead of after their ARP caches expire. Stop removes the
+// address. Monitor checks that the address is present and the link up.
+package vip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/services"
+)
+
+// Name is the resource's name in the service graph.
+const Name = "vip"
+
+// Config is the VIP of this head.
+type Config struct {
+	Address netip.Prefix
+	// Link names the service interface: a name or a MAC address (the
+	// management NIC when the site config names it by MAC).
+	Link        string
+	ARPCount    int
+	ARPInterval time.Duration
+	// OnUp runs after the address is up and first announced, e.g. the
+	// NFS layer's SM_NOTIFY to NFSv3 clients, which must come from the
+	// VIP. Its failure is logged, not fatal: the address serves.
+	OnUp func(ctx context.Context, addr netip.Addr) error
+}
+
+// DefaultARPInterval spaces the announcements like IPaddr2's send_arp.
+const DefaultARPInterval = 200 * time.Millisecond
+
+// FromSite returns the VIP config of head self.
+func FromSite(sc *site.Config, self string) (Config, error) {
+	nd := sc.Node(self)
+	if nd == nil {
+		return Config{}, fmt.Errorf("vip: %q is not a node of the pair", self)
+	}
+	p := sc.VIP.Prefix()
+	if !p.IsValid() {
+		return Config{}, fmt.Errorf("vip: bad address %q", sc.VIP.Address)
+	}
+	link := sc.VIP.Interface
+	if link == "" {
+		link = nd.Management.Interface
+		if link == "" {
+			link = nd.Management.MAC
+		}
+	}
+	return Config{Address: p, Link: link, ARPCount: sc.VIP.ARPCount, ARPInterval: DefaultARPInterval}, nil
+}
+
+// Link is what the VIP needs to know about the service interface.
+type Link struct {
+	Index     int
+	Name      string
+	HW        net.HardwareAddr
+	Broadcast net.HardwareAddr
+	Up        bool // administratively up and carrier (or unknown) oper state
+	IPoIB     bool
+}
+
+// netOps is the kernel side, netlink in production.
+type netOps interface {
+	Link(ref string) (Link, error) // ErrNoLink if absent
+	HasAddr(l Link, p netip.Prefix) (bool, error)
+	AddAddr(l Link, p netip.Prefix) error // nil if already there
+	DelAddr(l Link, p netip.Prefix) error // nil if already gone
+}
+
+// ErrNoLink is returned when the service interface does not exist.
+var ErrNoLink = errors.New("no such link")
+
+// Resource is the VIP layer.
+type Resource struct {
+	cfg      Config
+	log      *slog.Logger
+	net      netOps
+	announce Announcer
+
+	mu      sync.Mutex
+	cancel  context.CancelFunc // repeats of the announcement
+	repeats sync.WaitGroup
+}
+
+var _ services.Resource = (*Resource)(nil)
+
+// New returns the VIP resource.
+func New(cfg Config, log *slog.Logger) (*Resource, error) {
+	if !cfg.Address.IsValid() || cfg.Link == "" {
+		return nil, fmt.Errorf("vip: address %v on link %q", cfg.Address, cfg.Link)
+	}
+	if cfg.ARPCount < 1 {
+		cfg.ARPCount = 1
+	}
+	if cfg.ARPInterval <= 0 {
+		cfg.ARPInterval = DefaultARPInterval
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Resource{cfg: cfg, log: log.With("resource", Name), net: netlinkOps{}, announce: packetAnnouncer{}}, nil
+}
+
+// Name implements services.Resource.
+func (r *Resource) Name() string { return Name }
+
+func (r *Resource) errorf(op string, kind services.Kind, format string, a ...any) error {
+	return services.Errorf(Name, op, kind, format, a...)
+}
+
+// Start adds the address and announces it.
+func (r *Resource) Start(ctx context.Context) error {
+	const op = "start"
+	l, err := r.net.Link(r.cfg.Link)
+	if errors.Is(err, ErrNoLink) {
+		return r.errorf(op, services.Missing, "service interface %s: %v", r.cfg.Link, err)
+	} else if err != nil {
+		return r.errorf(op, services.Failed, "service interface %s: %v", r.cfg.Link, err)
+	}
+	if !l.Up {
+		return r.errorf(op, services.Failed, "service interface %s is down", l.Name)
+	}
+	if err := r.net.AddAddr(l, r.cfg.Address); err != nil {
+		return r.errorf(op, services.Failed, "add %s to %s: %v", r.cfg.Address, l.Name, err)
+	}
+	ip := r.cfg.Address.Addr()
+	if err := r.announce.Announce(l, ip); err != nil {
+		// The address is up and serves; caches will learn it late.
+		r.log.Warn("gratuitous ARP failed", "link", l.Name, "err", err)
+	}
+	r.repeat(l, ip)
+	r.log.Info("vip up", "address", r.cfg.Address, "link", l.Name, "arp_count", r.cfg.ARPCount)
+	if r.cfg.OnUp != nil {
+		if err := r.cfg.OnUp(ctx, ip); err != nil {
+			r.log.Warn("after-up hook failed", "err", err)
+		}
+	}
+	return ctx.Err()
+}
+
+// repeat sends the remaining announcements in the background, so Start
+// (and the switchover it is part of) does not wait arp_count intervals.
+func (r *Resource) repeat(l Link, ip netip.Addr) {
+	r.stopRepeats()
+	if r.cfg.ARPCount < 2 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.mu.Lock()
+	r.cancel = cancel
+	r.mu.Unlock()
+	r.repeats.Add(1)
+	go func() {
+		defer r.repeats.Done()
+		t := time.NewTicker(r.cfg.ARPInterval)
+		defer t.Stop()
+		for i := 1; i < r.cfg.ARPCount; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := r.announce.Announce(l, ip); err != nil {
+				r.log.Debug("gratuitous ARP repeat failed", "err", err)
+			}
+		}
+	}()
+}
+
+func (r *Resource) stopRepeats() {
+	r.mu.Lock()
+	cancel := r.cancel
+	r.cancel = nil
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	r.repeats.Wait()
+}
+
+// Stop removes the address; a missing link or address is already stopped.
+func (r *Resource) Stop(ctx context.Context) error {
+	const op = "stop"
+	r.stopRepeats()
+	l, err := r.net.Link(r.cfg.Link)
+	if errors.Is(err, ErrNoLink) {
+		return nil
+	} else if err != nil {
+		return r.errorf(op, services.Failed, "service interface %s: %v", r.cfg.Link, err)
+	}
+	if err := r.net.DelAddr(l, r.cfg.Address); err != nil {
+		return r.errorf(op, services.Failed, "remove %s from %s: %v", r.cfg.Address, l.Name, err)
+	}
+	r.log.Info("vip down", "address", r.cfg.Address, "link", l.Name)
+	return ctx.Err()
+}
+
+// Monitor checks that the address is on the link and the link is up.
+func (r *Resource) Monitor(ctx context.Context) error {
+	const op = "monitor"
+	l, err := r.net.Link(r.cfg.Link)
+	if err != nil {
+		return r.errorf(op, services.Failed, "service interface %s: %v", r.cfg.Link, err)
+	}
+	if !l.Up {
+		return r.errorf(op, services.Failed, "service interface %s is down", l.Name)
+	}
+	has, err := r.net.HasAddr(l, r.cfg.Address)
+	if err != nil {
+		return r.errorf(op, services.Failed, "list addresses of %s: %v", l.Name, err)
+	}
+	if !has {
+		return r.errorf(op, services.Failed, "%s is not on %s", r.cfg.Address, l.Name)
+	}
+	return ctx.Err()
+}
+
+// matchLink reports whether ref (a name or a MAC) names a link.
+func matchLink(ref, name string, hw, perm net.HardwareAddr) bool {
+	if mac, err := net.ParseMAC(ref); err == nil {
+		return strings.EqualFold(mac.String(), hw.String()) || (len(perm) > 0 && strings.EqualFold(mac.String(), perm.String()))
+	}
+	return ref == name
+}

@@ -1,0 +1,207 @@
+package vip
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/services"
+)
+
+type fakeNet struct {
+	mu     sync.Mutex
+	link   *Link
+	addrs  map[netip.Prefix]bool
+	addErr error
+	order  []string
+}
+
+func (f *fakeNet) Link(ref string) (Link, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.link == nil || !matchLink(ref, f.link.Name, f.link.HW, nil) {
+		return Link{}, ErrNoLink
+	}
+	return *f.link, nil
+}
+
+func (f *fakeNet) HasAddr(l Link, p netip.Prefix) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.addrs[p], nil
+}
+
+func (f *fakeNet) AddAddr(l Link, p netip.Prefix) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.addErr != nil {
+		return f.addErr
+	}
+	f.addrs[p] = true
+	f.order = append(f.order, "add")
+	return nil
+}
+
+func (f *fakeNet) DelAddr(l Link, p netip.Prefix) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.addrs, p)
+	f.order = append(f.order, "del")
+	return nil
+}
+
+type countAnnouncer struct {
+	mu sync.Mutex
+	n  int
+	ip netip.Addr
+}
+
+func (c *countAnnouncer) Announce(l Link, ip netip.Addr) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	c.ip = ip
+	return nil
+}
+
+func (c *countAnnouncer) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+func newTest(t *testing.T, link *Link, count int) (*Resource, *fakeNet, *countAnnouncer) {
+	t.Helper()
+	r, err := New(Config{Address: netip.MustParsePrefix("10.0.0.10/24"), Link: "eth0", ARPCount: count, ARPInterval: time.Millisecond},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn := &fakeNet{link: link, addrs: map[netip.Prefix]bool{}}
+	ca := &countAnnouncer{}
+	r.net, r.announce = fn, ca
+	return r, fn, ca
+}
+
+func eth0(up bool) *Link {
+	mac, _ := net.ParseMAC("52:54:00:12:34:56")
+	return &Link{Index: 2, Name: "eth0", HW: mac, Up: up}
+}
+
+func TestStartMonitorStop(t *testing.T) {
+	r, fn, ca := newTest(t, eth0(true), 5)
+	var hooked netip.Addr
+	r.cfg.OnUp = func(_ context.Context, a netip.Addr) error { hooked = a; return errors.New("sm-notify failed") }
+	ctx := context.Background()
+	if err := r.Monitor(ctx); services.KindOf(err) != services.Failed {
+		t.Fatalf("monitor before start: %v", err)
+	}
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for ca.count() < 5 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if ca.count() < 5 || ca.ip != netip.MustParseAddr("10.0.0.10") {
+		t.Errorf("%d announcements of %v, want at least 5", ca.count(), ca.ip)
+	}
+	if hooked != netip.MustParseAddr("10.0.0.10") {
+		t.Error("OnUp not called with the VIP")
+	}
+	if err := r.Monitor(ctx); err != nil {
+		t.Fatalf("monitor: %v", err)
+	}
+	fn.link.Up = false
+	if err := r.Monitor(ctx); services.KindOf(err) != services.Failed {
+		t.Fatalf("monitor with link down: %v", err)
+	}
+	fn.link.Up = true
+	if err := r.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Stop(ctx); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if fn.addrs[r.cfg.Address] {
+		t.Error("address still present after stop")
+	}
+	if err := r.Monitor(ctx); services.KindOf(err) != services.Failed {
+		t.Fatalf("monitor after stop: %v", err)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		link *Link
+		add  error
+		kind services.Kind
+	}{
+		{"no interface", nil, nil, services.Missing},
+		{"interface down", eth0(false), nil, services.Failed},
+		{"kernel refuses", eth0(true), errors.New("permission denied"), services.Failed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, fn, ca := newTest(t, tc.link, 3)
+			fn.addErr = tc.add
+			err := r.Start(context.Background())
+			if services.KindOf(err) != tc.kind {
+				t.Fatalf("err = %v, want kind %v", err, tc.kind)
+			}
+			if ca.count() != 0 {
+				t.Error("announced an address that is not up")
+			}
+		})
+	}
+}
+
+func TestStopMissingLink(t *testing.T) {
+	r, _, _ := newTest(t, nil, 1)
+	if err := r.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMatchLinkByMAC(t *testing.T) {
+	mac, _ := net.ParseMAC("52:54:00:12:34:56")
+	if !matchLink("52:54:00:12:34:56", "eth0", mac, nil) || !matchLink("eth0", "eth0", mac, nil) {
+		t.Error("no match")
+	}
+	if matchLink("52:54:00:12:34:57", "eth0", mac, nil) || matchLink("eth1", "eth0", mac, nil) {
+		t.Error("false match")
+	}
+}
+
+func TestFromSite(t *testing.T) {
+	data, err := os.ReadFile("../../configs/site.lab.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := site.Parse("site.lab.toml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := FromSite(sc, "head-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Address != netip.MustParsePrefix("10.0.0.10/24") || c.Link != "eth0" || c.ARPCount != site.DefaultARPCount {
+		t.Errorf("config %+v", c)
+	}
+	if _, err := FromSite(sc, "stranger"); err == nil {
+		t.Error("config for a host outside the pair")
+	}
+}
