@@ -1,0 +1,302 @@
+package raid
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Mdadm wraps mdadm(8): the one place Tandem runs it. Every call has a
+// deadline, reads no mdadm.conf (--config=none: the arrays are found from
+// the members' superblocks, so there is no file to get out of date), and
+// turns mdadm's stderr into the sentinel errors below.
+type Mdadm struct {
+	Path string // default "mdadm"
+	Log  *slog.Logger
+	// Timeout caps a call when the caller's context has no earlier
+	// deadline. Default 2 minutes.
+	Timeout time.Duration
+}
+
+// Sentinels for mdadm failures; an *ExecError unwraps to one of them.
+var (
+	// ErrNoSuperblock: the device holds no md superblock.
+	ErrNoSuperblock = errors.New("no md superblock")
+	// ErrActive: the array, or an array using these members, is already
+	// running.
+	ErrActive = errors.New("array already active")
+	// ErrNotEnough: too few members to start the array, even degraded.
+	ErrNotEnough = errors.New("not enough members to start the array")
+	// ErrNeedsForce: the members disagree (the array was not shut down
+	// cleanly and is degraded); mdadm asks for --force, which may lose
+	// the latest writes. Tandem never forces: an operator decides.
+	ErrNeedsForce = errors.New("members are out of date with each other; mdadm wants --force")
+	// ErrBusy: a device is held open (mounted, DRBD attached, another
+	// array).
+	ErrBusy = errors.New("device busy")
+	// ErrHasData: mdadm --create found a partition table, filesystem or
+	// old superblock on a member and declined to go on.
+	ErrHasData = errors.New("member holds data")
+	// ErrNotFound: the array or device does not exist.
+	ErrNotFound = errors.New("no such array or device")
+	// ErrWrongUUID: a member belongs to another array.
+	ErrWrongUUID = errors.New("member has the wrong UUID")
+	// ErrNoKernelMD: the kernel has no md support (module not loaded).
+	ErrNoKernelMD = errors.New("kernel md driver unavailable")
+	// ErrNoTool: the mdadm binary is missing.
+	ErrNoTool = errors.New("mdadm not installed")
+	// ErrFailed: any other failure.
+	ErrFailed = errors.New("mdadm failed")
+)
+
+// stderrErrors maps mdadm's messages (mdadm 4.x: Assemble.c, Create.c,
+// Manage.c, util.c) to sentinels. First match wins, so the more specific
+// phrase comes first ("not enough ... consider --force" before "not
+// enough").
+var stderrErrors = []struct {
+	phrase string
+	err    error
+}{
+	{"No md superblock detected", ErrNoSuperblock},
+	{"has no superblock - assembly aborted", ErrNoSuperblock},
+	{"no recogniseable superblock", ErrNoSuperblock},
+	{"No superblock found on", ErrNoSuperblock},
+	{"already active, cannot restart it", ErrActive},
+	{"Found some drive for an array that is already active", ErrActive},
+	{"is already in use", ErrActive},
+	{"consider --force", ErrNeedsForce},
+	{"not enough to start", ErrNotEnough},
+	{"Cannot get exclusive access", ErrBusy},
+	{"is busy - skipping", ErrBusy},
+	{"Device or resource busy", ErrBusy},
+	{"Device is busy", ErrBusy},
+	{"It is busy", ErrBusy},
+	{"appears to be part of a raid array", ErrHasData},
+	{"appears to contain", ErrHasData},
+	{"partition table exists", ErrHasData},
+	{"create aborted", ErrHasData},
+	{"has wrong uuid", ErrWrongUUID},
+	{"does not appear to be a component of", ErrWrongUUID},
+	{"unexpected failure opening", ErrNoKernelMD},
+	{"does not appear to be an md device", ErrNotFound},
+	{"No such file or directory", ErrNotFound},
+	{"No such device or address", ErrNotFound},
+	{"no devices found for", ErrNotFound},
+	{"No arrays found", ErrNotFound},
+}
+
+// ExecError is a failed mdadm run.
+type ExecError struct {
+	Args   []string
+	Exit   int
+	Stderr string
+	Err    error // a sentinel
+}
+
+func (e *ExecError) Error() string {
+	msg := summary(e.Stderr)
+	if msg == "" {
+		msg = fmt.Sprintf("exit status %d", e.Exit)
+	}
+	return fmt.Sprintf("mdadm %s: %v: %s", strings.Join(e.Args, " "), e.Err, msg)
+}
+
+func (e *ExecError) Unwrap() error { return e.Err }
+
+// classify picks the sentinel for mdadm's stderr.
+func classify(stderr string) error {
+	for _, m := range stderrErrors {
+		if strings.Contains(stderr, m.phrase) {
+			return m.err
+		}
+	}
+	return ErrFailed
+}
+
+// summary joins mdadm's stderr lines into one, without the "mdadm: "
+// prefixes, for messages on the console.
+func summary(stderr string) string {
+	var lines []string
+	for _, l := range strings.Split(stderr, "\n") {
+		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "mdadm:"))
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
+}
+
+func (m *Mdadm) log() *slog.Logger {
+	if m.Log == nil {
+		return slog.Default()
+	}
+	return m.Log
+}
+
+// run executes mdadm and returns its stdout and stderr (mdadm reports
+// success on stderr too, e.g. "started with 3 drives (out of 4)").
+func (m *Mdadm) run(ctx context.Context, args ...string) (string, string, error) {
+	timeout := m.Timeout
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	path := m.Path
+	if path == "" {
+		path = "mdadm"
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
+	// No udev in the image: mdadm makes /dev/md* itself and must not wait
+	// for udev or try to start mdmon through systemctl.
+	cmd.Env = append(os.Environ(), "MDADM_NO_UDEV=1", "MDADM_NO_SYSTEMCTL=1")
+	// stdin stays /dev/null: a question ("Continue creating array?")
+	// reads EOF, and mdadm gives up instead of going ahead.
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// A child stuck in the kernel (D state) cannot be killed; give up
+	// waiting for its pipes rather than hanging with it.
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	err := cmd.Run()
+	m.log().Debug("mdadm", "args", args, "ms", time.Since(start).Milliseconds(), "err", err, "stderr", summary(stderr.String()))
+	if err == nil {
+		return stdout.String(), stderr.String(), nil
+	}
+	if ctx.Err() != nil {
+		return "", "", fmt.Errorf("mdadm %s: no answer in %s: %w", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), ctx.Err())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return "", "", fmt.Errorf("%w: %v", ErrNoTool, err)
+		}
+		return "", "", fmt.Errorf("mdadm %s: %w", strings.Join(args, " "), err)
+	}
+	return stdout.String(), stderr.String(), &ExecError{Args: args, Exit: ee.ExitCode(), Stderr: stderr.String(), Err: classify(stderr.String())}
+}
+
+// Superblock is what mdadm --examine --export reports for one member.
+type Superblock struct {
+	UUID    string // array UUID, mdadm's form: 8:8:8:8 hex
+	Name    string // "homehost:name"
+	Level   string // "raid10"
+	Devices int    // raid disks
+	Events  uint64
+	DevUUID string
+}
+
+// Examine reads a member's superblock. ErrNoSuperblock if it has none.
+func (m *Mdadm) Examine(ctx context.Context, dev string) (Superblock, error) {
+	out, _, err := m.run(ctx, "--examine", "--export", "--config=none", dev)
+	if err != nil {
+		return Superblock{}, err
+	}
+	kv := parseExport(out)
+	if kv["MD_UUID"] == "" {
+		// mdadm 4.x prints nothing but exits 0 for some foreign formats.
+		return Superblock{}, &ExecError{Args: []string{"--examine", dev}, Stderr: "no MD_UUID in --export output", Err: ErrNoSuperblock}
+	}
+	sb := Superblock{UUID: kv["MD_UUID"], Name: kv["MD_NAME"], Level: kv["MD_LEVEL"], DevUUID: kv["MD_DEV_UUID"]}
+	sb.Devices, _ = strconv.Atoi(kv["MD_DEVICES"])
+	sb.Events, _ = strconv.ParseUint(kv["MD_EVENTS"], 10, 64)
+	return sb, nil
+}
+
+// Detail is what mdadm --detail --export reports for a running array.
+type Detail struct {
+	UUID    string
+	Name    string
+	Level   string
+	Devices int
+	// Members maps a member device ("/dev/vdb") to its role ("0", "spare").
+	Members map[string]string
+}
+
+// Detail queries a running array.
+func (m *Mdadm) Detail(ctx context.Context, array string) (Detail, error) {
+	out, _, err := m.run(ctx, "--detail", "--export", "--config=none", array)
+	if err != nil {
+		return Detail{}, err
+	}
+	kv := parseExport(out)
+	d := Detail{UUID: kv["MD_UUID"], Name: kv["MD_NAME"], Level: kv["MD_LEVEL"], Members: map[string]string{}}
+	d.Devices, _ = strconv.Atoi(kv["MD_DEVICES"])
+	// MD_DEVICE_<key>_DEV=/dev/vdb and MD_DEVICE_<key>_ROLE=0 pair up by key.
+	for k, v := range kv {
+		key, ok := strings.CutSuffix(strings.TrimPrefix(k, "MD_DEVICE_"), "_DEV")
+		if !ok || !strings.HasPrefix(k, "MD_DEVICE_") {
+			continue
+		}
+		d.Members[v] = kv["MD_DEVICE_"+key+"_ROLE"]
+	}
+	return d, nil
+}
+
+// Assemble starts the array uuid from exactly the given members (never a
+// scan: only disks the config names are touched). --run starts it
+// degraded when members are missing; it does not override an unclean
+// array, which stays ErrNeedsForce. It returns mdadm's report.
+func (m *Mdadm) Assemble(ctx context.Context, array, uuid, homehost string, members []string) (string, error) {
+	args := []string{"--assemble", array, "--config=none", "--run", "--uuid=" + uuid, "--homehost=" + homehost}
+	_, stderr, err := m.run(ctx, append(args, members...)...)
+	return summary(stderr), err
+}
+
+// CreateSpec is a new RAID10 array.
+type CreateSpec struct {
+	Array    string // "/dev/md/tandem"
+	Name     string // "tandem"
+	Homehost string // the node name: the full name is homehost:name
+	ChunkKiB int
+	Members  []string
+}
+
+// Args is the mdadm command line for the spec.
+func (s CreateSpec) Args() []string {
+	args := []string{
+		"--create", s.Array, "--config=none",
+		"--level=10", "--layout=n2", // near copies: each mirror pair holds whole chunks
+		"--raid-devices=" + strconv.Itoa(len(s.Members)),
+		"--chunk=" + strconv.Itoa(s.ChunkKiB), // KiB
+		"--metadata=1.2",
+		// A write-intent bitmap: after a crash or a member's brief
+		// absence, only dirty regions resync.
+		"--bitmap=internal",
+		"--homehost=" + s.Homehost, "--name=" + s.Name,
+	}
+	// No --run and no --force: if mdadm itself finds anything on a
+	// member it asks, reads EOF, and aborts.
+	return append(args, s.Members...)
+}
+
+// Create builds a new array and starts it.
+func (m *Mdadm) Create(ctx context.Context, s CreateSpec) (string, error) {
+	_, stderr, err := m.run(ctx, s.Args()...)
+	return summary(stderr), err
+}
+
+// Stop stops an array. ErrNotFound if it is not running.
+func (m *Mdadm) Stop(ctx context.Context, array string) error {
+	_, _, err := m.run(ctx, "--stop", "--config=none", array)
+	return err
+}
+
+// parseExport reads KEY=value lines.
+func parseExport(s string) map[string]string {
+	kv := map[string]string{}
+	for _, l := range strings.Split(s, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(l), "=")
+		if ok && k != "" {
+			kv[k] = v
+		}
+	}
+	return kv
+}

@@ -1,0 +1,618 @@
+// Package raid is the bottom layer of a head's stack: one md RAID10 array
+// over the data disks the site config names for this node. Both heads
+// run it; DRBD sits on top.
+//
+// # Start
+//
+// Start is idempotent and touches only the disks the config names, found
+// by stable identity (package disks), never by /dev/sdX order:
+//
+//  1. If /dev/md/tandem is already running, check its UUID and return.
+//     A half-assembled (inactive) array is stopped first, because it
+//     holds its members busy.
+//  2. Resolve the configured disks and read each one's md superblock
+//     (mdadm --examine --export). Disks without one are probed for
+//     blankness (disks.Probe).
+//  3. Decide (decide, a pure function):
+//     - members carry Tandem superblocks ("<node>:tandem") of one UUID:
+//     assemble exactly those members by that UUID, with --run so a
+//     missing member leaves the array degraded but serving;
+//     - no superblock anywhere, every disk present and blank, and
+//     storage.raid.create_if_blank: create the array;
+//     - a disk is absent and there is nothing to assemble: Missing;
+//     - anything else (a disk holds a filesystem, a partition table,
+//     another array; blank disks without create_if_blank; members of
+//     two arrays): Refused, naming each disk and what it holds.
+//
+// A degraded start succeeds: the array serves and Monitor reports
+// Degraded. Tandem never passes --force (mdadm wants it when an unclean
+// array is also degraded: the latest writes may be lost, an operator
+// decides), and never adds a disk to an array by itself.
+//
+// # Naming
+//
+// The array is created with --homehost=<node> --name=tandem, so its name
+// is "head-a:tandem" on one head and "head-b:tandem" on the other: disks
+// moved between heads, or both heads' disks seen by one machine (the lab
+// host, a recovery system), never collide. Tandem reads no mdadm.conf
+// (--config=none) and needs no udev: mdadm makes /dev/md127 and the
+// /dev/md/tandem link itself (MDADM_NO_UDEV=1).
+//
+// The new array is RAID10 "near 2" with metadata 1.2 (at 4 KiB from the
+// start of each member), the configured chunk, and an internal
+// write-intent bitmap. It is not created --assume-clean: the initial
+// resync runs in the background while the array already serves.
+//
+// # Monitor
+//
+// Monitor reads /sys/block/mdX/md/{array_state,degraded,sync_action} and
+// the members' dev-*/state, plus /proc/mdstat for the [4/3] [UU_U] map
+// and rebuild progress. No mdadm call: a monitor must not hang on a tool.
+// Degraded (a member missing or faulty, or a rebuild running) is
+// reported as Kind Degraded, which keeps serving; an array that is not
+// running or not writable is Failed.
+package raid
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/services/disks"
+)
+
+const (
+	// ResourceName is the layer's name in the service graph.
+	ResourceName = "raid10"
+	// ArrayName is the md name; the full name is "<node>:tandem".
+	ArrayName = "tandem"
+)
+
+// Options are the paths and tools; the zero value is the real system.
+type Options struct {
+	SysRoot  string // "/sys"
+	DevDir   string // "/dev"
+	ProcRoot string // "/proc"
+	RunDir   string // "/run": mdadm keeps its map file in <RunDir>/mdadm/map
+	// Mdadm is the mdadm binary ("mdadm" from PATH by default).
+	Mdadm string
+	// ToolTimeout caps each mdadm call (default 2 minutes).
+	ToolTimeout time.Duration
+	// UUID, if known (from the node's persistent state), is the array this
+	// head must assemble; a superblock with another UUID is refused.
+	UUID string
+	Log  *slog.Logger
+}
+
+// RAID is the RAID10 resource.
+type RAID struct {
+	node          string
+	ids           []string
+	createIfBlank bool
+	chunkKiB      int
+	finder        disks.Finder
+	sysRoot       string
+	procRoot      string
+	runDir        string
+	devDir        string
+	md            *Mdadm
+	log           *slog.Logger
+
+	mu   sync.Mutex
+	uuid string // expected, or learned at Start
+}
+
+// New builds the resource for node from the site config.
+func New(cfg *site.Config, node string, opts Options) (*RAID, error) {
+	if cfg == nil {
+		return nil, services.Errorf(ResourceName, "new", services.Config, "no site config")
+	}
+	nd := cfg.Node(node)
+	if nd == nil {
+		return nil, services.Errorf(ResourceName, "new", services.Config, "node %q is not in the site config", node)
+	}
+	rc := cfg.Storage.RAID
+	if rc.Level != "" && rc.Level != "raid10" {
+		return nil, services.Errorf(ResourceName, "new", services.Config, "storage.raid.level %q: only raid10 is supported", rc.Level)
+	}
+	if n := len(nd.Disks); n < 4 || n%2 != 0 {
+		return nil, services.Errorf(ResourceName, "new", services.Config, "node %s: RAID10 needs an even number of disks, at least 4; the config names %d", node, n)
+	}
+	chunk := rc.ChunkKiB
+	if chunk == 0 {
+		chunk = site.DefaultChunkKiB
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("resource", ResourceName)
+	r := &RAID{
+		node:          node,
+		ids:           slices.Clone(nd.Disks),
+		createIfBlank: rc.CreateIfBlank,
+		chunkKiB:      chunk,
+		finder:        disks.Finder{SysRoot: opts.SysRoot, DevDir: opts.DevDir},
+		sysRoot:       or(opts.SysRoot, "/sys"),
+		procRoot:      or(opts.ProcRoot, "/proc"),
+		runDir:        or(opts.RunDir, "/run"),
+		devDir:        or(opts.DevDir, "/dev"),
+		md:            &Mdadm{Path: opts.Mdadm, Log: log, Timeout: opts.ToolTimeout},
+		log:           log,
+		uuid:          opts.UUID,
+	}
+	return r, nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Name is the resource's name in the graph.
+func (r *RAID) Name() string { return ResourceName }
+
+// Device is the array's device path for the layer above (DRBD's disk).
+func (r *RAID) Device() string { return filepath.Join(r.devDir, "md", ArrayName) }
+
+// UUID is the array's UUID once Start has found or made it.
+func (r *RAID) UUID() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.uuid
+}
+
+func (r *RAID) errorf(op string, kind services.Kind, format string, a ...any) error {
+	return services.Errorf(ResourceName, op, kind, format, a...)
+}
+
+// toolErr classifies an mdadm failure.
+func (r *RAID) toolErr(op string, err error) error {
+	kind := services.Failed
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		kind = services.Timeout
+	case errors.Is(err, ErrNotEnough):
+		kind = services.Missing
+	case errors.Is(err, ErrNeedsForce), errors.Is(err, ErrHasData), errors.Is(err, ErrWrongUUID):
+		kind = services.Refused
+	}
+	return &services.Error{Resource: ResourceName, Op: op, Kind: kind, Err: err}
+}
+
+// kernelName finds the running array's kernel name (md127): from the
+// /dev/md/tandem link mdadm made, else from mdadm's map file.
+func (r *RAID) kernelName() (string, bool) {
+	if t, err := filepath.EvalSymlinks(r.Device()); err == nil {
+		return filepath.Base(t), true
+	}
+	f, err := os.Open(filepath.Join(r.runDir, "mdadm", "map"))
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	// "md127 1.2 3a7c1d0e:5b2f0a9c:1e2d3c4b:5a697887 /dev/md/tandem"
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) == 4 && strings.HasSuffix(fs[3], "/md/"+ArrayName) {
+			return fs[0], true
+		}
+	}
+	return "", false
+}
+
+// Start assembles the array, or creates it on blank disks when allowed.
+func (r *RAID) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	if k, ok := r.kernelName(); ok {
+		st, err := readStatus(r.sysRoot, r.procRoot, k)
+		switch {
+		case err == nil && st.Serving():
+			d, err := r.md.Detail(ctx, r.Device())
+			if err != nil {
+				return r.toolErr("start", err)
+			}
+			if r.uuid != "" && d.UUID != r.uuid {
+				return r.errorf("start", services.Refused, "%s is running array %s (%s), but this head's array is %s", r.Device(), d.UUID, d.Name, r.uuid)
+			}
+			r.uuid = d.UUID
+			r.log.Info("array already running", "device", r.Device(), "kernel", k, "uuid", d.UUID, "status", st.String())
+			return nil
+		case err == nil:
+			// Inactive or stopped half-way: it holds its members busy, so
+			// assembling again needs it gone first.
+			r.log.Warn("array present but not running; stopping it to assemble again", "kernel", k, "state", st.State)
+			if err := r.md.Stop(ctx, r.Device()); err != nil && !errors.Is(err, ErrNotFound) {
+				return r.toolErr("start", err)
+			}
+		}
+	}
+
+	ms, all, err := r.inspect(ctx)
+	if err != nil {
+		return err
+	}
+	d := decide(ms, r.createIfBlank, r.uuid, disks.Describe(all))
+	if d.err != nil {
+		return &services.Error{Resource: ResourceName, Op: "start", Kind: d.kind, Err: d.err}
+	}
+	for _, n := range d.notes {
+		r.log.Warn(n)
+	}
+	switch d.action {
+	case actAssemble:
+		report, err := r.md.Assemble(ctx, r.Device(), d.uuid, r.node, d.devices)
+		if err != nil {
+			if errors.Is(err, ErrNotEnough) {
+				return r.errorf("start", services.Missing, "too few members to start the array %s: %v (missing: %s)", d.uuid, err, strings.Join(d.missing, ", "))
+			}
+			return r.toolErr("start", err)
+		}
+		r.uuid = d.uuid
+		r.log.Info("assembled existing array (not created)", "device", r.Device(), "uuid", d.uuid, "members", d.devices, "mdadm", report)
+	case actCreate:
+		spec := CreateSpec{Array: r.Device(), Name: ArrayName, Homehost: r.node, ChunkKiB: r.chunkKiB, Members: d.devices}
+		r.log.Warn("creating a new RAID10 array: every member is blank and create_if_blank is set", "members", d.devices, "ids", r.ids)
+		report, err := r.md.Create(ctx, spec)
+		if err != nil {
+			return r.toolErr("start", err)
+		}
+		det, err := r.md.Detail(ctx, r.Device())
+		if err != nil {
+			return r.toolErr("start", fmt.Errorf("created, but: %w", err))
+		}
+		r.uuid = det.UUID
+		r.log.Info("created new array", "device", r.Device(), "uuid", det.UUID, "name", det.Name, "members", d.devices, "chunk_kib", r.chunkKiB, "mdadm", report)
+	}
+	if st, err := r.status(); err == nil && st.Degraded > 0 {
+		r.log.Warn("array started degraded; it serves, Monitor reports it", "status", st.String())
+	}
+	return nil
+}
+
+// inspect resolves the configured disks and reads what each holds.
+func (r *RAID) inspect(ctx context.Context) ([]member, []disks.Disk, error) {
+	matches, all, err := r.finder.Resolve(r.ids)
+	if errors.Is(err, disks.ErrAmbiguous) {
+		return nil, all, r.errorf("start", services.Refused, "%v; disks here: %s", err, disks.Describe(all))
+	}
+	if err != nil {
+		return nil, all, r.errorf("start", services.Failed, "%v", err)
+	}
+	ms := make([]member, len(matches))
+	for i, m := range matches {
+		ms[i] = member{ID: m.ID, Disk: m.Disk}
+		if m.Disk == nil {
+			continue
+		}
+		sb, err := r.md.Examine(ctx, m.Disk.Path)
+		switch {
+		case err == nil:
+			ms[i].SB = &sb
+			continue
+		case !errors.Is(err, ErrNoSuperblock):
+			return nil, all, r.toolErr("start", err)
+		}
+		c, err := disks.ProbePath(m.Disk.Path)
+		if err != nil {
+			return nil, all, r.errorf("start", services.Failed, "%s: %v", m.ID, err)
+		}
+		ms[i].Content = c
+	}
+	return ms, all, nil
+}
+
+// member is one configured disk and what it holds.
+type member struct {
+	ID      string
+	Disk    *disks.Disk // nil: not present
+	SB      *Superblock // nil: no md superblock
+	Content disks.Content
+}
+
+func (m member) label() string {
+	if m.Disk == nil {
+		return m.ID
+	}
+	return fmt.Sprintf("%s (%s)", m.ID, m.Disk.Name)
+}
+
+type action int
+
+const (
+	actNone action = iota
+	actAssemble
+	actCreate
+)
+
+type decision struct {
+	action  action
+	uuid    string
+	devices []string // member paths, config order
+	missing []string // configured ids not present
+	notes   []string // configured disks left out, for the log
+	kind    services.Kind
+	err     error
+}
+
+// isTandem reports whether an md name is a Tandem array's
+// ("<homehost>:tandem"; mdadm drops the homehost part on a match).
+func isTandem(name string) bool {
+	return name == ArrayName || strings.HasSuffix(name, ":"+ArrayName)
+}
+
+// decide is Start's policy, on what inspect found. It never creates
+// unless every configured disk is present and blank and createIfBlank is
+// set, and it never uses a disk outside ms.
+func decide(ms []member, createIfBlank bool, wantUUID, here string) decision {
+	var d decision
+	refuse := func(kind services.Kind, format string, a ...any) decision {
+		return decision{kind: kind, err: fmt.Errorf(format, a...)}
+	}
+	var present []member
+	for _, m := range ms {
+		if m.Disk == nil {
+			d.missing = append(d.missing, m.ID)
+		} else {
+			present = append(present, m)
+		}
+	}
+	if len(present) == 0 {
+		return refuse(services.Missing, "none of the %d configured disks is present (%s); disks here: %s", len(ms), strings.Join(d.missing, ", "), here)
+	}
+
+	// Tandem superblocks, by UUID.
+	uuids := map[string][]member{}
+	var order []string
+	var foreign []string
+	for _, m := range present {
+		switch {
+		case m.SB == nil:
+		case !isTandem(m.SB.Name):
+			foreign = append(foreign, fmt.Sprintf("%s holds md array %q (uuid %s), not a Tandem array", m.label(), m.SB.Name, m.SB.UUID))
+		default:
+			if _, ok := uuids[m.SB.UUID]; !ok {
+				order = append(order, m.SB.UUID)
+			}
+			uuids[m.SB.UUID] = append(uuids[m.SB.UUID], m)
+		}
+	}
+
+	if len(uuids) > 0 {
+		uuid := wantUUID
+		switch {
+		case uuid != "" && len(uuids[uuid]) == 0:
+			var got []string
+			for _, u := range order {
+				got = append(got, fmt.Sprintf("%s on %s", u, labels(uuids[u])))
+			}
+			return refuse(services.Refused, "this head's array is %s, but the configured disks hold %s", uuid, strings.Join(got, "; "))
+		case uuid == "" && len(uuids) > 1:
+			var got []string
+			for _, u := range order {
+				got = append(got, fmt.Sprintf("array %s (%s) on %s", u, uuids[u][0].SB.Name, labels(uuids[u])))
+			}
+			return refuse(services.Refused, "the configured disks belong to %d different Tandem arrays: %s; which one is this head's is for an operator to say", len(uuids), strings.Join(got, "; "))
+		case uuid == "":
+			uuid = order[0]
+		}
+		ours := uuids[uuid]
+		sb := ours[0].SB
+		if sb.Level != "" && sb.Level != "raid10" {
+			return refuse(services.Refused, "array %s (%s) on %s is %s, not raid10", uuid, sb.Name, labels(ours), sb.Level)
+		}
+		if sb.Devices != 0 && sb.Devices != len(ms) {
+			return refuse(services.Config, "array %s has %d members, but the config names %d disks for this node; Tandem does not grow or shrink arrays", uuid, sb.Devices, len(ms))
+		}
+		for _, m := range present {
+			switch {
+			case m.SB != nil && m.SB.UUID == uuid:
+				d.devices = append(d.devices, m.Disk.Path)
+			case m.SB != nil && isTandem(m.SB.Name):
+				d.notes = append(d.notes, fmt.Sprintf("%s holds another Tandem array (%s, uuid %s); left alone", m.label(), m.SB.Name, m.SB.UUID))
+			case m.SB != nil:
+				d.notes = append(d.notes, fmt.Sprintf("%s holds md array %q (uuid %s); left alone", m.label(), m.SB.Name, m.SB.UUID))
+			case m.Content.Blank:
+				d.notes = append(d.notes, fmt.Sprintf("%s is blank: not a member; add it to the array by hand to rebuild", m.label()))
+			default:
+				d.notes = append(d.notes, fmt.Sprintf("%s holds %s: not a member; left alone", m.label(), m.Content))
+			}
+		}
+		for _, id := range d.missing {
+			d.notes = append(d.notes, id+" is not present: starting degraded")
+		}
+		d.action, d.uuid = actAssemble, uuid
+		return d
+	}
+
+	// Nothing to assemble: this is a create, or a refusal.
+	if wantUUID != "" {
+		return refuse(services.Refused, "this head's array is %s, but no configured disk holds it (%s)", wantUUID, describe(present))
+	}
+	if len(d.missing) > 0 {
+		return refuse(services.Missing, "%s not found, and no present disk holds the array; disks here: %s", strings.Join(d.missing, ", "), here)
+	}
+	var held []string
+	for _, m := range present {
+		if m.SB == nil && !m.Content.Blank {
+			held = append(held, fmt.Sprintf("%s holds %s", m.label(), m.Content))
+		}
+	}
+	held = append(held, foreign...)
+	if len(held) > 0 {
+		return refuse(services.Refused, "will not create the RAID10 array: %s; Tandem creates only on blank disks (no signature, first and last MiB zero): wipe them if their data is not needed, or fix the disk list", strings.Join(held, "; "))
+	}
+	if !createIfBlank {
+		return refuse(services.Refused, "all %d disks are blank and storage.raid.create_if_blank is false: set it to true to build the array on %s", len(present), labels(present))
+	}
+	for _, m := range present {
+		d.devices = append(d.devices, m.Disk.Path)
+	}
+	d.action = actCreate
+	return d
+}
+
+func labels(ms []member) string {
+	var s []string
+	for _, m := range ms {
+		s = append(s, m.label())
+	}
+	return strings.Join(s, ", ")
+}
+
+func describe(ms []member) string {
+	var s []string
+	for _, m := range ms {
+		switch {
+		case m.SB != nil:
+			s = append(s, fmt.Sprintf("%s: md %s uuid %s", m.label(), m.SB.Name, m.SB.UUID))
+		default:
+			s = append(s, fmt.Sprintf("%s: %s", m.label(), m.Content))
+		}
+	}
+	return strings.Join(s, "; ")
+}
+
+// Stop stops the array. Not running is success.
+func (r *RAID) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.kernelName(); !ok {
+		return nil
+	}
+	err := r.md.Stop(ctx, r.Device())
+	switch {
+	case err == nil:
+		r.log.Info("array stopped", "device", r.Device())
+		return nil
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case errors.Is(err, ErrBusy):
+		return r.errorf("stop", services.Failed, "%s is still in use (DRBD attached?): %w", r.Device(), err)
+	}
+	return r.toolErr("stop", err)
+}
+
+// Status reads the running array's health for `tandem status`, with
+// members named by their configured identity.
+func (r *RAID) Status() (Status, error) {
+	st, err := r.status()
+	st.Device, st.UUID = r.Device(), r.UUID()
+	if err != nil {
+		return st, err
+	}
+	if matches, _, err := r.finder.Resolve(r.ids); err == nil {
+		for i := range st.Members {
+			for _, m := range matches {
+				if m.Disk != nil && m.Disk.Name == st.Members[i].Kernel {
+					st.Members[i].ID = m.ID
+				}
+			}
+		}
+	}
+	return st, nil
+}
+
+func (r *RAID) status() (Status, error) {
+	k, ok := r.kernelName()
+	if !ok {
+		return Status{}, fmt.Errorf("%s is not running", r.Device())
+	}
+	st, err := readStatus(r.sysRoot, r.procRoot, k)
+	if err != nil {
+		return st, fmt.Errorf("%s (%s): %w", r.Device(), k, err)
+	}
+	return st, nil
+}
+
+// Monitor reports Failed if the array is not serving, Degraded if it
+// serves with reduced redundancy, nil if healthy.
+func (r *RAID) Monitor(ctx context.Context) error {
+	type result struct {
+		st  Status
+		err error
+	}
+	ch := make(chan result, 1)
+	// sysfs reads of a wedged array can block on the md lock; the
+	// deadline must still hold.
+	go func() {
+		st, err := r.status()
+		ch <- result{st, err}
+	}()
+	var res result
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		return &services.Error{Resource: ResourceName, Op: "monitor", Kind: services.Timeout, Err: fmt.Errorf("reading the array's state: %w", ctx.Err())}
+	}
+	if res.err != nil {
+		return r.errorf("monitor", services.Failed, "%v", res.err)
+	}
+	return r.judge(res.st)
+}
+
+// judge turns a Status into Monitor's answer.
+func (r *RAID) judge(st Status) error {
+	if !st.Serving() {
+		return r.errorf("monitor", services.Failed, "array %s is %s", st.Kernel, st.State)
+	}
+	var bad []string
+	var inArray = map[string]bool{}
+	for _, m := range st.Members {
+		inArray[m.Kernel] = true
+		if strings.Contains(m.State, "faulty") {
+			bad = append(bad, r.idOf(m.Kernel)+" faulty")
+		}
+	}
+	if st.Degraded > 0 || len(bad) > 0 {
+		if matches, _, err := r.finder.Resolve(r.ids); err == nil {
+			for _, m := range matches {
+				switch {
+				case m.Disk == nil:
+					bad = append(bad, m.ID+" not present")
+				case !inArray[m.Disk.Name]:
+					bad = append(bad, fmt.Sprintf("%s (%s) not in the array", m.ID, m.Disk.Name))
+				}
+			}
+		}
+		msg := fmt.Sprintf("%d of %d members missing or failed", st.Degraded, st.RaidDisks)
+		if len(bad) > 0 {
+			msg += ": " + strings.Join(bad, ", ")
+		}
+		if st.SyncAction == "recover" {
+			msg += "; rebuilding"
+			if st.Progress != "" {
+				msg += " (" + st.Progress + ")"
+			}
+		}
+		return r.errorf("monitor", services.Degraded, "%s; still serving", msg)
+	}
+	return nil
+}
+
+// idOf names a member kernel device by its configured identity.
+func (r *RAID) idOf(kernel string) string {
+	if matches, _, err := r.finder.Resolve(r.ids); err == nil {
+		for _, m := range matches {
+			if m.Disk != nil && m.Disk.Name == kernel {
+				return fmt.Sprintf("%s (%s)", m.ID, kernel)
+			}
+		}
+	}
+	return kernel
+}

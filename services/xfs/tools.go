@@ -1,0 +1,291 @@
+package xfs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sentinels for the filesystem tools and mount(2); *ToolError and
+// *MountError unwrap to one of them.
+var (
+	// ErrHasData: mkfs.xfs found a filesystem or partition table and,
+	// without -f (never passed), refused.
+	ErrHasData = errors.New("device holds data")
+	// ErrBusy: the device or mountpoint is in use (mounted, open files).
+	ErrBusy = errors.New("busy")
+	// ErrNotFound: the device or mountpoint does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrTooSmall: the device is too small for XFS.
+	ErrTooSmall = errors.New("device too small")
+	// ErrNotXFS: the device holds no XFS, or mount(2) could not read it as
+	// XFS with these options.
+	ErrNotXFS = errors.New("not an XFS filesystem")
+	// ErrCorrupt: XFS found corruption ("Structure needs cleaning");
+	// xfs_repair is for an operator.
+	ErrCorrupt = errors.New("filesystem corrupt")
+	// ErrReadOnly: the device is read-only (DRBD secondary?).
+	ErrReadOnly = errors.New("device read-only")
+	// ErrIO: an I/O error.
+	ErrIO = errors.New("I/O error")
+	// ErrNoKernelFS: the kernel has no XFS.
+	ErrNoKernelFS = errors.New("kernel has no xfs")
+	// ErrUsage: the tool rejected its command line (a bug here).
+	ErrUsage = errors.New("bad arguments")
+	// ErrNoTool: the binary is missing.
+	ErrNoTool = errors.New("tool not installed")
+	// ErrFailed: any other failure.
+	ErrFailed = errors.New("failed")
+)
+
+// stderrErrors maps mkfs.xfs and xfs_admin messages (xfsprogs 6.x,
+// captured runs and format strings) to sentinels; first match wins.
+var stderrErrors = []struct {
+	phrase string
+	err    error
+}{
+	{"contains a mounted", ErrBusy},          // %s contains a mounted filesystem / mounted and writable filesystem
+	{"possibly contains a mounted", ErrBusy}, // %s possibly contains a mounted filesystem
+	{"Device or resource busy", ErrBusy},     // cannot open %s: Device or resource busy
+	{"appears to contain", ErrHasData},       // appears to contain an existing filesystem (ext4). / a partition table (gpt). / something weird
+	{"Use the -f option", ErrHasData},        // Use the -f option to force overwrite.
+	{"is not a valid XFS filesystem", ErrNotXFS},
+	{"too small", ErrTooSmall},                 // size 2560 of data subvolume is too small, minimum 4096 blocks
+	{"Log size must be at least", ErrTooSmall}, // small devices with stripe alignment
+	{"not a file or block device", ErrNotFound},
+	{"No such file or directory", ErrNotFound},
+	{"Read-only file system", ErrReadOnly},
+	{"Input/output error", ErrIO},
+	{"Invalid value", ErrUsage},
+	{"Usage:", ErrUsage},
+}
+
+func classify(stderr string) error {
+	for _, m := range stderrErrors {
+		if strings.Contains(stderr, m.phrase) {
+			return m.err
+		}
+	}
+	return ErrFailed
+}
+
+// ToolError is a failed mkfs.xfs or xfs_admin run.
+type ToolError struct {
+	Tool   string
+	Args   []string
+	Exit   int
+	Stderr string
+	Err    error // a sentinel
+}
+
+func (e *ToolError) Error() string {
+	msg := summary(e.Stderr)
+	if msg == "" {
+		msg = fmt.Sprintf("exit status %d", e.Exit)
+	}
+	return fmt.Sprintf("%s %s: %v: %s", e.Tool, strings.Join(e.Args, " "), e.Err, msg)
+}
+
+func (e *ToolError) Unwrap() error { return e.Err }
+
+// summary joins the lines that say something into one, without
+// mkfs.xfs's usage text (everything from "Usage:" on).
+func summary(stderr string) string {
+	if i := strings.Index(stderr, "Usage:"); i >= 0 {
+		stderr = stderr[:i]
+	}
+	var lines []string
+	for _, l := range strings.Split(stderr, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
+}
+
+// tool runs one external program with a deadline.
+type tool struct {
+	name    string // for messages: "mkfs.xfs"
+	path    string
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+func (t tool) run(ctx context.Context, args ...string) (string, error) {
+	timeout := t.timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	path := t.path
+	if path == "" {
+		path = t.name
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	err := cmd.Run()
+	if t.log != nil {
+		t.log.Debug(t.name, "args", args, "ms", time.Since(start).Milliseconds(), "err", err, "stderr", summary(stderr.String()))
+	}
+	if err == nil {
+		return stdout.String() + stderr.String(), nil
+	}
+	if ctx.Err() != nil {
+		return "", fmt.Errorf("%s %s: no answer in %s: %w", t.name, strings.Join(args, " "), time.Since(start).Round(time.Millisecond), ctx.Err())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("%s: %w: %v", t.name, ErrNoTool, err)
+		}
+		return "", fmt.Errorf("%s %s: %w", t.name, strings.Join(args, " "), err)
+	}
+	return "", &ToolError{Tool: t.name, Args: args, Exit: ee.ExitCode(), Stderr: stderr.String(), Err: classify(stderr.String())}
+}
+
+// Label is the filesystem label mkfs writes (XFS allows 12 characters).
+const Label = "tandem"
+
+// MkfsSpec is a new filesystem.
+type MkfsSpec struct {
+	Device string
+	// StripeKiB and StripeWidth align the data to the RAID10 array
+	// (chunk size, data disks). Zero: no alignment (-d noalign), for
+	// devices too small for it to matter.
+	StripeKiB   int
+	StripeWidth int
+}
+
+// Args is the mkfs.xfs command line. Never -f: mkfs.xfs's own check for
+// an existing filesystem or partition table is a second guard behind
+// Tandem's blank check.
+func (s MkfsSpec) Args() []string {
+	args := []string{"-q", "-L", Label,
+		// -K: no discard pass; on a blank device it only costs time, and
+		// through DRBD it would be sent to both heads.
+		"-K"}
+	if s.StripeKiB > 0 && s.StripeWidth > 0 {
+		// DRBD and LVM do not reliably pass md's geometry up; give it.
+		args = append(args, "-d", fmt.Sprintf("su=%dk,sw=%d", s.StripeKiB, s.StripeWidth))
+	} else {
+		args = append(args, "-d", "noalign")
+	}
+	return append(args, s.Device)
+}
+
+// Mkfs wraps mkfs.xfs.
+type Mkfs struct{ tool }
+
+// Run makes the filesystem.
+func (m Mkfs) Run(ctx context.Context, s MkfsSpec) (string, error) {
+	out, err := m.run(ctx, s.Args()...)
+	return summary(out), err
+}
+
+// Admin wraps xfs_admin (read-only use: UUID and label).
+type Admin struct{ tool }
+
+// Info is what xfs_admin -u -l reports.
+type Info struct{ UUID, Label string }
+
+// Info reads an unmounted filesystem's UUID and label.
+func (a Admin) Info(ctx context.Context, dev string) (Info, error) {
+	out, err := a.run(ctx, "-u", "-l", dev)
+	if err != nil {
+		return Info{}, err
+	}
+	return parseAdmin(out), nil
+}
+
+// parseAdmin reads `UUID = 7228886c-...` and `label = "tandem"`.
+func parseAdmin(out string) Info {
+	var in Info
+	for _, l := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch strings.TrimSpace(k) {
+		case "UUID":
+			in.UUID = v
+		case "label":
+			if u, err := strconv.Unquote(v); err == nil {
+				v = u
+			}
+			in.Label = v
+		}
+	}
+	return in
+}
+
+// MountError is a failed mount(2) or umount(2). There is no mount(8)
+// in between: the errno is the error to classify.
+type MountError struct {
+	Op     string // "mount" or "umount"
+	Target string
+	Errno  syscall.Errno
+	Err    error // a sentinel
+}
+
+func (e *MountError) Error() string {
+	return fmt.Sprintf("%s %s: %v (%v)", e.Op, e.Target, e.Err, e.Errno)
+}
+
+// Unwrap gives both the sentinel and the errno to errors.Is.
+func (e *MountError) Unwrap() []error { return []error{e.Err, e.Errno} }
+
+// errnoErrors maps mount(2)/umount(2) errnos to sentinels.
+var errnoErrors = map[syscall.Errno]error{
+	unix.EBUSY:       ErrBusy,
+	unix.ENOENT:      ErrNotFound,
+	unix.ENXIO:       ErrNotFound,
+	unix.ENOTBLK:     ErrNotFound,
+	unix.ENODEV:      ErrNoKernelFS,
+	unix.EINVAL:      ErrNotXFS,
+	unix.EUCLEAN:     ErrCorrupt, // EFSCORRUPTED: "Structure needs cleaning"
+	unix.EROFS:       ErrReadOnly,
+	unix.EACCES:      ErrReadOnly,
+	unix.EMEDIUMTYPE: ErrReadOnly,
+	unix.EIO:         ErrIO,
+}
+
+func mountErr(op, target string, err error) error {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return fmt.Errorf("%s %s: %w", op, target, err)
+	}
+	s, ok := errnoErrors[errno]
+	if !ok {
+		s = ErrFailed
+	}
+	return &MountError{Op: op, Target: target, Errno: errno, Err: s}
+}
+
+// mounter is mount(2) and umount(2); tests replace it.
+type mounter interface {
+	Mount(source, target, fstype string, flags uintptr, data string) error
+	Unmount(target string, flags int) error
+}
+
+type sysMounter struct{}
+
+func (sysMounter) Mount(source, target, fstype string, flags uintptr, data string) error {
+	return unix.Mount(source, target, fstype, flags, data)
+}
+
+func (sysMounter) Unmount(target string, flags int) error { return unix.Unmount(target, flags) }

@@ -1,0 +1,542 @@
+// Package xfs is the filesystem layer: XFS on the LVM logical volume,
+// mounted at storage.filesystem.mountpoint on the active head.
+//
+// # Start
+//
+// Start is idempotent: if the LV is already mounted there, it is done. A
+// mountpoint holding some other mount, or the LV mounted elsewhere, is
+// Refused. Otherwise it looks at the LV (package disks):
+//   - XFS: mount it (log recovery after a failover happens here);
+//   - blank (no signature, first and last MiB zero) and
+//     storage.filesystem.mkfs_if_blank: make the filesystem, then mount;
+//   - anything else, or blank without mkfs_if_blank: Refused.
+//
+// mkfs.xfs never gets -f, so its own check for an existing filesystem or
+// partition table backs up the blank check. The data is aligned to the
+// RAID10 geometry (su = chunk, sw = disks/2): DRBD and LVM do not
+// reliably pass md's geometry up. Devices under MinAlignBytes (lab disks)
+// get -d noalign: xfsprogs 6 refuses small aligned filesystems ("Log size
+// must be at least 64MB").
+//
+// The UUID is logged at every mount (xfs_admin -u), so the logs prove
+// that a restart mounted the same filesystem and did not make a new one.
+//
+// # Mount options
+//
+// noatime (no metadata write per read: VDI and media traffic is
+// read-heavy), nodev and nosuid (the data is the clients', never the
+// head's), inode64, and logbsize=256k (fewer, larger log writes for
+// NFS's synchronous metadata commits). What NFS failover needs is what
+// is not there: no nobarrier, no norecovery (the takeover head replays
+// the log), no discard. mount(2) is called directly; no mount(8).
+//
+// # Stop
+//
+// Stop unmounts, retrying a busy mount a bounded number of times, then
+// reports ErrBusy (Failed). No fuser and no lazy unmount: a lazily
+// detached filesystem would keep the LV and DRBD open and hide the
+// problem from the layers below.
+//
+// # Monitor
+//
+// Monitor is a real probe, the seed's "filesystem R/W" layer: write 4 KiB
+// of random data to <mountpoint>/.tandem/probe, fsync, read it back with
+// O_DIRECT (from the device, not the page cache) and compare. A probe
+// that outlives its deadline is Timeout; while it stays blocked in the
+// kernel, later probes report Timeout at once instead of piling up. A
+// full filesystem is Degraded (it still serves reads; a failover would
+// not help); a read-only, shut-down or mismatching one is Failed.
+package xfs
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/services/disks"
+	"tandem.dev/tandem/services/lvm"
+)
+
+// ResourceName is the layer's name in the service graph.
+const ResourceName = "xfs"
+
+const (
+	// MountFlags are the generic mount flags.
+	MountFlags = unix.MS_NOATIME | unix.MS_NODEV | unix.MS_NOSUID
+	// MountData are the XFS options.
+	MountData = "inode64,logbsize=256k"
+	// MinAlignBytes is the smallest device made with stripe alignment.
+	MinAlignBytes = 4 << 30
+	// ProbeFile is the probe's file, below the mountpoint.
+	ProbeFile = site.StateDir + "/probe"
+	// probeSize is one page: O_DIRECT needs block-aligned sizes.
+	probeSize = 4096
+)
+
+// ErrMismatch: the probe read back something else than it wrote.
+var ErrMismatch = errors.New("read back differs from what was written")
+
+// Options are the paths and tools; the zero value is the real system.
+type Options struct {
+	// Device is the LV; default /dev/mapper/<vg>-<lv> from the config.
+	Device string
+	// Mkfs and XFSAdmin are the binaries (from PATH by default).
+	Mkfs, XFSAdmin string
+	// ToolTimeout caps each mkfs.xfs/xfs_admin call (default 5 minutes).
+	ToolTimeout time.Duration
+	// MountInfo is /proc/self/mountinfo.
+	MountInfo string
+	// UnmountTries (default 10) and UnmountDelay (default 300 ms) bound
+	// Stop's retries of a busy unmount.
+	UnmountTries int
+	UnmountDelay time.Duration
+	Log          *slog.Logger
+}
+
+// Filesystem is the XFS resource.
+type Filesystem struct {
+	dev, mnt    string
+	mkfsIfBlank bool
+	stripeKiB   int
+	stripeWidth int
+	mkfs        Mkfs
+	admin       Admin
+	mountinfo   string
+	m           mounter
+	tries       int
+	delay       time.Duration
+	log         *slog.Logger
+	probe       func(dir string) error
+
+	mu sync.Mutex // serialises Start and Stop
+
+	bmu      sync.Mutex // guards inflight
+	inflight string     // a syscall still blocked in the kernel
+	since    time.Time
+}
+
+// New builds the resource for node from the site config.
+func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
+	if cfg == nil {
+		return nil, services.Errorf(ResourceName, "new", services.Config, "no site config")
+	}
+	nd := cfg.Node(node)
+	if nd == nil {
+		return nil, services.Errorf(ResourceName, "new", services.Config, "node %q is not in the site config", node)
+	}
+	fs := cfg.Storage.Filesystem
+	if fs.Type != "" && fs.Type != "xfs" {
+		return nil, services.Errorf(ResourceName, "new", services.Config, "storage.filesystem.type %q: only xfs is supported", fs.Type)
+	}
+	mnt := or(fs.Mountpoint, site.DefaultMountpoint)
+	if !filepath.IsAbs(mnt) || filepath.Clean(mnt) != mnt || mnt == "/" {
+		return nil, services.Errorf(ResourceName, "new", services.Config, "storage.filesystem.mountpoint %q is not an absolute, clean path", mnt)
+	}
+	dev := opts.Device
+	if dev == "" {
+		dev = "/dev/mapper/" + lvm.DMName(or(cfg.Storage.LVM.VG, site.DefaultVG), or(cfg.Storage.LVM.LV, site.DefaultLV))
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("resource", ResourceName)
+	chunk := cfg.Storage.RAID.ChunkKiB
+	if chunk == 0 {
+		chunk = site.DefaultChunkKiB
+	}
+	f := &Filesystem{
+		dev: dev, mnt: mnt,
+		mkfsIfBlank: fs.MkfsIfBlank,
+		stripeKiB:   chunk,
+		stripeWidth: len(nd.Disks) / 2, // RAID10 near-2: half the disks carry distinct data
+		mkfs:        Mkfs{tool{name: "mkfs.xfs", path: opts.Mkfs, timeout: opts.ToolTimeout, log: log}},
+		admin:       Admin{tool{name: "xfs_admin", path: opts.XFSAdmin, timeout: opts.ToolTimeout, log: log}},
+		mountinfo:   or(opts.MountInfo, "/proc/self/mountinfo"),
+		m:           sysMounter{},
+		tries:       opts.UnmountTries,
+		delay:       opts.UnmountDelay,
+		log:         log,
+		probe:       probe,
+	}
+	if f.tries <= 0 {
+		f.tries = 10
+	}
+	if f.delay <= 0 {
+		f.delay = 300 * time.Millisecond
+	}
+	return f, nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Name is the resource's name in the graph.
+func (f *Filesystem) Name() string { return ResourceName }
+
+// Device is the LV the filesystem lives on.
+func (f *Filesystem) Device() string { return f.dev }
+
+// Mountpoint is where the filesystem is mounted, for the file services.
+func (f *Filesystem) Mountpoint() string { return f.mnt }
+
+func (f *Filesystem) errorf(op string, kind services.Kind, format string, a ...any) error {
+	return services.Errorf(ResourceName, op, kind, format, a...)
+}
+
+// kindOf classifies tool, mount and probe errors.
+func kindOf(err error) services.Kind {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return services.Timeout
+	case errors.Is(err, ErrHasData), errors.Is(err, ErrCorrupt):
+		return services.Refused
+	case errors.Is(err, ErrNotFound):
+		return services.Missing
+	case errors.Is(err, ErrTooSmall):
+		return services.Config
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		return services.Degraded
+	}
+	return services.Failed
+}
+
+func (f *Filesystem) wrap(op string, err error) error {
+	return &services.Error{Resource: ResourceName, Op: op, Kind: kindOf(err), Err: err}
+}
+
+// bounded runs fn, which may block in the kernel past any deadline (a
+// mount replaying its log, I/O to a dead device), and returns when fn
+// does or ctx ends. While an earlier call is still blocked, no new one
+// starts: it would only queue behind it.
+func (f *Filesystem) bounded(ctx context.Context, what string, fn func() error) error {
+	f.bmu.Lock()
+	if f.inflight != "" {
+		prev, since := f.inflight, f.since
+		f.bmu.Unlock()
+		return fmt.Errorf("%s: the previous %s is still blocked (for %s): %w", what, prev, time.Since(since).Round(time.Millisecond), context.DeadlineExceeded)
+	}
+	f.inflight, f.since = what, time.Now()
+	f.bmu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		err := fn()
+		f.bmu.Lock()
+		f.inflight = ""
+		f.bmu.Unlock()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%s: no answer in time: %w", what, ctx.Err())
+	}
+}
+
+// mounted finds what is mounted at the mountpoint (the last, topmost
+// mount if several are stacked).
+func (f *Filesystem) mounted() (Mount, bool, error) {
+	ms, err := readMounts(f.mountinfo)
+	if err != nil {
+		return Mount{}, false, err
+	}
+	var m Mount
+	found := false
+	for _, x := range ms {
+		if x.Target == f.mnt {
+			m, found = x, true
+		}
+	}
+	return m, found, nil
+}
+
+// ours reports whether a mount is of our device.
+func (f *Filesystem) ours(m Mount) bool {
+	if m.Source == f.dev {
+		return true
+	}
+	mm := majMin(f.dev)
+	return mm != "" && m.MajMin == mm
+}
+
+// Start mounts the filesystem, making it first on a blank LV if allowed.
+func (f *Filesystem) Start(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m, ok, err := f.mounted()
+	if err != nil {
+		return f.errorf("start", services.Failed, "%v", err)
+	}
+	switch {
+	case ok && f.ours(m) && m.FSType == "xfs":
+		if m.ReadOnly() {
+			return f.errorf("start", services.Failed, "%s is mounted read-only (%s; XFS shut down?)", f.mnt, m.Super)
+		}
+		f.log.Info("already mounted", "device", f.dev, "mountpoint", f.mnt)
+		return f.stateDir(ctx)
+	case ok:
+		return f.errorf("start", services.Refused, "%s already has %s (%s) mounted on it", f.mnt, m.Source, m.FSType)
+	}
+	ms, err := readMounts(f.mountinfo)
+	if err != nil {
+		return f.errorf("start", services.Failed, "%v", err)
+	}
+	for _, m := range ms {
+		if f.ours(m) {
+			return f.errorf("start", services.Refused, "%s is already mounted at %s", f.dev, m.Target)
+		}
+	}
+
+	c, err := disks.ProbePath(f.dev)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return f.errorf("start", services.Missing, "%s: no such device (LVM not active?)", f.dev)
+	case err != nil:
+		return f.errorf("start", services.Failed, "%v", err)
+	}
+	made := false
+	switch {
+	case c.Sig == "xfs":
+	case c.Blank && f.mkfsIfBlank:
+		if err := f.makeFS(ctx, c.Size); err != nil {
+			return err
+		}
+		made = true
+	case c.Blank:
+		return f.errorf("start", services.Refused, "%s is blank and storage.filesystem.mkfs_if_blank is false: set it to make the filesystem", f.dev)
+	default:
+		return f.errorf("start", services.Refused, "will not make a filesystem on %s: it holds %s", f.dev, c)
+	}
+
+	info, err := f.admin.Info(ctx, f.dev)
+	if err != nil {
+		f.log.Warn("cannot read the filesystem's UUID", "device", f.dev, "err", err)
+	}
+	if err := os.MkdirAll(f.mnt, 0o755); err != nil {
+		return f.errorf("start", services.Failed, "mountpoint: %v (the root filesystem is read-only: the image must ship %s)", err, f.mnt)
+	}
+	err = f.bounded(ctx, "mount", func() error {
+		if err := f.m.Mount(f.dev, f.mnt, "xfs", MountFlags, MountData); err != nil {
+			return mountErr("mount", f.mnt, err)
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrReadOnly) {
+			err = fmt.Errorf("%w (is DRBD primary?)", err)
+		}
+		if errors.Is(err, ErrCorrupt) {
+			err = fmt.Errorf("%w: run xfs_repair by hand; Tandem never repairs by itself", err)
+		}
+		return f.wrap("start", err)
+	}
+	if made {
+		f.log.Info("mounted new filesystem", "device", f.dev, "mountpoint", f.mnt, "uuid", info.UUID)
+	} else {
+		f.log.Info("mounted existing filesystem (not created)", "device", f.dev, "mountpoint", f.mnt, "uuid", info.UUID, "label", info.Label)
+	}
+	return f.stateDir(ctx)
+}
+
+// makeFS runs mkfs.xfs on the LV.
+func (f *Filesystem) makeFS(ctx context.Context, size int64) error {
+	spec := MkfsSpec{Device: f.dev}
+	if size >= MinAlignBytes {
+		spec.StripeKiB, spec.StripeWidth = f.stripeKiB, f.stripeWidth
+	}
+	f.log.Warn("making a new XFS filesystem: the LV is blank and mkfs_if_blank is set", "device", f.dev, "args", spec.Args())
+	out, err := f.mkfs.Run(ctx, spec)
+	if err != nil {
+		return f.wrap("start", err)
+	}
+	if out != "" {
+		f.log.Info("mkfs.xfs", "output", out)
+	}
+	return nil
+}
+
+// stateDir makes <mountpoint>/.tandem, where the probe and the file
+// services' replicated state live.
+func (f *Filesystem) stateDir(ctx context.Context) error {
+	err := f.bounded(ctx, "mkdir "+site.StateDir, func() error {
+		return os.MkdirAll(filepath.Join(f.mnt, site.StateDir), 0o755)
+	})
+	if err != nil {
+		return f.wrap("start", err)
+	}
+	return nil
+}
+
+// Stop unmounts, retrying while busy.
+func (f *Filesystem) Stop(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	start := time.Now()
+	for i := 1; ; i++ {
+		m, ok, err := f.mounted()
+		if err != nil {
+			return f.errorf("stop", services.Failed, "%v", err)
+		}
+		if !ok {
+			return nil
+		}
+		if !f.ours(m) {
+			f.log.Warn("something else is mounted on the mountpoint; left alone", "mountpoint", f.mnt, "source", m.Source)
+			return nil
+		}
+		err = f.bounded(ctx, "umount", func() error {
+			if err := f.m.Unmount(f.mnt, 0); err != nil {
+				return mountErr("umount", f.mnt, err)
+			}
+			return nil
+		})
+		switch {
+		case err == nil:
+			f.log.Info("unmounted", "mountpoint", f.mnt, "tries", i)
+			continue // a stacked mount of ours may remain
+		case errors.Is(err, unix.EINVAL):
+			return nil // not a mountpoint any more
+		case !errors.Is(err, ErrBusy):
+			return f.wrap("stop", err)
+		case i >= f.tries:
+			return f.errorf("stop", services.Failed, "%s still busy after %d tries over %s (nfsd or smbd still using it, or a process with files or its cwd there): %w",
+				f.mnt, i, time.Since(start).Round(time.Millisecond), err)
+		}
+		select {
+		case <-time.After(f.delay):
+		case <-ctx.Done():
+			return f.errorf("stop", services.Timeout, "%s still busy: %w", f.mnt, ctx.Err())
+		}
+	}
+}
+
+// Monitor checks the mount and runs the write + fsync + read-back probe.
+func (f *Filesystem) Monitor(ctx context.Context) error {
+	m, ok, err := f.mounted()
+	switch {
+	case err != nil:
+		return f.errorf("monitor", services.Failed, "%v", err)
+	case !ok || !f.ours(m):
+		return f.errorf("monitor", services.Failed, "%s is not mounted on %s", f.dev, f.mnt)
+	case m.ReadOnly():
+		return f.errorf("monitor", services.Failed, "%s is mounted read-only (%s; XFS shut down?)", f.mnt, m.Super)
+	}
+	dir := filepath.Join(f.mnt, site.StateDir)
+	if err := f.bounded(ctx, "probe", func() error { return f.probe(dir) }); err != nil {
+		switch {
+		case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+			err = fmt.Errorf("filesystem full, still serving reads: %w", err)
+		case errors.Is(err, unix.EIO):
+			err = fmt.Errorf("I/O error (XFS shut down?): %w", err)
+		}
+		return f.wrap("monitor", err)
+	}
+	return nil
+}
+
+// probe writes random data to dir/probe, fsyncs it, reads it back
+// bypassing the page cache, and compares.
+func probe(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	want := make([]byte, probeSize)
+	if _, err := rand.Read(want); err != nil {
+		return err
+	}
+	p := filepath.Join(dir, "probe")
+	w, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(want); err != nil {
+		w.Close()
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := w.Sync(); err != nil {
+		w.Close()
+		return fmt.Errorf("fsync %s: %w", p, err)
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	got, err := readDirect(p, len(want))
+	if err != nil {
+		return fmt.Errorf("read back %s: %w", p, err)
+	}
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && got[i] == want[i] {
+			i++
+		}
+		return fmt.Errorf("%s: %w (first difference at byte %d)", p, ErrMismatch, i)
+	}
+	return nil
+}
+
+// readDirect reads n bytes with O_DIRECT, so they come from the device.
+// Where O_DIRECT is refused (tmpfs in tests), it drops the file's clean
+// pages from the cache and reads normally.
+func readDirect(p string, n int) ([]byte, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EINVAL) {
+		return readUncached(p, n)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	buf := aligned(n, 4096)
+	for off := 0; off < n; {
+		k, err := unix.Pread(fd, buf[off:], int64(off))
+		if err != nil {
+			return nil, err
+		}
+		if k == 0 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		off += k
+	}
+	return buf, nil
+}
+
+func readUncached(p string, n int) ([]byte, error) {
+	r, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	_ = unix.Fadvise(int(r.Fd()), 0, 0, unix.FADV_DONTNEED)
+	buf := make([]byte, n)
+	_, err = io.ReadFull(r, buf)
+	return buf, err
+}
+
+// aligned returns n bytes whose start is aligned to align (a power of
+// two), as O_DIRECT requires.
+func aligned(n, align int) []byte {
+	b := make([]byte, n+align)
+	off := int(uintptr(unsafe.Pointer(&b[0])) & uintptr(align-1))
+	if off != 0 {
+		off = align - off
+	}
+	return b[off : off+n : off+n]
+}
