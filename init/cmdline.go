@@ -18,6 +18,9 @@ type Cmdline struct {
 	Consoles []string
 	// Debug is set by tandem.debug (or tandem.debug=1).
 	Debug bool
+	// Node names this head's node in the site config (tandem.node=head-a)
+	// when its management MAC does not tell (see identify.go).
+	Node string
 }
 
 // ParseCmdline parses the kernel command line. Unknown parameters are
@@ -49,6 +52,12 @@ func ParseCmdline(raw string) (Cmdline, error) {
 			default:
 				errs = append(errs, fmt.Errorf("tandem.debug=%q: want 0 or 1", val))
 			}
+		case "tandem.node":
+			if val == "" {
+				errs = append(errs, errors.New("tandem.node= is empty: name a node of the site config"))
+				continue
+			}
+			c.Node = val
 		case "console":
 			dev, _, _ := strings.Cut(val, ",") // drop ",115200n8"
 			dev = strings.TrimPrefix(dev, "/dev/")

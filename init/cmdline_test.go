@@ -12,6 +12,7 @@ func TestParseCmdline(t *testing.T) {
 		slot     string
 		consoles []string
 		debug    bool
+		node     string
 		wantErr  bool
 	}{
 		{name: "empty", in: ""},
@@ -30,12 +31,17 @@ func TestParseCmdline(t *testing.T) {
 		{name: "quoted value with space", in: `foo="a b" tandem.slot=b`, slot: "b"},
 		{name: "init args ignored", in: "tandem.slot=a -- tandem.slot=b", slot: "a"},
 		{name: "similar keys ignored", in: "xtandem.slot=b tandem.slotx=b", slot: ""},
+		{name: "node", in: "tandem.slot=a tandem.node=head-b", slot: "a", node: "head-b"},
+		{name: "empty node", in: "tandem.node=", wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := ParseCmdline(tt.in)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if c.Node != tt.node {
+				t.Errorf("node = %q, want %q", c.Node, tt.node)
 			}
 			if c.Slot != tt.slot || c.Debug != tt.debug || !slices.Equal(c.Consoles, tt.consoles) {
 				t.Errorf("got slot %q debug %v consoles %q; want %q %v %q", c.Slot, c.Debug, c.Consoles, tt.slot, tt.debug, tt.consoles)

@@ -2,6 +2,7 @@ package pid1
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // kmsgMax keeps a record under the kernel's 1024-byte /dev/kmsg limit.
@@ -24,6 +27,8 @@ type outputs struct {
 	// echoBelow is the kernel's console_loglevel: the kernel itself prints
 	// kmsg records below it on the console, so we skip our own copy.
 	echoBelow int
+	// ring is the persistent log on the state partition; nil in tests.
+	ring *logRing
 }
 
 // kernLevel maps a slog level to a syslog priority for /dev/kmsg.
@@ -64,6 +69,9 @@ func (o *outputs) write(level slog.Level, line string) {
 	for _, w := range o.extra {
 		io.WriteString(w, text)
 	}
+	if o.ring != nil {
+		o.ring.add(time.Now(), level.String(), line)
+	}
 }
 
 // writeRaw prints a line on the consoles only (used before kmsg exists).
@@ -77,6 +85,66 @@ func (o *outputs) writeRaw(line string) {
 	for _, w := range o.extra {
 		io.WriteString(w, text)
 	}
+	if o.ring != nil {
+		o.ring.add(time.Now(), "INFO", line)
+	}
+}
+
+// drain waits until the consoles have sent what was written to them:
+// the kernel does not flush a tty's buffer before it powers off.
+func (o *outputs) drain() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, w := range append([]io.Writer{o.console}, o.extra...) {
+		if t, ok := w.(*ttyWriter); ok {
+			unix.IoctlSetInt(int(t.f.Fd()), unix.TCSBRK, 1) // tcdrain
+		}
+	}
+}
+
+// reopenConsoles opens the consoles afresh. When a session leader whose
+// controlling terminal is the console exits (the rescue shell), the kernel
+// hangs the terminal up: a serial port is shut down and what PID 1 writes
+// afterwards goes nowhere until the device is opened again.
+func (o *outputs) reopenConsoles() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, w := range append([]io.Writer{o.console}, o.extra...) {
+		if t, ok := w.(*ttyWriter); ok {
+			t.reopen()
+		}
+	}
+}
+
+// ttyWriter writes to a terminal and can reopen it after a hangup (see
+// reopenConsoles); a write that fails with EIO (a hung-up tty fd) reopens
+// it too.
+type ttyWriter struct {
+	path string
+	f    *os.File
+}
+
+func newTTYWriter(f *os.File) *ttyWriter { return &ttyWriter{path: f.Name(), f: f} }
+
+func (t *ttyWriter) Write(p []byte) (int, error) {
+	n, err := t.f.Write(p)
+	if err == nil || !errors.Is(err, unix.EIO) {
+		return n, err
+	}
+	if !t.reopen() {
+		return n, err
+	}
+	return t.f.Write(p)
+}
+
+func (t *ttyWriter) reopen() bool {
+	f, err := os.OpenFile(t.path, os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return false
+	}
+	t.f.Close()
+	t.f = f
+	return true
 }
 
 func (o *outputs) hasExtra(path string) bool {
@@ -93,8 +161,8 @@ func (o *outputs) extraNames() []string {
 	defer o.mu.Unlock()
 	var names []string
 	for _, w := range o.extra {
-		if f, ok := w.(*os.File); ok {
-			names = append(names, f.Name())
+		if t, ok := w.(*ttyWriter); ok {
+			names = append(names, t.path)
 		}
 	}
 	return names
@@ -102,7 +170,7 @@ func (o *outputs) extraNames() []string {
 
 func (o *outputs) addExtra(f *os.File) {
 	o.mu.Lock()
-	o.extra = append(o.extra, f)
+	o.extra = append(o.extra, newTTYWriter(f))
 	o.mu.Unlock()
 }
 

@@ -13,11 +13,18 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"tandem.dev/tandem/board"
 	"tandem.dev/tandem/image/manifest"
+	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/services/network"
+	"tandem.dev/tandem/services/supervise"
 )
 
 // Boot is the state the steps share and later stages inherit.
@@ -34,8 +41,33 @@ type Boot struct {
 	// reaper takes). Idle logs them; the supervisor will act on them.
 	Signals <-chan os.Signal
 
-	out    *outputs
-	reason error // set once in maintenance
+	// Set by the steps after the root (see after.go).
+	Board      *board.Board
+	Site       *site.Config
+	SiteSource string // where the site config came from
+	Node       string // this head's node name in the site config
+
+	out *outputs
+
+	// stepMu is held while a boot step runs; shutdown takes it so that it
+	// starts between two steps, and stopping makes the rest skip.
+	stepMu   sync.Mutex
+	stopping atomic.Bool
+	events   sync.Once
+	shutReq  chan shutdownRequest
+
+	mu       sync.Mutex
+	state    status.State
+	reason   error // set once in maintenance or unconfigured
+	steps    []status.Step
+	readyMS  int64
+	sup      *supervise.Supervisor
+	stopRun  context.CancelFunc // ends the supervisor's monitor loop
+	mgmt     *network.Management
+	details  map[string]func() string // per service, for status
+	siteRaw  []byte                   // the site config as read, even if invalid
+	mounts   []string                 // mounted after the root, unmounted in reverse
+	watchdog *watchdog
 }
 
 // caught are the signals whose Go default would end the process; for PID 1
@@ -47,13 +79,10 @@ var caught = []os.Signal{
 	unix.SIGXFSZ, unix.SIGSTKFLT, unix.SIGIO,
 }
 
-// continueAfterRoot runs once the root is mounted and early boot is done.
-// Later stages (state partition, site config, network, supervisor) replace
-// it. It should not return; an error puts the node into maintenance.
-var continueAfterRoot = func(b *Boot) error {
-	b.Idle()
-	return nil
-}
+// continueAfterRoot runs once the root is mounted and early boot is done:
+// the state partition, site config, network and supervisor (after.go).
+// An error puts the node into maintenance.
+var continueAfterRoot = (*Boot).afterRoot
 
 // Main is PID 1. It never returns.
 func Main() {
@@ -75,9 +104,10 @@ func Main() {
 func newBoot() *Boot {
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs, caught...)
-	b := &Boot{Start: time.Now(), Signals: sigs, Level: new(slog.LevelVar), out: &outputs{}}
+	b := &Boot{Start: time.Now(), Signals: sigs, Level: new(slog.LevelVar), out: &outputs{ring: newLogRing()},
+		state: status.Starting, shutReq: make(chan shutdownRequest, 1)}
 	if con, err := openConsole(); err == nil {
-		b.out.console = con
+		b.out.console = newTTYWriter(con)
 	} else {
 		b.out.console = os.Stderr // whatever fd 2 is; better than nothing
 	}
@@ -318,30 +348,49 @@ func (b *Boot) logMounts() error {
 }
 
 // Maintenance records reason, shows it and idles forever: nothing else is
-// touched so an operator can diagnose the node.
+// touched so an operator can diagnose the node. The status socket, the
+// watchdog and poweroff keep working.
 func (b *Boot) Maintenance(reason error) {
-	b.reason = reason
-	b.Log.Error("MAINTENANCE: " + reason.Error())
+	b.setState(status.Maintenance, reason)
+	b.logReason("MAINTENANCE: ", reason)
 	b.Idle()
 }
 
-// MaintenanceReason is non-nil once the node is in maintenance.
-func (b *Boot) MaintenanceReason() error { return b.reason }
+// logReason logs each line of a (multi-line) reason on its own, so every
+// console line carries the "tandem: " prefix.
+func (b *Boot) logReason(prefix string, reason error) {
+	for _, line := range strings.Split(strings.TrimRight(reason.Error(), "\n"), "\n") {
+		b.Log.Error(prefix + line)
+	}
+}
 
-// Idle never returns: it logs caught signals and, in maintenance, repeats
-// the reason now and then for whoever attaches a console later. The reaper
-// keeps running in its own goroutine. The ticker also keeps the Go runtime
-// from declaring a deadlock, which would end PID 1.
+// MaintenanceReason is non-nil once the node is in maintenance.
+func (b *Boot) MaintenanceReason() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state != status.Maintenance {
+		return nil
+	}
+	return b.reason
+}
+
+func (b *Boot) setState(s status.State, reason error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.state, b.reason = s, reason
+}
+
+// Idle never returns. Signals, the power button and the status socket are
+// handled by the event loop (events.go); Idle makes sure it runs and, in
+// maintenance, repeats the reason now and then for whoever attaches a
+// console later. The ticker also keeps the Go runtime from declaring a
+// deadlock, which would end PID 1.
 func (b *Boot) Idle() {
+	b.startEvents()
 	tick := time.NewTicker(10 * time.Minute)
-	for {
-		select {
-		case s := <-b.Signals:
-			b.Log.Info("signal received, ignored for now", "signal", s.String())
-		case <-tick.C:
-			if b.reason != nil {
-				b.Log.Error("MAINTENANCE: " + b.reason.Error())
-			}
+	for range tick.C {
+		if err := b.MaintenanceReason(); err != nil && !b.stopping.Load() {
+			b.logReason("MAINTENANCE: ", err)
 		}
 	}
 }

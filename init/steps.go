@@ -1,9 +1,12 @@
 package pid1
 
 import (
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"time"
+
+	"tandem.dev/tandem/init/status"
 )
 
 // Step is one named unit of boot work. Boot is a list of steps so the log
@@ -42,16 +45,41 @@ func checkOrder(done map[string]bool, steps []Step) error {
 	return nil
 }
 
+// errStopping ends a boot sequence once a shutdown has begun.
+var errStopping = errors.New("shutting down")
+
 // runSteps runs steps in order and stops at the first failing required step.
-// A panicking step counts as a failure: PID 1 must never die.
+// A panicking step counts as a failure: PID 1 must never die. Once a
+// shutdown has begun, the remaining steps are skipped.
 func runSteps(b *Boot, steps []Step) error {
+	return runStepList(b, steps, true)
+}
+
+// runStepList is runSteps; guard says whether a shutdown skips the rest
+// (the shutdown's own steps are not guarded).
+func runStepList(b *Boot, steps []Step, guard bool) error {
 	for _, s := range steps {
+		if guard {
+			b.stepMu.Lock()
+			if b.stopping.Load() {
+				b.stepMu.Unlock()
+				return errStopping
+			}
+		}
 		start := time.Now()
 		err := runStep(b, s)
 		ms := time.Since(start).Milliseconds()
+		if guard {
+			b.stepMu.Unlock()
+		}
+		b.recordStep(s, ms, err)
 		switch {
 		case err == nil:
 			b.Log.Info(s.Name+": ok", "ms", ms)
+		case errors.Is(err, errUnconfigured):
+			// Not a failure: the node waits for a config (pairing wizard).
+			b.Log.Warn(s.Name+": "+err.Error(), "ms", ms)
+			return err
 		case s.Optional:
 			b.Log.Warn(s.Name+": failed (optional, continuing)", "ms", ms, "err", err)
 		default:
@@ -60,6 +88,17 @@ func runSteps(b *Boot, steps []Step) error {
 		}
 	}
 	return nil
+}
+
+// recordStep keeps the outcome for status.
+func (b *Boot) recordStep(s Step, ms int64, err error) {
+	st := status.Step{Name: s.Name, OK: err == nil, Optional: s.Optional, MS: ms}
+	if err != nil {
+		st.Error = err.Error()
+	}
+	b.mu.Lock()
+	b.steps = append(b.steps, st)
+	b.mu.Unlock()
 }
 
 func runStep(b *Boot, s Step) (err error) {

@@ -93,3 +93,43 @@ func TestRunSteps(t *testing.T) {
 		})
 	}
 }
+
+// The steps after the root and the shutdown steps satisfy their own
+// ordering constraints, with the early and root steps done before.
+func TestAfterRootAndShutdownStepsOrdered(t *testing.T) {
+	done := map[string]bool{}
+	for _, s := range append(earlySteps(), rootSteps()...) {
+		done[s.Name] = true
+	}
+	if err := checkOrder(done, afterRootSteps()); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkOrder(nil, shutdownSteps()); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range shutdownSteps() {
+		if !s.Optional {
+			t.Errorf("shutdown step %q is required: a failing step must not keep the node from powering off", s.Name)
+		}
+	}
+}
+
+// What an operator needs to reach a broken node comes before anything
+// that reads the site's data, and the state comes before the config.
+func TestAfterRootStepPolicy(t *testing.T) {
+	idx := map[string]int{}
+	for i, s := range afterRootSteps() {
+		idx[s.Name] = i
+	}
+	for _, pair := range [][2]string{
+		{"events", "state"}, {"status socket", "state"}, {"watchdog", "state"}, {"power button", "state"},
+		{"state", "site config"}, {"persistent log", "site config"}, {"site config", "node"},
+		{"node", "services"}, {"services", "ready"},
+	} {
+		a, aok := idx[pair[0]]
+		b, bok := idx[pair[1]]
+		if !aok || !bok || a >= b {
+			t.Errorf("step %q must come before %q", pair[0], pair[1])
+		}
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"os/signal"
 	"regexp"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +15,15 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// On Ctrl-C, stop every QEMU and remove the labs' dirs before dying.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		qemu.CloseAll()
+		testimage.Cleanup()
+		os.Exit(130)
+	}()
 	code := m.Run()
 	testimage.Cleanup()
 	os.Exit(code)

@@ -67,13 +67,27 @@ func (c *Console) Tail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// Len is the number of bytes printed so far: a mark for WaitForAfter.
+func (c *Console) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Len()
+}
+
 // WaitFor waits until the output matches re and returns the matching line.
 // It fails when ctx ends or QEMU exits first.
 func (c *Console) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
+	return c.WaitForAfter(ctx, 0, re)
+}
+
+// WaitForAfter is WaitFor on the output after the first off bytes (from
+// Len), e.g. to see a line again after a reset.
+func (c *Console) WaitForAfter(ctx context.Context, off int, re *regexp.Regexp) (string, error) {
 	for {
 		c.mu.Lock()
 		text, ch, cerr := c.buf.String(), c.notify, c.err
 		c.mu.Unlock()
+		text = text[min(off, len(text)):]
 		if loc := re.FindStringIndex(text); loc != nil {
 			start := strings.LastIndexByte(text[:loc[0]], '\n') + 1
 			end := strings.IndexByte(text[loc[1]:], '\n')

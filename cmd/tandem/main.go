@@ -21,7 +21,11 @@ type command struct {
 var commands = []command{
 	{"build", "build a flashable image from an image spec", runBuild},
 	{"boot", "boot an image in QEMU with its console on this terminal", runBoot},
+	{"lab", "boot a QEMU lab (node, pair, full) and inject faults into it", runLab},
 	{"validate", "check a site.toml", runValidate},
+	{"status", "show this node's state and services (on a node)", runStatus},
+	{"poweroff", "stop the services top-down and power this node off", runPoweroff},
+	{"reboot", "stop the services top-down and reboot this node", runReboot},
 	{"version", "print the version", runVersion},
 }
 

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"tandem.dev/tandem/qemu"
+	"tandem.dev/tandem/qemu/agent"
+)
+
+const labUsage = `usage:
+  tandem lab node|pair|full [--image out/tandem.img] [--site site.toml] [--name NAME] [--uefi]
+  tandem lab exec [--lab NAME] [--timeout 5m] VM -- COMMAND [ARG...]
+  tandem lab fault [--lab NAME] VM link NETDEV off|on
+  tandem lab fault [--lab NAME] VM kill|reset|powerdown
+  tandem lab fault [--lab NAME] VM remove-disk data0..data3
+  tandem lab list`
+
+// runLab boots a QEMU lab, or acts on a running one through the state
+// file in its dir (see labsRoot).
+func runLab(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usageError{errors.New(labUsage)}
+	}
+	switch args[0] {
+	case string(qemu.Node), string(qemu.Pair), string(qemu.Full):
+		return labUp(ctx, qemu.Topology(args[0]), args[1:])
+	case "exec":
+		return labExec(ctx, args[1:])
+	case "fault":
+		return labFault(ctx, args[1:])
+	case "list", "ls":
+		return labList()
+	}
+	return usageError{fmt.Errorf("unknown lab command %q\n%s", args[0], labUsage)}
+}
+
+// labsRoot is the well-known place of running labs: one dir per lab,
+// with its sockets, consoles and lab.json.
+func labsRoot() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "tandem-lab")
+	}
+	name := fmt.Sprint(os.Getuid())
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	return filepath.Join(os.TempDir(), "tandem-lab-"+name)
+}
+
+func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
+	fs := flag.NewFlagSet("lab "+string(topo), flag.ContinueOnError)
+	image := fs.String("image", "out/tandem.img", "the image to boot (tandem build)")
+	sitePath := fs.String("site", "", "put this site.toml on every VM's TANDEM-CFG partition")
+	name := fs.String("name", string(topo), "lab name, to run several labs side by side")
+	uefi := fs.Bool("uefi", false, "boot through OVMF instead of a direct kernel boot (slower)")
+	mem := fs.Int("m", 1024, "memory per head in MiB")
+	verbose := fs.Bool("v", false, "log QEMU command lines")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	var site []byte
+	if *sitePath != "" {
+		var err error
+		if site, err = os.ReadFile(*sitePath); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(labsRoot(), 0o700); err != nil {
+		return err
+	}
+	dir := filepath.Join(labsRoot(), *name)
+	if st, err := qemu.ReadLabState(dir); err == nil && alive(st.PID) {
+		return fmt.Errorf("lab %q is already running (pid %d); stop it or pick another --name", *name, st.PID)
+	}
+	if err := os.RemoveAll(dir); err != nil { // a stale lab's leftovers
+		return err
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	start := time.Now()
+	lab, err := qemu.NewLab(ctx, qemu.LabConfig{
+		Image: *image, Topology: topo, Dir: dir, UEFI: *uefi, SiteTOML: site, MemoryMB: *mem, Log: log,
+	})
+	if err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	defer os.RemoveAll(dir)
+	defer lab.Close()
+	printLab(os.Stdout, lab, *name)
+
+	for _, vm := range lab.VMs {
+		go func() {
+			if _, err := vm.Console.WaitFor(ctx, regexp.MustCompile(`tandem: early boot done`)); err == nil {
+				fmt.Printf("%s: early boot done after %.1fs\n", vm.Name, time.Since(start).Seconds())
+			}
+		}()
+		go func() {
+			<-vm.Done()
+			if ctx.Err() == nil {
+				fmt.Printf("%s: QEMU exited: %v (console %s)\n", vm.Name, vm.Wait(), vm.Console.Path())
+			}
+		}()
+	}
+	<-ctx.Done()
+	fmt.Println("\nstopping the lab")
+	return nil
+}
+
+func printLab(w io.Writer, lab *qemu.Lab, name string) {
+	st := lab.State()
+	fmt.Fprintf(w, "lab %q: %s, accelerator %s, dir %s\n", name, st.Topology, qemu.Accel(), st.Dir)
+	for _, vm := range st.VMs {
+		fmt.Fprintf(w, "  %-7s %s\n", vm.Name, vm.Role)
+		fmt.Fprintf(w, "          console  tail -f %s\n", vm.Console)
+		var nics []string
+		for _, n := range vm.NICs {
+			nics = append(nics, n.ID+" "+n.MAC)
+		}
+		fmt.Fprintf(w, "          nics     %s\n", strings.Join(nics, ", "))
+		if len(vm.Disks) > 0 {
+			fmt.Fprintf(w, "          disks    %s (serials %s-data0...)\n", strings.Join(vm.Disks, " "), vm.Name)
+		}
+	}
+	if st.Witness != "" {
+		fmt.Fprintf(w, "  witness runs on %s\n", st.Witness)
+	}
+	lf := ""
+	if name != string(st.Topology) {
+		lf = " --lab " + name
+	}
+	first := st.VMs[0]
+	var netdevs []string
+	for _, n := range first.NICs {
+		netdevs = append(netdevs, n.ID)
+	}
+	fmt.Fprintf(w, "run a command:  tandem lab exec%s %s -- busybox uname -a   (the image has busybox, ip, ping; no shell links)\n", lf, first.Name)
+	fmt.Fprintf(w, "faults:         tandem lab fault%s %s link %s off|on   (netdevs: %s)\n", lf, first.Name, netdevs[len(netdevs)-1], strings.Join(netdevs, " "))
+	fmt.Fprintf(w, "                tandem lab fault%s %s kill|reset|powerdown|remove-disk data3\n", lf, first.Name)
+	fmt.Fprintln(w, "stop:           Ctrl-C (stops every VM and removes the lab dir)")
+}
+
+func alive(pid int) bool {
+	return pid > 0 && syscall.Kill(pid, 0) == nil
+}
+
+// findLab returns the state of the named lab, or of the only running one.
+func findLab(name string) (*qemu.LabState, error) {
+	if name != "" {
+		st, err := qemu.ReadLabState(filepath.Join(labsRoot(), name))
+		if err != nil || !alive(st.PID) {
+			return nil, fmt.Errorf("no lab %q is running (see tandem lab list)", name)
+		}
+		return st, nil
+	}
+	labs := runningLabs()
+	switch len(labs) {
+	case 0:
+		return nil, errors.New("no lab is running; start one with: tandem lab pair")
+	case 1:
+		return labs[0], nil
+	}
+	var names []string
+	for _, l := range labs {
+		names = append(names, l.Name)
+	}
+	return nil, fmt.Errorf("several labs are running (%s): pick one with --lab", strings.Join(names, ", "))
+}
+
+func runningLabs() []*qemu.LabState {
+	entries, _ := os.ReadDir(labsRoot())
+	var labs []*qemu.LabState
+	for _, e := range entries {
+		if st, err := qemu.ReadLabState(filepath.Join(labsRoot(), e.Name())); err == nil && alive(st.PID) {
+			labs = append(labs, st)
+		}
+	}
+	sort.Slice(labs, func(i, j int) bool { return labs[i].Name < labs[j].Name })
+	return labs
+}
+
+func findVM(st *qemu.LabState, name string) (*qemu.VMState, error) {
+	var names []string
+	for i := range st.VMs {
+		if st.VMs[i].Name == name {
+			return &st.VMs[i], nil
+		}
+		names = append(names, st.VMs[i].Name)
+	}
+	return nil, fmt.Errorf("lab %s has no VM %q (%s)", st.Name, name, strings.Join(names, ", "))
+}
+
+func labList() error {
+	labs := runningLabs()
+	if len(labs) == 0 {
+		fmt.Println("no lab is running")
+		return nil
+	}
+	for _, st := range labs {
+		var vms []string
+		for _, vm := range st.VMs {
+			state := "down"
+			if alive(vm.PID) {
+				state = "up"
+			}
+			vms = append(vms, vm.Name+" "+state)
+		}
+		fmt.Printf("%-8s %-5s pid %-7d since %s  %s  (%s)\n", st.Name, st.Topology, st.PID,
+			st.Started.Format(time.TimeOnly), strings.Join(vms, ", "), st.Dir)
+	}
+	return nil
+}
+
+// labExec runs a command in a guest through the agent and exits with its
+// exit status.
+func labExec(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("lab exec", flag.ContinueOnError)
+	labName := fs.String("lab", "", "lab name (default: the only running lab)")
+	timeout := fs.Duration("timeout", agent.DefaultTimeout, "kill the command after this long")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	rest := fs.Args()
+	if len(rest) < 2 {
+		return usageError{errors.New("usage: tandem lab exec [--lab NAME] VM -- COMMAND [ARG...]")}
+	}
+	vmName, argv := rest[0], rest[1:]
+	if argv[0] == "--" {
+		argv = argv[1:]
+	}
+	if len(argv) == 0 {
+		return usageError{errors.New("no command to run")}
+	}
+	st, err := findLab(*labName)
+	if err != nil {
+		return err
+	}
+	vm, err := findVM(st, vmName)
+	if err != nil {
+		return err
+	}
+	req := agent.Request{Argv: argv, Timeout: *timeout}
+	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice == 0 {
+		if req.Stdin, err = io.ReadAll(os.Stdin); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout+10*time.Second)
+	defer cancel()
+	c := agent.NewClient(vm.Agent)
+	defer c.Close()
+	res, err := c.Do(ctx, req)
+	os.Stdout.Write(res.Stdout)
+	os.Stderr.Write(res.Stderr)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("%w (is the agent running in %s? tail %s)", err, vm.Name, vm.Console)
+		}
+		return err
+	}
+	if res.Exit != 0 {
+		os.Exit(res.Exit & 0xff)
+	}
+	return nil
+}
+
+// labFault injects a fault through the VM's control QMP socket.
+func labFault(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("lab fault", flag.ContinueOnError)
+	labName := fs.String("lab", "", "lab name (default: the only running lab)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	rest := fs.Args()
+	if len(rest) < 2 {
+		return usageError{errors.New(labUsage)}
+	}
+	st, err := findLab(*labName)
+	if err != nil {
+		return err
+	}
+	vm, err := findVM(st, rest[0])
+	if err != nil {
+		return err
+	}
+	if !alive(vm.PID) {
+		return fmt.Errorf("%s is not running", vm.Name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	q, err := qemu.DialQMP(ctx, vm.QMP)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	what, params := rest[1], rest[2:]
+	switch {
+	case what == "link" && len(params) == 2 && (params[1] == "on" || params[1] == "off"):
+		err = q.SetLink(ctx, params[0], params[1] == "on")
+	case what == "kill" && len(params) == 0:
+		err = q.Quit(ctx)
+	case what == "reset" && len(params) == 0:
+		err = q.Reset(ctx, false) // lab VMs run without -no-reboot
+	case what == "powerdown" && len(params) == 0:
+		err = q.Powerdown(ctx)
+	case what == "remove-disk" && len(params) == 1:
+		since := time.Now()
+		if err = q.DeviceDel(ctx, params[0]); err == nil {
+			_, err = q.WaitEvent(ctx, "DEVICE_DELETED", since, nil)
+		}
+	default:
+		return usageError{fmt.Errorf("bad fault %q\n%s", strings.Join(rest[1:], " "), labUsage)}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s: %s: done\n", vm.Name, strings.Join(rest[1:], " "))
+	return nil
+}

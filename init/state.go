@@ -1,0 +1,164 @@
+package pid1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/u-root/u-root/pkg/mount"
+	"golang.org/x/sys/unix"
+
+	"tandem.dev/tandem/image/manifest"
+)
+
+const (
+	// StateDir is where the state partition is mounted.
+	StateDir = "/var/lib/tandem"
+	// LogDir holds the persistent log ring.
+	LogDir   = StateDir + "/log"
+	mkfsExt4 = "/usr/sbin/mkfs.ext4"
+	e2fsck   = "/usr/sbin/e2fsck"
+	// stateWait bounds the wait for the state partition to appear; the
+	// root is on the same disk, so it is normally there already.
+	stateWait = 5 * time.Second
+)
+
+// mountState formats the state partition at first boot (only if it is
+// provably blank) and mounts it. It never formats any other device: the
+// device is found by its GPT partition name alone, and must be unique.
+func (b *Boot) mountState() error {
+	dev, err := waitPartition(manifest.LabelState, stateWait)
+	if err != nil {
+		return err
+	}
+	if err := sameDisk(dev, b.RootDev); err != nil {
+		return err
+	}
+	found, err := probeDevice(dev)
+	if err != nil {
+		return err
+	}
+	formatted := false
+	switch {
+	case found.Blank:
+		if err := formatState(dev); err != nil {
+			return err
+		}
+		formatted = true
+	case found.Sig == sigExt:
+		if err := checkState(b, dev); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("%s (partition %s) is not blank, refusing to format it: %s", dev, manifest.LabelState, found.What)
+	}
+	if err := os.MkdirAll(StateDir, 0o755); err != nil {
+		return err
+	}
+	if _, err := mount.Mount(dev, StateDir, "ext4", "", unix.MS_NOATIME|unix.MS_NODEV|unix.MS_NOSUID); err != nil {
+		return fmt.Errorf("mount %s on %s: %w", dev, StateDir, err)
+	}
+	b.addMount(StateDir)
+	if formatted {
+		b.Log.Info("state: formatted", "dev", dev, "label", manifest.LabelState)
+	} else {
+		b.Log.Info("state: mounted (existing)", "dev", dev)
+	}
+	return nil
+}
+
+// sameDisk refuses a state partition on another disk than the root's: a
+// data disk that happens to carry our label is still a data disk.
+func sameDisk(state, root string) error {
+	if root == "" {
+		return nil // tests and odd boots: the label alone decides
+	}
+	sp, rp := parentDisk(state), parentDisk(root)
+	if sp == "" || rp == "" || sp == rp {
+		return nil
+	}
+	return fmt.Errorf("state partition %s is on %s, but the root is on %s: refusing to touch another disk", state, sp, rp)
+}
+
+// parentDisk is the disk a partition belongs to, from sysfs.
+func parentDisk(dev string) string {
+	p, err := filepath.EvalSymlinks(filepath.Join("/sys/class/block", filepath.Base(dev)))
+	if err != nil {
+		return ""
+	}
+	if _, err := os.Stat(filepath.Join(p, "partition")); err != nil {
+		return filepath.Base(p)
+	}
+	return filepath.Base(filepath.Dir(p))
+}
+
+// probeDevice says whether dev is blank, or what it holds.
+func probeDevice(dev string) (BlankResult, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return BlankResult{}, err
+	}
+	defer f.Close()
+	size, err := f.Seek(0, 2)
+	if err != nil {
+		return BlankResult{}, fmt.Errorf("size of %s: %w", dev, err)
+	}
+	r, err := probeBlank(f, size)
+	if err != nil {
+		return BlankResult{}, fmt.Errorf("probe %s: %w", dev, err)
+	}
+	return r, nil
+}
+
+func formatState(dev string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// -F: the partition is not a whole disk, but mke2fs may still ask.
+	out, err := exec.CommandContext(ctx, mkfsExt4, "-q", "-F", "-L", manifest.LabelState, dev).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", mkfsExt4, dev, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// checkState replays the journal and fixes what e2fsck fixes without
+// asking; a power pull must not leave the state unmountable.
+func checkState(b *Boot, dev string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, e2fsck, "-p", dev).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ee) && ee.ExitCode() < 4:
+		// 1: errors corrected; 2: corrected, reboot advised (not for an
+		// unmounted fs). Either way the fs is fine to mount now.
+		b.Log.Warn("state: e2fsck corrected errors", "dev", dev, "exit", ee.ExitCode(), "out", strings.TrimSpace(string(out)))
+		return nil
+	case errors.As(err, &ee):
+		return fmt.Errorf("e2fsck %s: exit %d (uncorrected errors; not mounting): %s", dev, ee.ExitCode(), strings.TrimSpace(string(out)))
+	}
+	// e2fsck missing or not runnable: mounting still replays the journal.
+	b.Log.Warn("state: e2fsck not run", "err", err)
+	return nil
+}
+
+func (b *Boot) addMount(path string) {
+	b.mu.Lock()
+	b.mounts = append(b.mounts, path)
+	b.mu.Unlock()
+}
+
+func (b *Boot) openLogRing() error {
+	if err := b.out.ring.open(LogDir); err != nil {
+		return err
+	}
+	b.Log.Info("persistent log", "dir", LogDir, "max_bytes", (ringKeep+1)*ringMaxSize)
+	return nil
+}

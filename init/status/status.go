@@ -1,0 +1,274 @@
+// Package status is the contract between PID 1 and `tandem status`: the
+// JSON PID 1 serves on a unix socket, the requests it accepts (status,
+// poweroff, reboot), a client, and the human rendering.
+package status
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Socket is where PID 1 listens. Only root may connect (mode 0600): the
+// socket also powers the node off.
+const Socket = "/run/tandem/status.sock"
+
+// State is the node's state as a whole.
+type State string
+
+const (
+	Starting     State = "starting"
+	Ready        State = "ready"
+	Maintenance  State = "maintenance"
+	Unconfigured State = "unconfigured"
+	Stopping     State = "stopping"
+)
+
+// Status is what `tandem status --json` prints.
+type Status struct {
+	State State `json:"state"`
+	// Reason explains maintenance or unconfigured, verbatim (a bad site
+	// config gives its file:line:col messages, one per line).
+	Reason  string `json:"reason,omitempty"`
+	Node    string `json:"node,omitempty"`
+	Pair    string `json:"pair,omitempty"`
+	Version string `json:"version"`
+	Slot    string `json:"slot"`
+	Board   string `json:"board,omitempty"`
+	// Config is where the site config was read from.
+	Config string `json:"config,omitempty"`
+	// UptimeMS counts from PID 1's start; ReadyMS is when it became ready.
+	UptimeMS int64 `json:"uptime_ms"`
+	ReadyMS  int64 `json:"ready_ms,omitempty"`
+	// RSSKiB is PID 1's resident memory (VmRSS).
+	RSSKiB   int64     `json:"rss_kib,omitempty"`
+	Services []Service `json:"services"`
+	Steps    []Step    `json:"steps"`
+}
+
+// Service is one node of the service graph.
+type Service struct {
+	Name     string    `json:"name"`
+	State    string    `json:"state"`
+	Role     string    `json:"role,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	Restarts int       `json:"restarts,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
+}
+
+// Step is the outcome of one boot step.
+type Step struct {
+	Name     string `json:"name"`
+	OK       bool   `json:"ok"`
+	Optional bool   `json:"optional,omitempty"`
+	MS       int64  `json:"ms"`
+	Error    string `json:"error,omitempty"`
+}
+
+// Ops a client may ask for.
+const (
+	OpStatus   = "status"
+	OpPoweroff = "poweroff"
+	OpReboot   = "reboot"
+)
+
+// Request is one client request (one per connection).
+type Request struct {
+	Op string `json:"op"`
+}
+
+// Response answers a Request.
+type Response struct {
+	OK     bool    `json:"ok"`
+	Error  string  `json:"error,omitempty"`
+	Status *Status `json:"status,omitempty"`
+}
+
+// Handler is what the server asks PID 1.
+type Handler interface {
+	Status() Status
+	// Shutdown starts a poweroff or reboot and returns at once.
+	Shutdown(op string) error
+}
+
+// maxRequest bounds a request: they are a few bytes.
+const maxRequest = 4096
+
+// Listen creates the socket (replacing a stale one) with mode 0600.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Serve answers requests until l is closed. Each connection gets a few
+// seconds: a stuck client must not pile up goroutines in PID 1.
+func Serve(l net.Listener, h Handler, log *slog.Logger) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			log.Warn("status: accept", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		go serveConn(c, h, log)
+	}
+}
+
+func serveConn(c net.Conn, h Handler, log *slog.Logger) {
+	defer c.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("status: handler panic", "panic", fmt.Sprint(r))
+		}
+	}()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(io.LimitReader(c, maxRequest)).ReadBytes('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+		return
+	}
+	var req Request
+	var resp Response
+	if err := json.Unmarshal(line, &req); err != nil {
+		resp.Error = "bad request: " + err.Error()
+	} else {
+		switch req.Op {
+		case OpStatus, "":
+			st := h.Status()
+			resp.OK, resp.Status = true, &st
+		case OpPoweroff, OpReboot:
+			if err := h.Shutdown(req.Op); err != nil {
+				resp.Error = err.Error()
+			} else {
+				resp.OK = true
+				log.Info("status: " + req.Op + " requested over the status socket")
+			}
+		default:
+			resp.Error = fmt.Sprintf("unknown op %q", req.Op)
+		}
+	}
+	json.NewEncoder(c).Encode(resp)
+}
+
+// Call sends one request to the socket at path and returns the response.
+func Call(ctx context.Context, path, op string) (*Response, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PID 1 (%s): %w", path, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if err := json.NewEncoder(c).Encode(Request{Op: op}); err != nil {
+		return nil, fmt.Errorf("send %s: %w", op, err)
+	}
+	var resp Response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return nil, fmt.Errorf("read answer to %s: %w", op, err)
+	}
+	if !resp.OK {
+		return &resp, fmt.Errorf("%s: %s", op, resp.Error)
+	}
+	return &resp, nil
+}
+
+// Format renders st for a person, crm_mon-like.
+func Format(w io.Writer, st *Status) error {
+	var b strings.Builder
+	state := strings.ToUpper(string(st.State))
+	fmt.Fprintf(&b, "node     %s\n", orDash(st.Node))
+	if st.Pair != "" {
+		fmt.Fprintf(&b, "pair     %s\n", st.Pair)
+	}
+	fmt.Fprintf(&b, "state    %s\n", state)
+	if st.Reason != "" {
+		lines := strings.Split(strings.TrimRight(st.Reason, "\n"), "\n")
+		fmt.Fprintf(&b, "reason   %s\n", lines[0])
+		for _, l := range lines[1:] {
+			fmt.Fprintf(&b, "         %s\n", l)
+		}
+	}
+	fmt.Fprintf(&b, "version  %s (slot %s, board %s)\n", st.Version, st.Slot, orDash(st.Board))
+	if st.Config != "" {
+		fmt.Fprintf(&b, "config   %s\n", st.Config)
+	}
+	up := (time.Duration(st.UptimeMS) * time.Millisecond).Round(time.Second)
+	fmt.Fprintf(&b, "uptime   %s", up)
+	if st.ReadyMS > 0 {
+		fmt.Fprintf(&b, " (ready after %d ms)", st.ReadyMS)
+	}
+	if st.RSSKiB > 0 {
+		fmt.Fprintf(&b, ", PID 1 RSS %.1f MiB", float64(st.RSSKiB)/1024)
+	}
+	b.WriteString("\n")
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	if len(st.Services) > 0 {
+		fmt.Fprintln(w, "\nservices (start order)")
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		for _, s := range st.Services {
+			extra := s.Detail
+			if s.Error != "" {
+				extra = strings.TrimSpace(extra + " error: " + s.Error)
+			}
+			if s.Restarts > 0 {
+				extra = strings.TrimSpace(fmt.Sprintf("%s restarts=%d", extra, s.Restarts))
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.Name, s.State, orDash(s.Role), extra)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	var failed []Step
+	for _, s := range st.Steps {
+		if !s.OK {
+			failed = append(failed, s)
+		}
+	}
+	if len(failed) > 0 {
+		fmt.Fprintln(w, "\nfailed boot steps")
+		for _, s := range failed {
+			opt := ""
+			if s.Optional {
+				opt = " (optional)"
+			}
+			fmt.Fprintf(w, "  %s%s: %s\n", s.Name, opt, s.Error)
+		}
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,120 @@
+package pid1
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Hardware watchdog policy: the board resets when PID 1 stops petting for
+// watchdogTimeout. While the node runs, a goroutine pets every
+// watchdogPet, so a hung kernel or a stalled Go runtime resets the board.
+// A shutdown gives itself shutdownBudget; a stop that hangs past it stops
+// the petting, and the watchdog resets the board.
+const (
+	watchdogTimeout = 30 * time.Second
+	watchdogPet     = 5 * time.Second
+	shutdownBudget  = 90 * time.Second
+)
+
+type watchdog struct {
+	f   *os.File
+	dev string
+
+	mu    sync.Mutex
+	until time.Time // pet only before this; zero: always
+}
+
+// startWatchdog opens the board's watchdog (which arms it) and pets it.
+func (b *Boot) startWatchdog() error {
+	dev := b.Manifest.Watchdog
+	if dev == "" {
+		b.Log.Info("watchdog: none on this board")
+		return nil
+	}
+	path, err := watchdogNode(dev, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	fd := int(f.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.WDIOC_SETTIMEOUT, int(watchdogTimeout/time.Second)); err != nil {
+		b.Log.Warn("watchdog: cannot set the timeout; keeping the driver's", "dev", path, "err", err)
+	}
+	timeout, err := unix.IoctlGetInt(fd, unix.WDIOC_GETTIMEOUT)
+	if err != nil {
+		timeout = -1
+	}
+	w := &watchdog{f: f, dev: path}
+	w.pet()
+	go w.loop()
+	b.mu.Lock()
+	b.watchdog = w
+	b.mu.Unlock()
+	b.Log.Info("watchdog: armed", "dev", path, "timeout_s", timeout, "pet", watchdogPet)
+	return nil
+}
+
+// watchdogNode returns a device node for dev (e.g. /dev/watchdog0),
+// creating it from sysfs' major:minor when devtmpfs has not (yet).
+func watchdogNode(dev string, wait time.Duration) (string, error) {
+	name := filepath.Base(dev)
+	sys := filepath.Join("/sys/class/watchdog", name, "dev")
+	deadline := time.Now().Add(wait)
+	for {
+		if _, err := os.Stat(dev); err == nil {
+			return dev, nil
+		}
+		raw, err := os.ReadFile(sys)
+		if err == nil {
+			var maj, min uint32
+			if _, err := fmt.Sscanf(strings.TrimSpace(string(raw)), "%d:%d", &maj, &min); err != nil {
+				return "", fmt.Errorf("%s: %q: %w", sys, raw, err)
+			}
+			err := unix.Mknod(dev, unix.S_IFCHR|0o600, int(unix.Mkdev(maj, min)))
+			if err != nil && !errors.Is(err, unix.EEXIST) {
+				return "", fmt.Errorf("mknod %s: %w", dev, err)
+			}
+			return dev, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no watchdog %s (is its driver loaded?): %w", dev, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (w *watchdog) loop() {
+	for range time.Tick(watchdogPet) {
+		w.pet()
+	}
+}
+
+func (w *watchdog) pet() {
+	w.mu.Lock()
+	until := w.until
+	w.mu.Unlock()
+	if !until.IsZero() && time.Now().After(until) {
+		return // a shutdown is overdue: let the board reset
+	}
+	unix.IoctlWatchdogKeepalive(int(w.f.Fd()))
+}
+
+// petUntil bounds the petting: past t the board resets.
+func (w *watchdog) petUntil(t time.Time) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	w.until = t
+	w.mu.Unlock()
+}

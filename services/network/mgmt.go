@@ -1,0 +1,341 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"tandem.dev/tandem/services"
+)
+
+// Management is a head's management interface: static addressing, or a
+// DHCP lease that it keeps renewing until stopped.
+type Management struct {
+	// Link is the NIC's name or MAC address.
+	Link string
+	// Address is the static address; DHCP is used when it is not valid.
+	Address netip.Prefix
+	Gateway netip.Addr
+	DNS     []netip.Addr
+	// Hostname is sent with DHCP requests.
+	Hostname string
+	// ResolvConf is written from DNS or the lease; default /etc/resolv.conf.
+	ResolvConf string
+	Log        *slog.Logger
+
+	mu     sync.Mutex
+	link   netlink.Link
+	addr   *net.IPNet // the address this resource put on the link
+	gw     net.IP
+	lease  *nclient4.Lease
+	client *nclient4.Client
+	stop   context.CancelFunc // ends the DHCP renew loop
+	done   chan struct{}
+}
+
+// Name is the resource's name in the graph.
+func (m *Management) Name() string { return "mgmt" }
+
+// DHCP reports whether the address comes from DHCP.
+func (m *Management) DHCP() bool { return !m.Address.IsValid() }
+
+func (m *Management) log() *slog.Logger {
+	if m.Log == nil {
+		return slog.Default()
+	}
+	return m.Log
+}
+
+// Start brings the link up and addresses it. It is idempotent.
+func (m *Management) Start(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	link, err := waitLink(ctx, m.Name(), "start", m.Link)
+	if err != nil {
+		return err
+	}
+	m.link = link
+	if err := netlink.LinkSetUp(link); err != nil {
+		return services.Errorf(m.Name(), "start", services.Failed, "%s up: %w", link.Attrs().Name, err)
+	}
+	if !m.DHCP() {
+		return m.applyStatic(ctx)
+	}
+	if m.stop != nil {
+		return nil // the renew loop holds a lease already
+	}
+	return m.startDHCP(ctx)
+}
+
+func (m *Management) applyStatic(ctx context.Context) error {
+	ipn := prefixNet(m.Address)
+	var gw net.IP
+	if m.Gateway.IsValid() {
+		gw = m.Gateway.AsSlice()
+	}
+	if err := m.apply(ipn, gw); err != nil {
+		return services.Errorf(m.Name(), "start", services.Failed, "%w", err)
+	}
+	m.writeDNS(m.DNS)
+	args := []any{"link", m.link.Attrs().Name, "addr", m.Address}
+	if gw != nil {
+		args = append(args, "gw", m.Gateway)
+	}
+	m.log().Info("mgmt: static address", args...)
+	return nil
+}
+
+// apply puts ipn (and a default route via gw) on the link, replacing what
+// this resource applied before.
+func (m *Management) apply(ipn *net.IPNet, gw net.IP) error {
+	name := m.link.Attrs().Name
+	if m.addr != nil && m.addr.String() != ipn.String() {
+		_ = netlink.AddrDel(m.link, &netlink.Addr{IPNet: m.addr})
+	}
+	if err := netlink.AddrReplace(m.link, &netlink.Addr{IPNet: ipn}); err != nil {
+		return fmt.Errorf("address %s on %s: %w", ipn, name, err)
+	}
+	m.addr = ipn
+	if gw != nil {
+		r := &netlink.Route{LinkIndex: m.link.Attrs().Index, Gw: gw, Dst: defaultDst(gw)}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("default route via %s on %s: %w", gw, name, err)
+		}
+		m.gw = gw
+	}
+	return nil
+}
+
+func defaultDst(gw net.IP) *net.IPNet {
+	if gw.To4() != nil {
+		return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	}
+	return &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	bits := 32
+	if p.Addr().Is6() {
+		bits = 128
+	}
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
+}
+
+// writeDNS writes resolv.conf atomically; DNS is a convenience for the
+// operator's tools, so a failure is only logged.
+func (m *Management) writeDNS(servers []netip.Addr) {
+	if len(servers) == 0 {
+		return
+	}
+	path := m.ResolvConf
+	if path == "" {
+		path = "/etc/resolv.conf"
+	}
+	var b strings.Builder
+	b.WriteString("# written by tandem from the site config or the DHCP lease\n")
+	for _, s := range servers {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err == nil {
+		err = os.Rename(tmp, path)
+		if err == nil {
+			return
+		}
+	}
+	m.log().Warn("mgmt: could not write resolv.conf", "path", path)
+}
+
+// startDHCP gets a lease before returning (the management address is part
+// of "up"), then renews it in the background.
+func (m *Management) startDHCP(ctx context.Context) error {
+	name := m.link.Attrs().Name
+	client, err := nclient4.New(name, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+	if err != nil {
+		return services.Errorf(m.Name(), "start", services.Failed, "dhcp on %s: %w", name, err)
+	}
+	lease, err := client.Request(ctx, m.dhcpMods()...)
+	if err != nil {
+		client.Close()
+		kind := services.Failed
+		if ctx.Err() != nil {
+			kind = services.Timeout
+		}
+		return services.Errorf(m.Name(), "start", kind, "dhcp on %s: no lease: %w", name, err)
+	}
+	if err := m.applyLease(lease); err != nil {
+		client.Close()
+		return services.Errorf(m.Name(), "start", services.Failed, "dhcp on %s: %w", name, err)
+	}
+	loop, stop := context.WithCancel(context.Background())
+	m.client, m.lease, m.stop, m.done = client, lease, stop, make(chan struct{})
+	go m.renewLoop(loop, m.done)
+	return nil
+}
+
+func (m *Management) dhcpMods() []dhcpv4.Modifier {
+	if m.Hostname == "" {
+		return nil
+	}
+	return []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptHostName(m.Hostname))}
+}
+
+func (m *Management) applyLease(l *nclient4.Lease) error {
+	ack := l.ACK
+	mask := ack.SubnetMask()
+	if mask == nil {
+		mask = ack.YourIPAddr.DefaultMask()
+	}
+	ipn := &net.IPNet{IP: ack.YourIPAddr.To4(), Mask: mask}
+	var gw net.IP
+	if r := ack.Router(); len(r) > 0 {
+		gw = r[0]
+	}
+	if err := m.apply(ipn, gw); err != nil {
+		return err
+	}
+	var dns []netip.Addr
+	for _, ip := range ack.DNS() {
+		if a, ok := netip.AddrFromSlice(ip.To4()); ok {
+			dns = append(dns, a)
+		}
+	}
+	m.writeDNS(dns)
+	m.log().Info("mgmt: dhcp lease", "link", m.link.Attrs().Name, "addr", ipn, "gw", gw,
+		"server", ack.ServerIdentifier(), "lease", ack.IPAddressLeaseTime(time.Hour))
+	return nil
+}
+
+// renewLoop renews at half the lease time; on failure it retries every
+// 10 s and, once the lease has expired, asks for a new one.
+func (m *Management) renewLoop(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	wait := m.lease.ACK.IPAddressLeaseTime(time.Hour) / 2
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		m.mu.Lock()
+		lease, err := m.client.Renew(rctx, m.lease, m.dhcpMods()...)
+		if err != nil && time.Since(m.lease.CreationTime) > m.lease.ACK.IPAddressLeaseTime(time.Hour) {
+			lease, err = m.client.Request(rctx, m.dhcpMods()...)
+		}
+		if err == nil {
+			m.lease = lease
+			err = m.applyLease(lease)
+		}
+		m.mu.Unlock()
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.log().Warn("mgmt: dhcp renew failed", "err", err)
+			wait = 10 * time.Second
+			continue
+		}
+		wait = lease.ACK.IPAddressLeaseTime(time.Hour) / 2
+	}
+}
+
+// Stop removes the address and route this resource added, ends the DHCP
+// loop and takes the link down. Stopping a stopped resource is a no-op.
+func (m *Management) Stop(ctx context.Context) error {
+	m.mu.Lock()
+	stop, done := m.stop, m.done
+	m.mu.Unlock()
+	if stop != nil {
+		stop()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return services.Errorf(m.Name(), "stop", services.Timeout, "dhcp renew loop did not end: %w", ctx.Err())
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.client != nil {
+		if m.lease != nil {
+			_ = m.client.Release(m.lease)
+		}
+		m.client.Close()
+		m.client, m.lease, m.stop, m.done = nil, nil, nil, nil
+	}
+	if m.link == nil {
+		return nil
+	}
+	var errs []error
+	if m.gw != nil {
+		r := &netlink.Route{LinkIndex: m.link.Attrs().Index, Gw: m.gw, Dst: defaultDst(m.gw)}
+		if err := netlink.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("route: %w", err))
+		}
+		m.gw = nil
+	}
+	if m.addr != nil {
+		if err := netlink.AddrDel(m.link, &netlink.Addr{IPNet: m.addr}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("address: %w", err))
+		}
+		m.addr = nil
+	}
+	if err := netlink.LinkSetDown(m.link); err != nil {
+		errs = append(errs, fmt.Errorf("link down: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return services.Errorf(m.Name(), "stop", services.Failed, "%s: %w", m.link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// Monitor checks that the link is up and still carries its address.
+func (m *Management) Monitor(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.link == nil {
+		return services.Errorf(m.Name(), "monitor", services.Failed, "not started")
+	}
+	l, err := refresh(m.link)
+	if err != nil {
+		return services.Errorf(m.Name(), "monitor", services.Missing, "link %s: %w", m.link.Attrs().Name, err)
+	}
+	if !up(l) {
+		return services.Errorf(m.Name(), "monitor", services.Failed, "link %s is %s", l.Attrs().Name, l.Attrs().OperState)
+	}
+	if m.addr == nil {
+		return services.Errorf(m.Name(), "monitor", services.Failed, "no address on %s", l.Attrs().Name)
+	}
+	ok, err := addrPresent(l, m.addr)
+	if err != nil {
+		return services.Errorf(m.Name(), "monitor", services.Failed, "%w", err)
+	}
+	if !ok {
+		return services.Errorf(m.Name(), "monitor", services.Failed, "address %s is gone from %s", m.addr, l.Attrs().Name)
+	}
+	return nil
+}
+
+// Addr returns the address in use (static or leased), for status.
+func (m *Management) Addr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.addr == nil {
+		return ""
+	}
+	return m.addr.String()
+}
