@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -14,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tandem.dev/tandem/image/manifest"
+	"tandem.dev/tandem/services/disks"
+	"tandem.dev/tandem/services/tool"
 )
 
 const (
@@ -39,7 +40,7 @@ func (b *Boot) mountState() error {
 	if err := sameDisk(dev, b.RootDev); err != nil {
 		return err
 	}
-	found, err := probeDevice(dev)
+	found, err := disks.ProbePath(dev)
 	if err != nil {
 		return err
 	}
@@ -97,31 +98,15 @@ func parentDisk(dev string) string {
 	return filepath.Base(filepath.Dir(p))
 }
 
-// probeDevice says whether dev is blank, or what it holds.
-func probeDevice(dev string) (BlankResult, error) {
-	f, err := os.Open(dev)
-	if err != nil {
-		return BlankResult{}, err
-	}
-	defer f.Close()
-	size, err := f.Seek(0, 2)
-	if err != nil {
-		return BlankResult{}, fmt.Errorf("size of %s: %w", dev, err)
-	}
-	r, err := probeBlank(f, size)
-	if err != nil {
-		return BlankResult{}, fmt.Errorf("probe %s: %w", dev, err)
-	}
-	return r, nil
-}
+// sigExt is the one signature (disks.Probe's name) the state partition
+// may carry; anything else is refused.
+const sigExt = "ext2/3/4"
 
 func formatState(dev string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	// -F: the partition is not a whole disk, but mke2fs may still ask.
-	out, err := exec.CommandContext(ctx, mkfsExt4, "-q", "-F", "-L", manifest.LabelState, dev).CombinedOutput()
+	r, err := tool.Run(context.Background(), tool.Cmd{Path: mkfsExt4, Args: []string{"-q", "-F", "-L", manifest.LabelState, dev}, Timeout: 2 * time.Minute})
 	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", mkfsExt4, dev, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(r.Stdout+r.Stderr))
 	}
 	return nil
 }
@@ -129,20 +114,19 @@ func formatState(dev string) error {
 // checkState replays the journal and fixes what e2fsck fixes without
 // asking; a power pull must not leave the state unmountable.
 func checkState(b *Boot, dev string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, e2fsck, "-p", dev).CombinedOutput()
-	var ee *exec.ExitError
+	r, err := tool.Run(context.Background(), tool.Cmd{Path: e2fsck, Args: []string{"-p", dev}, Timeout: 2 * time.Minute})
+	out := strings.TrimSpace(r.Stdout + r.Stderr)
+	var ee *tool.ExitError
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &ee) && ee.ExitCode() < 4:
+	case errors.As(err, &ee) && ee.Exit < 4:
 		// 1: errors corrected; 2: corrected, reboot advised (not for an
 		// unmounted fs). Either way the fs is fine to mount now.
-		b.Log.Warn("state: e2fsck corrected errors", "dev", dev, "exit", ee.ExitCode(), "out", strings.TrimSpace(string(out)))
+		b.Log.Warn("state: e2fsck corrected errors", "dev", dev, "exit", ee.Exit, "out", out)
 		return nil
 	case errors.As(err, &ee):
-		return fmt.Errorf("e2fsck %s: exit %d (uncorrected errors; not mounting): %s", dev, ee.ExitCode(), strings.TrimSpace(string(out)))
+		return fmt.Errorf("e2fsck %s: exit %d (uncorrected errors; not mounting): %s", dev, ee.Exit, out)
 	}
 	// e2fsck missing or not runnable: mounting still replays the journal.
 	b.Log.Warn("state: e2fsck not run", "err", err)

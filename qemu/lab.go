@@ -110,7 +110,7 @@ type labVM struct {
 func plan(t Topology) ([]labVM, error) {
 	headA := labVM{name: "head-a", role: "head", macVM: 0x0a, disks: 4}
 	headB := labVM{name: "head-b", role: "head", macVM: 0x0b, disks: 4}
-	client := labVM{name: "client", role: "client, witness", macVM: 0x0c, mem: 768}
+	client := labVM{name: "client", role: "client, witness", macVM: 0x0c, mem: 768, disks: 1} // a local scratch disk for the workload tool
 	switch t {
 	case Node:
 		return []labVM{headA}, nil

@@ -26,6 +26,7 @@ var commands = []command{
 	{"status", "show this node's state and services (on a node)", runStatus},
 	{"poweroff", "stop the services top-down and power this node off", runPoweroff},
 	{"reboot", "stop the services top-down and reboot this node", runReboot},
+	{"workload", "write and verify checksummed records through a mount (lab client)", runWorkload},
 	{"version", "print the version", runVersion},
 }
 

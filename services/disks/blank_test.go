@@ -65,6 +65,12 @@ func TestProbe(t *testing.T) {
 		{name: "mbr", patches: []patch{{0, mbr}}, sig: "MBR partition table or boot sector"},
 		{name: "fat32 before mbr", patches: []patch{{0x52, []byte("FAT32   ")}, {510, []byte{0x55, 0xaa}}}, sig: "vfat (FAT32)"},
 		{name: "swap", patches: []patch{{4086, []byte("SWAPSPACE2")}}, sig: "swap"},
+		{name: "swap (old)", patches: []patch{{4086, []byte("SWAP-SPACE")}}, sig: "swap (old)"},
+		{name: "squashfs", patches: []patch{{0, []byte("hsqs")}}, sig: "squashfs"},
+		{name: "fat16", patches: []patch{{0x36, []byte("FAT16   ")}}, sig: "vfat (FAT12/16)"},
+		{name: "fat32", patches: []patch{{0x52, []byte("FAT32   ")}}, sig: "vfat (FAT32)"},
+		{name: "gpt header alone", patches: []patch{{512, []byte("EFI PART")}}, sig: "GPT partition table"},
+		{name: "drbd external metadata", patches: []patch{{60, be(0x8374026b)}}, sig: "DRBD metadata (8.4)"},
 		{name: "garbage in first MiB", patches: []patch{{700000, []byte{1}}}, what: "non-zero data in the first MiB (at byte 700000)"},
 		{name: "garbage in last MiB", patches: []patch{{-1, []byte{1}}}, what: "non-zero data in the last MiB (at byte 8388607)"},
 		// The middle is not read: a disk is blank by its ends.
@@ -100,6 +106,9 @@ func TestProbeErrors(t *testing.T) {
 	// A short read is an error, never zeros.
 	if _, err := Probe(image(1<<20), 4<<20); err == nil || !strings.Contains(err.Error(), "last MiB") {
 		t.Errorf("short device: %v", err)
+	}
+	if _, err := Probe(image(2<<20), 4<<20); err == nil {
+		t.Error("a short read of zeros was taken for blank")
 	}
 	if _, err := ProbePath(filepath.Join(t.TempDir(), "nope")); err == nil {
 		t.Error("missing file: no error")

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/services/tool"
 )
 
 // Sentinel errors a drbdadm/drbdsetup/drbdmeta failure maps to. Callers
@@ -55,41 +56,37 @@ var stateChangeRE = regexp.MustCompile(`State change failed: \((-?\d+)\)`)
 
 // rules match stderr text (drbdsetup's error_messages, drbdmeta and
 // drbdadm); the first match wins, so specific lines come first.
-var rules = []struct {
-	substr string
-	err    error
-	kind   services.Kind
-}{
-	{"Could not connect to 'drbd' generic netlink family", ErrNoModule, services.Missing},
-	{"Failed to modprobe drbd", ErrNoModule, services.Missing},
-	{"No valid meta data found", ErrNoMetadata, services.Failed},
-	{"No valid meta-data signature found", ErrNoMetadata, services.Failed},
-	{"Found meta data is \"unclean\"", ErrUncleanMetadata, services.Failed},
-	{"Unclean meta-data found", ErrUncleanMetadata, services.Failed},
-	{"Lower device is already claimed", ErrDiskBusy, services.Failed},
-	{"Lower device already in use", ErrDiskBusy, services.Failed},
-	{"Can not open backing device", ErrNoBackingDisk, services.Missing},
-	{"Open of lower device failed", ErrNoBackingDisk, services.Missing},
-	{"Can not open device", ErrNoBackingDisk, services.Missing},
-	{"is not a block device", ErrNoBackingDisk, services.Missing},
-	{"Local address(port) already in use", ErrAddrInUse, services.Failed},
-	{"Remote address(port) already in use", ErrAddrInUse, services.Failed},
-	{"cram-hmac-alg' you specified is not known", ErrCrypto, services.Config},
-	{"Can only attach to the data we lost last", ErrNotCurrentData, services.Refused},
-	{"Kernel does not know how to handle your request", ErrUnsupported, services.Failed},
-	{"Unknown resource", ErrUnknownResource, services.Failed},
-	{"No such resource", ErrUnknownResource, services.Failed},
-	{"Device minor not allocated", ErrUnknownResource, services.Failed},
-	{"not defined in your config", ErrConfig, services.Config},
-	{"is not mentioned with an 'on' keyword", ErrConfig, services.Config},
-	{"no normal resources defined for this host", ErrConfig, services.Config},
-	{"not found on this host", ErrAddrMissing, services.Failed}, // the bond is not up (yet)
-	{"no resources defined", ErrConfig, services.Config},
-	{"parse error", ErrConfig, services.Config},
-	{"Parse error", ErrConfig, services.Config},
-	{"missing statement", ErrConfig, services.Config},
-	{"not known on this host", ErrConfig, services.Config},
-	{"Missing statement", ErrConfig, services.Config},
+var rules = tool.Rules{
+	{Phrase: "Could not connect to 'drbd' generic netlink family", Err: ErrNoModule, Kind: services.Missing},
+	{Phrase: "Failed to modprobe drbd", Err: ErrNoModule, Kind: services.Missing},
+	{Phrase: "No valid meta data found", Err: ErrNoMetadata, Kind: services.Failed},
+	{Phrase: "No valid meta-data signature found", Err: ErrNoMetadata, Kind: services.Failed},
+	{Phrase: "Found meta data is \"unclean\"", Err: ErrUncleanMetadata, Kind: services.Failed},
+	{Phrase: "Unclean meta-data found", Err: ErrUncleanMetadata, Kind: services.Failed},
+	{Phrase: "Lower device is already claimed", Err: ErrDiskBusy, Kind: services.Failed},
+	{Phrase: "Lower device already in use", Err: ErrDiskBusy, Kind: services.Failed},
+	{Phrase: "Can not open backing device", Err: ErrNoBackingDisk, Kind: services.Missing},
+	{Phrase: "Open of lower device failed", Err: ErrNoBackingDisk, Kind: services.Missing},
+	{Phrase: "Can not open device", Err: ErrNoBackingDisk, Kind: services.Missing},
+	{Phrase: "is not a block device", Err: ErrNoBackingDisk, Kind: services.Missing},
+	{Phrase: "Local address(port) already in use", Err: ErrAddrInUse, Kind: services.Failed},
+	{Phrase: "Remote address(port) already in use", Err: ErrAddrInUse, Kind: services.Failed},
+	{Phrase: "cram-hmac-alg' you specified is not known", Err: ErrCrypto, Kind: services.Config},
+	{Phrase: "Can only attach to the data we lost last", Err: ErrNotCurrentData, Kind: services.Refused},
+	{Phrase: "Kernel does not know how to handle your request", Err: ErrUnsupported, Kind: services.Failed},
+	{Phrase: "Unknown resource", Err: ErrUnknownResource, Kind: services.Failed},
+	{Phrase: "No such resource", Err: ErrUnknownResource, Kind: services.Failed},
+	{Phrase: "Device minor not allocated", Err: ErrUnknownResource, Kind: services.Failed},
+	{Phrase: "not defined in your config", Err: ErrConfig, Kind: services.Config},
+	{Phrase: "is not mentioned with an 'on' keyword", Err: ErrConfig, Kind: services.Config},
+	{Phrase: "no normal resources defined for this host", Err: ErrConfig, Kind: services.Config},
+	{Phrase: "not found on this host", Err: ErrAddrMissing, Kind: services.Failed}, // the bond is not up (yet)
+	{Phrase: "no resources defined", Err: ErrConfig, Kind: services.Config},
+	{Phrase: "parse error", Err: ErrConfig, Kind: services.Config},
+	{Phrase: "Parse error", Err: ErrConfig, Kind: services.Config},
+	{Phrase: "missing statement", Err: ErrConfig, Kind: services.Config},
+	{Phrase: "not known on this host", Err: ErrConfig, Kind: services.Config},
+	{Phrase: "Missing statement", Err: ErrConfig, Kind: services.Config},
 }
 
 // classify turns a failed tool run into a *services.Error. It returns nil
@@ -113,13 +110,7 @@ func classify(op string, r result, cmd string) error {
 			return &services.Error{Resource: Name, Op: op, Kind: sc.kind, Err: fmt.Errorf("%w: %w", sc.err, detail)}
 		}
 	}
-	all := text + "\n" + r.Stdout
-	for _, rule := range rules {
-		if strings.Contains(all, rule.substr) {
-			return &services.Error{Resource: Name, Op: op, Kind: rule.kind, Err: fmt.Errorf("%w: %w", rule.err, detail)}
-		}
-	}
-	return &services.Error{Resource: Name, Op: op, Kind: services.Failed, Err: fmt.Errorf("%w: %w", ErrTool, detail)}
+	return rules.ServiceError(Name, op, text+"\n"+r.Stdout, detail, ErrTool)
 }
 
 // firstLines keeps an error message readable on the console.

@@ -3,13 +3,14 @@ package drbd
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os/exec"
 	"strings"
 	"syscall"
 	"time"
+
+	"tandem.dev/tandem/services/tool"
 )
 
 // result is what one run of an external tool left behind.
@@ -37,6 +38,9 @@ const defaultTimeout = 60 * time.Second
 // execRunner runs tools for real.
 type execRunner struct{}
 
+var toolEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin:/lib/drbd", "LANG=C", "LC_ALL=C"}
+
+// command is a long-running tool (Stream); Run goes through tool.Run.
 func command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
 	// drbdadm forks drbdsetup-84 and drbdmeta: kill the whole group on
@@ -44,32 +48,20 @@ func command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin:/lib/drbd", "LANG=C", "LC_ALL=C"}
+	cmd.Env = toolEnv
 	return cmd
 }
 
 func (execRunner) Run(ctx context.Context, name string, args ...string) result {
+	var timeout time.Duration
 	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
-		defer cancel()
+		timeout = defaultTimeout
 	}
-	var out, errb bytes.Buffer
-	cmd := command(ctx, name, args...)
-	cmd.Stdin = strings.NewReader("") // never wait for a "type yes" prompt
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{Stdout: out.String(), Stderr: errb.String(), Exit: -1, Err: err}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		r.Exit = 0
-	case ctx.Err() != nil:
-		r.Err = fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), ctx.Err())
-	case errors.As(err, &ee):
-		r.Exit = ee.ExitCode()
-	}
-	return r
+	// stdin is /dev/null: never wait for a "type yes" prompt. drbdadm
+	// forks drbdsetup-84 and drbdmeta: kill the whole group on timeout,
+	// or a hung child keeps our pipes open.
+	r, err := tool.Run(ctx, tool.Cmd{Path: name, Args: args, Timeout: timeout, Env: toolEnv, WaitDelay: 2 * time.Second, KillGroup: true})
+	return result{Stdout: r.Stdout, Stderr: r.Stderr, Exit: r.Exit, Err: err}
 }
 
 func (execRunner) Stream(ctx context.Context, name string, args ...string) (io.Reader, func() error, error) {

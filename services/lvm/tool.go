@@ -1,16 +1,16 @@
 package lvm
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
 	"time"
+
+	"tandem.dev/tandem/services/tool"
 )
 
 // Tool wraps lvm(8): the one place Tandem runs it. Every command goes
@@ -58,33 +58,30 @@ var (
 // stderrErrors maps LVM 2.03 messages to sentinels; the first match wins.
 // The phrases are from captured runs (lvm 2.03.16) and the tool's format
 // strings.
-var stderrErrors = []struct {
-	phrase string
-	err    error
-}{
-	{"is already in volume group", ErrHasData},      // Physical volume '%s' is already in volume group '%s'
-	{"without -ff", ErrHasData},                     // Can't initialize physical volume "%s" of volume group "%s" without -ff
-	{"existing signature left", ErrHasData},         // N existing signature(s) left on the device.
-	{"Aborted wiping", ErrHasData},                  // Aborted wiping of xfs.
-	{"appear on duplicate devices", ErrDuplicatePV}, // Cannot activate LVs in VG %s while PVs appear on duplicate devices.
-	{"with duplicates", ErrDuplicatePV},             // Cannot use device %s with duplicates.
-	{"duplicate PV", ErrDuplicatePV},
-	{"rejected by filter", ErrFiltered}, // Cannot use /dev/x: device is rejected by filter config
-	{"excluded by a filter", ErrFiltered},
-	{"already exists", ErrExists},     // A volume group called %s already exists. / Logical Volume "%s" already exists in volume group "%s"
-	{"open logical volume", ErrInUse}, // Can't deactivate volume group "%s" with %d open logical volume(s)
-	{"in use", ErrInUse},              // Logical volume %s in use. / contains a filesystem in use.
-	{"exclusively", ErrInUse},         // Can't open %s exclusively.  Mounted filesystem?
-	{"is missing PV", ErrMissingPV},   // WARNING: VG %s is missing PV %s
-	{"Couldn't find device with uuid", ErrMissingPV},
-	{"partial", ErrMissingPV},              // Refusing activation of partial LV
-	{"nsufficient free space", ErrNoSpace}, // Volume group "%s" has insufficient free space / Insufficient free space: ...
-	{"not found", ErrNotFound},             // Volume group "%s" not found / Device %s not found
-	{"Failed to find", ErrNotFound},        // Failed to find logical volume "%s/%s" / physical volume
-	{"No device found", ErrNotFound},       // No device found for %s.
-	{"Cannot process volume group", ErrNotFound},
-	{"Failure to communicate with kernel device-mapper", ErrNoKernelDM},
-	{"Required device-mapper target(s) not detected", ErrNoKernelDM},
+var stderrErrors = tool.Rules{
+	{Phrase: "is already in volume group", Err: ErrHasData},      // Physical volume '%s' is already in volume group '%s'
+	{Phrase: "without -ff", Err: ErrHasData},                     // Can't initialize physical volume "%s" of volume group "%s" without -ff
+	{Phrase: "existing signature left", Err: ErrHasData},         // N existing signature(s) left on the device.
+	{Phrase: "Aborted wiping", Err: ErrHasData},                  // Aborted wiping of xfs.
+	{Phrase: "appear on duplicate devices", Err: ErrDuplicatePV}, // Cannot activate LVs in VG %s while PVs appear on duplicate devices.
+	{Phrase: "with duplicates", Err: ErrDuplicatePV},             // Cannot use device %s with duplicates.
+	{Phrase: "duplicate PV", Err: ErrDuplicatePV},
+	{Phrase: "rejected by filter", Err: ErrFiltered}, // Cannot use /dev/x: device is rejected by filter config
+	{Phrase: "excluded by a filter", Err: ErrFiltered},
+	{Phrase: "already exists", Err: ErrExists},     // A volume group called %s already exists. / Logical Volume "%s" already exists in volume group "%s"
+	{Phrase: "open logical volume", Err: ErrInUse}, // Can't deactivate volume group "%s" with %d open logical volume(s)
+	{Phrase: "in use", Err: ErrInUse},              // Logical volume %s in use. / contains a filesystem in use.
+	{Phrase: "exclusively", Err: ErrInUse},         // Can't open %s exclusively.  Mounted filesystem?
+	{Phrase: "is missing PV", Err: ErrMissingPV},   // WARNING: VG %s is missing PV %s
+	{Phrase: "Couldn't find device with uuid", Err: ErrMissingPV},
+	{Phrase: "partial", Err: ErrMissingPV},              // Refusing activation of partial LV
+	{Phrase: "nsufficient free space", Err: ErrNoSpace}, // Volume group "%s" has insufficient free space / Insufficient free space: ...
+	{Phrase: "not found", Err: ErrNotFound},             // Volume group "%s" not found / Device %s not found
+	{Phrase: "Failed to find", Err: ErrNotFound},        // Failed to find logical volume "%s/%s" / physical volume
+	{Phrase: "No device found", Err: ErrNotFound},       // No device found for %s.
+	{Phrase: "Cannot process volume group", Err: ErrNotFound},
+	{Phrase: "Failure to communicate with kernel device-mapper", Err: ErrNoKernelDM},
+	{Phrase: "Required device-mapper target(s) not detected", Err: ErrNoKernelDM},
 }
 
 // ExecError is a failed lvm run.
@@ -119,10 +116,8 @@ func classify(stderr string) error {
 		}
 	}
 	for _, text := range []string{strings.Join(errs, "\n"), strings.Join(warns, "\n")} {
-		for _, m := range stderrErrors {
-			if strings.Contains(text, m.phrase) {
-				return m.err
-			}
+		if r, ok := stderrErrors.Match(text); ok {
+			return r.Err
 		}
 	}
 	return ErrFailed
@@ -131,15 +126,7 @@ func classify(stderr string) error {
 // summary joins lvm's stderr lines into one for console messages,
 // leaving out the device-mapper chatter when something more specific
 // was said.
-func summary(stderr string) string {
-	var lines []string
-	for _, l := range strings.Split(stderr, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			lines = append(lines, l)
-		}
-	}
-	return strings.Join(lines, "; ")
-}
+func summary(stderr string) string { return tool.Lines(stderr, nil) }
 
 func (t *Tool) log() *slog.Logger {
 	if t.Log == nil {
@@ -154,39 +141,28 @@ func (t *Tool) Run(ctx context.Context, args ...string) (string, error) {
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	path := t.Path
 	if path == "" {
 		path = "lvm"
 	}
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Env = append(os.Environ(),
-		"LVM_SYSTEM_DIR="+t.SystemDir,
-		// PID 1's children inherit descriptors; lvm would warn about each.
-		"LVM_SUPPRESS_FD_WARNINGS=1")
 	// stdin is /dev/null: a question ("Wipe it? [y/n]") reads EOF, and lvm
 	// answers no.
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	err := cmd.Run()
-	t.log().Debug("lvm", "args", args, "ms", time.Since(start).Milliseconds(), "err", err, "stderr", summary(stderr.String()))
-	if err == nil {
-		return stdout.String(), nil
+	r, err := tool.Run(ctx, tool.Cmd{Path: path, Args: args, Name: "lvm", Timeout: timeout,
+		Env: append(os.Environ(),
+			"LVM_SYSTEM_DIR="+t.SystemDir,
+			// PID 1's children inherit descriptors; lvm would warn about each.
+			"LVM_SUPPRESS_FD_WARNINGS=1")})
+	t.log().Debug("lvm", "args", args, "ms", r.Elapsed.Milliseconds(), "err", err, "stderr", summary(r.Stderr))
+	var ee *tool.ExitError
+	switch {
+	case err == nil:
+		return r.Stdout, nil
+	case errors.As(err, &ee):
+		return r.Stdout, &ExecError{Args: args, Exit: r.Exit, Stderr: r.Stderr, Err: classify(r.Stderr)}
+	case tool.Missing(err):
+		return "", fmt.Errorf("%w: %v", ErrNoTool, err)
 	}
-	if ctx.Err() != nil {
-		return "", fmt.Errorf("lvm %s: no answer in %s: %w", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), ctx.Err())
-	}
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("%w: %v", ErrNoTool, err)
-		}
-		return "", fmt.Errorf("lvm %s: %w", strings.Join(args, " "), err)
-	}
-	return stdout.String(), &ExecError{Args: args, Exit: ee.ExitCode(), Stderr: stderr.String(), Err: classify(stderr.String())}
+	return "", err
 }
 
 // report is lvm's JSON report: {"report": [{"vg": [{...}]}]}.

@@ -1,7 +1,6 @@
 package nfs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/services/tool"
 )
 
 // result is what one run of an external tool left behind.
@@ -45,28 +45,12 @@ var toolEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C", "LC_ALL=C
 type execRunner struct{}
 
 func (execRunner) Run(ctx context.Context, name string, args ...string) result {
+	var timeout time.Duration
 	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
-		defer cancel()
+		timeout = defaultTimeout
 	}
-	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = toolEnv
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.WaitDelay = 2 * time.Second
-	err := cmd.Run()
-	r := result{Stdout: out.String(), Stderr: errb.String(), Exit: -1, Err: err}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		r.Exit = 0
-	case ctx.Err() != nil:
-		r.Err = fmt.Errorf("%s: %w", name, ctx.Err())
-	case errors.As(err, &ee):
-		r.Exit = ee.ExitCode()
-	}
-	return r
+	r, err := tool.Run(ctx, tool.Cmd{Path: name, Args: args, Timeout: timeout, Env: toolEnv, WaitDelay: 2 * time.Second})
+	return result{Stdout: r.Stdout, Stderr: r.Stderr, Exit: r.Exit, Err: err}
 }
 
 type execProc struct {
@@ -105,24 +89,20 @@ var (
 	ErrNotReplicated = errors.New("replicated filesystem not mounted")
 )
 
-var rules = []struct {
-	substr string
-	err    error
-	kind   services.Kind
-}{
-	{"Unable to access /proc/fs/nfsd", ErrNoNFSD, services.Missing},
-	{"nfsd module", ErrNoNFSD, services.Missing},
-	{"Failed to stat", ErrExportPath, services.Config},
-	{"does not support NFS export", ErrExportPath, services.Config},
-	{"requires fsid= for NFS export", ErrExportPath, services.Config},
-	{"Address already in use", ErrPortInUse, services.Failed},
-	{"unable to bind", ErrPortInUse, services.Failed},
-	{"unable to set any sockets for nfsd", ErrPortInUse, services.Failed},
-	{"Unable to set server scope", ErrScope, services.Failed},
-	{"Unsupported version", ErrVersion, services.Config},
-	{"unsupported minor version", ErrVersion, services.Config},
-	{"no version specified", ErrVersion, services.Config},
-	{"executable file not found", ErrToolMissing, services.Missing},
+var rules = tool.Rules{
+	{Phrase: "Unable to access /proc/fs/nfsd", Err: ErrNoNFSD, Kind: services.Missing},
+	{Phrase: "nfsd module", Err: ErrNoNFSD, Kind: services.Missing},
+	{Phrase: "Failed to stat", Err: ErrExportPath, Kind: services.Config},
+	{Phrase: "does not support NFS export", Err: ErrExportPath, Kind: services.Config},
+	{Phrase: "requires fsid= for NFS export", Err: ErrExportPath, Kind: services.Config},
+	{Phrase: "Address already in use", Err: ErrPortInUse, Kind: services.Failed},
+	{Phrase: "unable to bind", Err: ErrPortInUse, Kind: services.Failed},
+	{Phrase: "unable to set any sockets for nfsd", Err: ErrPortInUse, Kind: services.Failed},
+	{Phrase: "Unable to set server scope", Err: ErrScope, Kind: services.Failed},
+	{Phrase: "Unsupported version", Err: ErrVersion, Kind: services.Config},
+	{Phrase: "unsupported minor version", Err: ErrVersion, Kind: services.Config},
+	{Phrase: "no version specified", Err: ErrVersion, Kind: services.Config},
+	{Phrase: "executable file not found", Err: ErrToolMissing, Kind: services.Missing},
 }
 
 // classify turns a failed run into a *services.Error.
@@ -139,10 +119,5 @@ func classify(op string, r result, cmd string) error {
 		return &services.Error{Resource: Name, Op: op, Kind: kind, Err: fmt.Errorf("%s: %w", cmd, r.Err)}
 	}
 	detail := fmt.Errorf("%s: exit %d: %s", cmd, r.Exit, strings.ReplaceAll(text, "\n", " | "))
-	for _, rule := range rules {
-		if strings.Contains(text, rule.substr) {
-			return &services.Error{Resource: Name, Op: op, Kind: rule.kind, Err: fmt.Errorf("%w: %w", rule.err, detail)}
-		}
-	}
-	return &services.Error{Resource: Name, Op: op, Kind: services.Failed, Err: fmt.Errorf("%w: %w", ErrTool, detail)}
+	return rules.ServiceError(Name, op, text, detail, ErrTool)
 }

@@ -1,16 +1,16 @@
 package raid
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"time"
+
+	"tandem.dev/tandem/services/tool"
 )
 
 // Mdadm wraps mdadm(8): the one place Tandem runs it. Every call has a
@@ -60,36 +60,33 @@ var (
 // Manage.c, util.c) to sentinels. First match wins, so the more specific
 // phrase comes first ("not enough ... consider --force" before "not
 // enough").
-var stderrErrors = []struct {
-	phrase string
-	err    error
-}{
-	{"No md superblock detected", ErrNoSuperblock},
-	{"has no superblock - assembly aborted", ErrNoSuperblock},
-	{"no recogniseable superblock", ErrNoSuperblock},
-	{"No superblock found on", ErrNoSuperblock},
-	{"already active, cannot restart it", ErrActive},
-	{"Found some drive for an array that is already active", ErrActive},
-	{"is already in use", ErrActive},
-	{"consider --force", ErrNeedsForce},
-	{"not enough to start", ErrNotEnough},
-	{"Cannot get exclusive access", ErrBusy},
-	{"is busy - skipping", ErrBusy},
-	{"Device or resource busy", ErrBusy},
-	{"Device is busy", ErrBusy},
-	{"It is busy", ErrBusy},
-	{"appears to be part of a raid array", ErrHasData},
-	{"appears to contain", ErrHasData},
-	{"partition table exists", ErrHasData},
-	{"create aborted", ErrHasData},
-	{"has wrong uuid", ErrWrongUUID},
-	{"does not appear to be a component of", ErrWrongUUID},
-	{"unexpected failure opening", ErrNoKernelMD},
-	{"does not appear to be an md device", ErrNotFound},
-	{"No such file or directory", ErrNotFound},
-	{"No such device or address", ErrNotFound},
-	{"no devices found for", ErrNotFound},
-	{"No arrays found", ErrNotFound},
+var stderrErrors = tool.Rules{
+	{Phrase: "No md superblock detected", Err: ErrNoSuperblock},
+	{Phrase: "has no superblock - assembly aborted", Err: ErrNoSuperblock},
+	{Phrase: "no recogniseable superblock", Err: ErrNoSuperblock},
+	{Phrase: "No superblock found on", Err: ErrNoSuperblock},
+	{Phrase: "already active, cannot restart it", Err: ErrActive},
+	{Phrase: "Found some drive for an array that is already active", Err: ErrActive},
+	{Phrase: "is already in use", Err: ErrActive},
+	{Phrase: "consider --force", Err: ErrNeedsForce},
+	{Phrase: "not enough to start", Err: ErrNotEnough},
+	{Phrase: "Cannot get exclusive access", Err: ErrBusy},
+	{Phrase: "is busy - skipping", Err: ErrBusy},
+	{Phrase: "Device or resource busy", Err: ErrBusy},
+	{Phrase: "Device is busy", Err: ErrBusy},
+	{Phrase: "It is busy", Err: ErrBusy},
+	{Phrase: "appears to be part of a raid array", Err: ErrHasData},
+	{Phrase: "appears to contain", Err: ErrHasData},
+	{Phrase: "partition table exists", Err: ErrHasData},
+	{Phrase: "create aborted", Err: ErrHasData},
+	{Phrase: "has wrong uuid", Err: ErrWrongUUID},
+	{Phrase: "does not appear to be a component of", Err: ErrWrongUUID},
+	{Phrase: "unexpected failure opening", Err: ErrNoKernelMD},
+	{Phrase: "does not appear to be an md device", Err: ErrNotFound},
+	{Phrase: "No such file or directory", Err: ErrNotFound},
+	{Phrase: "No such device or address", Err: ErrNotFound},
+	{Phrase: "no devices found for", Err: ErrNotFound},
+	{Phrase: "No arrays found", Err: ErrNotFound},
 }
 
 // ExecError is a failed mdadm run.
@@ -111,26 +108,12 @@ func (e *ExecError) Error() string {
 func (e *ExecError) Unwrap() error { return e.Err }
 
 // classify picks the sentinel for mdadm's stderr.
-func classify(stderr string) error {
-	for _, m := range stderrErrors {
-		if strings.Contains(stderr, m.phrase) {
-			return m.err
-		}
-	}
-	return ErrFailed
-}
+func classify(stderr string) error { return stderrErrors.Classify(stderr, ErrFailed) }
 
 // summary joins mdadm's stderr lines into one, without the "mdadm: "
 // prefixes, for messages on the console.
 func summary(stderr string) string {
-	var lines []string
-	for _, l := range strings.Split(stderr, "\n") {
-		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "mdadm:"))
-		if l != "" {
-			lines = append(lines, l)
-		}
-	}
-	return strings.Join(lines, "; ")
+	return tool.Lines(stderr, func(l string) string { return strings.TrimPrefix(strings.TrimSpace(l), "mdadm:") })
 }
 
 func (m *Mdadm) log() *slog.Logger {
@@ -147,40 +130,27 @@ func (m *Mdadm) run(ctx context.Context, args ...string) (string, string, error)
 	if timeout <= 0 {
 		timeout = 2 * time.Minute
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	path := m.Path
 	if path == "" {
 		path = "mdadm"
 	}
-	cmd := exec.CommandContext(ctx, path, args...)
-	// No udev in the image: mdadm makes /dev/md* itself and must not wait
-	// for udev or try to start mdmon through systemctl.
-	cmd.Env = append(os.Environ(), "MDADM_NO_UDEV=1", "MDADM_NO_SYSTEMCTL=1")
-	// stdin stays /dev/null: a question ("Continue creating array?")
-	// reads EOF, and mdadm gives up instead of going ahead.
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// A child stuck in the kernel (D state) cannot be killed; give up
-	// waiting for its pipes rather than hanging with it.
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	err := cmd.Run()
-	m.log().Debug("mdadm", "args", args, "ms", time.Since(start).Milliseconds(), "err", err, "stderr", summary(stderr.String()))
-	if err == nil {
-		return stdout.String(), stderr.String(), nil
+	r, err := tool.Run(ctx, tool.Cmd{Path: path, Args: args, Name: "mdadm", Timeout: timeout,
+		// No udev in the image: mdadm makes /dev/md* itself and must not
+		// wait for udev or try to start mdmon through systemctl.
+		Env: append(os.Environ(), "MDADM_NO_UDEV=1", "MDADM_NO_SYSTEMCTL=1")})
+	// stdin is /dev/null: a question ("Continue creating array?") reads
+	// EOF, and mdadm gives up instead of going ahead.
+	m.log().Debug("mdadm", "args", args, "ms", r.Elapsed.Milliseconds(), "err", err, "stderr", summary(r.Stderr))
+	var ee *tool.ExitError
+	switch {
+	case err == nil:
+		return r.Stdout, r.Stderr, nil
+	case errors.As(err, &ee):
+		return r.Stdout, r.Stderr, &ExecError{Args: args, Exit: r.Exit, Stderr: r.Stderr, Err: classify(r.Stderr)}
+	case tool.Missing(err):
+		return "", "", fmt.Errorf("%w: %v", ErrNoTool, err)
 	}
-	if ctx.Err() != nil {
-		return "", "", fmt.Errorf("mdadm %s: no answer in %s: %w", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), ctx.Err())
-	}
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return "", "", fmt.Errorf("%w: %v", ErrNoTool, err)
-		}
-		return "", "", fmt.Errorf("mdadm %s: %w", strings.Join(args, " "), err)
-	}
-	return stdout.String(), stderr.String(), &ExecError{Args: args, Exit: ee.ExitCode(), Stderr: stderr.String(), Err: classify(stderr.String())}
+	return "", "", err
 }
 
 // Superblock is what mdadm --examine --export reports for one member.

@@ -1,19 +1,18 @@
 package xfs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"tandem.dev/tandem/services/tool"
 )
 
 // Sentinels for the filesystem tools and mount(2); *ToolError and
@@ -50,34 +49,24 @@ var (
 
 // stderrErrors maps mkfs.xfs and xfs_admin messages (xfsprogs 6.x,
 // captured runs and format strings) to sentinels; first match wins.
-var stderrErrors = []struct {
-	phrase string
-	err    error
-}{
-	{"contains a mounted", ErrBusy},          // %s contains a mounted filesystem / mounted and writable filesystem
-	{"possibly contains a mounted", ErrBusy}, // %s possibly contains a mounted filesystem
-	{"Device or resource busy", ErrBusy},     // cannot open %s: Device or resource busy
-	{"appears to contain", ErrHasData},       // appears to contain an existing filesystem (ext4). / a partition table (gpt). / something weird
-	{"Use the -f option", ErrHasData},        // Use the -f option to force overwrite.
-	{"is not a valid XFS filesystem", ErrNotXFS},
-	{"too small", ErrTooSmall},                 // size 2560 of data subvolume is too small, minimum 4096 blocks
-	{"Log size must be at least", ErrTooSmall}, // small devices with stripe alignment
-	{"not a file or block device", ErrNotFound},
-	{"No such file or directory", ErrNotFound},
-	{"Read-only file system", ErrReadOnly},
-	{"Input/output error", ErrIO},
-	{"Invalid value", ErrUsage},
-	{"Usage:", ErrUsage},
+var stderrErrors = tool.Rules{
+	{Phrase: "contains a mounted", Err: ErrBusy},          // %s contains a mounted filesystem / mounted and writable filesystem
+	{Phrase: "possibly contains a mounted", Err: ErrBusy}, // %s possibly contains a mounted filesystem
+	{Phrase: "Device or resource busy", Err: ErrBusy},     // cannot open %s: Device or resource busy
+	{Phrase: "appears to contain", Err: ErrHasData},       // appears to contain an existing filesystem (ext4). / a partition table (gpt). / something weird
+	{Phrase: "Use the -f option", Err: ErrHasData},        // Use the -f option to force overwrite.
+	{Phrase: "is not a valid XFS filesystem", Err: ErrNotXFS},
+	{Phrase: "too small", Err: ErrTooSmall},                 // size 2560 of data subvolume is too small, minimum 4096 blocks
+	{Phrase: "Log size must be at least", Err: ErrTooSmall}, // small devices with stripe alignment
+	{Phrase: "not a file or block device", Err: ErrNotFound},
+	{Phrase: "No such file or directory", Err: ErrNotFound},
+	{Phrase: "Read-only file system", Err: ErrReadOnly},
+	{Phrase: "Input/output error", Err: ErrIO},
+	{Phrase: "Invalid value", Err: ErrUsage},
+	{Phrase: "Usage:", Err: ErrUsage},
 }
 
-func classify(stderr string) error {
-	for _, m := range stderrErrors {
-		if strings.Contains(stderr, m.phrase) {
-			return m.err
-		}
-	}
-	return ErrFailed
-}
+func classify(stderr string) error { return stderrErrors.Classify(stderr, ErrFailed) }
 
 // ToolError is a failed mkfs.xfs or xfs_admin run.
 type ToolError struct {
@@ -104,57 +93,40 @@ func summary(stderr string) string {
 	if i := strings.Index(stderr, "Usage:"); i >= 0 {
 		stderr = stderr[:i]
 	}
-	var lines []string
-	for _, l := range strings.Split(stderr, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			lines = append(lines, l)
-		}
-	}
-	return strings.Join(lines, "; ")
+	return tool.Lines(stderr, nil)
 }
 
-// tool runs one external program with a deadline.
-type tool struct {
+// program is one external program, run with a deadline.
+type program struct {
 	name    string // for messages: "mkfs.xfs"
 	path    string
 	timeout time.Duration
 	log     *slog.Logger
 }
 
-func (t tool) run(ctx context.Context, args ...string) (string, error) {
+func (t program) run(ctx context.Context, args ...string) (string, error) {
 	timeout := t.timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Minute
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	path := t.path
 	if path == "" {
 		path = t.name
 	}
-	cmd := exec.CommandContext(ctx, path, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	err := cmd.Run()
+	r, err := tool.Run(ctx, tool.Cmd{Path: path, Args: args, Name: t.name, Timeout: timeout})
 	if t.log != nil {
-		t.log.Debug(t.name, "args", args, "ms", time.Since(start).Milliseconds(), "err", err, "stderr", summary(stderr.String()))
+		t.log.Debug(t.name, "args", args, "ms", r.Elapsed.Milliseconds(), "err", err, "stderr", summary(r.Stderr))
 	}
-	if err == nil {
-		return stdout.String() + stderr.String(), nil
+	var ee *tool.ExitError
+	switch {
+	case err == nil:
+		return r.Stdout + r.Stderr, nil
+	case errors.As(err, &ee):
+		return "", &ToolError{Tool: t.name, Args: args, Exit: r.Exit, Stderr: r.Stderr, Err: classify(r.Stderr)}
+	case tool.Missing(err):
+		return "", fmt.Errorf("%s: %w: %v", t.name, ErrNoTool, err)
 	}
-	if ctx.Err() != nil {
-		return "", fmt.Errorf("%s %s: no answer in %s: %w", t.name, strings.Join(args, " "), time.Since(start).Round(time.Millisecond), ctx.Err())
-	}
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("%s: %w: %v", t.name, ErrNoTool, err)
-		}
-		return "", fmt.Errorf("%s %s: %w", t.name, strings.Join(args, " "), err)
-	}
-	return "", &ToolError{Tool: t.name, Args: args, Exit: ee.ExitCode(), Stderr: stderr.String(), Err: classify(stderr.String())}
+	return "", err
 }
 
 // Label is the filesystem label mkfs writes (XFS allows 12 characters).
@@ -188,7 +160,7 @@ func (s MkfsSpec) Args() []string {
 }
 
 // Mkfs wraps mkfs.xfs.
-type Mkfs struct{ tool }
+type Mkfs struct{ program }
 
 // Run makes the filesystem.
 func (m Mkfs) Run(ctx context.Context, s MkfsSpec) (string, error) {
@@ -197,7 +169,7 @@ func (m Mkfs) Run(ctx context.Context, s MkfsSpec) (string, error) {
 }
 
 // Admin wraps xfs_admin (read-only use: UUID and label).
-type Admin struct{ tool }
+type Admin struct{ program }
 
 // Info is what xfs_admin -u -l reports.
 type Info struct{ UUID, Label string }

@@ -163,8 +163,8 @@ func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
 		mkfsIfBlank: fs.MkfsIfBlank,
 		stripeKiB:   chunk,
 		stripeWidth: len(nd.Disks) / 2, // RAID10 near-2: half the disks carry distinct data
-		mkfs:        Mkfs{tool{name: "mkfs.xfs", path: opts.Mkfs, timeout: opts.ToolTimeout, log: log}},
-		admin:       Admin{tool{name: "xfs_admin", path: opts.XFSAdmin, timeout: opts.ToolTimeout, log: log}},
+		mkfs:        Mkfs{program{name: "mkfs.xfs", path: opts.Mkfs, timeout: opts.ToolTimeout, log: log}},
+		admin:       Admin{program{name: "xfs_admin", path: opts.XFSAdmin, timeout: opts.ToolTimeout, log: log}},
 		mountinfo:   or(opts.MountInfo, "/proc/self/mountinfo"),
 		m:           sysMounter{},
 		tries:       opts.UnmountTries,
