@@ -48,10 +48,36 @@ func TestFullLabClientAndPowerPull(t *testing.T) {
 		t.Errorf("workload not clean: %+v", r)
 	}
 
+	// The witness host (the client, 10.0.0.2 as site.lab.toml says) is
+	// reachable from both heads over the management segment.
+	var mac string
+	for _, v := range lab.State().VMs {
+		for _, n := range v.NICs {
+			if v.Name == "client" && n.ID == "mgmt" {
+				mac = n.MAC
+			}
+		}
+	}
+	nic := strings.TrimSpace(guest(t, ctx, client, "busybox", "sh", "-c",
+		`for i in /sys/class/net/*; do [ "$(busybox cat $i/address 2>/dev/null)" = "$0" ] && echo ${i##*/}; done; true`, mac))
+	if nic == "" {
+		t.Fatalf("client: no interface with MAC %s", mac)
+	}
+	guest(t, ctx, client, "ip", "addr", "add", "10.0.0.2/24", "dev", nic)
+	guest(t, ctx, client, "ip", "link", "set", "dev", nic, "up")
+
 	// A power pull on head-b: head-a's bond (ARP-monitored) goes down.
 	for _, vm := range []*qemu.VM{a, b} {
 		if _, err := vm.Console.WaitFor(ctx, regexp.MustCompile(`tandem: ready \(node `+vm.Name)); err != nil {
 			t.Fatal(err)
+		}
+	}
+	for _, vm := range []*qemu.VM{a, b} {
+		if err := vm.WaitAgentPort(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := run(ctx, vm, "ping", "-c", "2", "-W", "2", "10.0.0.2"); err != nil || res.Exit != 0 {
+			t.Errorf("%s cannot reach the witness host 10.0.0.2: %v %s", vm.Name, err, res.Stdout)
 		}
 	}
 	if err := b.Quit(); err != nil {

@@ -37,6 +37,8 @@ func runLab(ctx context.Context, args []string) error {
 	switch args[0] {
 	case string(qemu.Node), string(qemu.Pair), string(qemu.Full):
 		return labUp(ctx, qemu.Topology(args[0]), args[1:])
+	case "lab": // the name for the full topology
+		return labUp(ctx, qemu.Full, args[1:])
 	case "exec":
 		return labExec(ctx, args[1:])
 	case "fault":

@@ -324,8 +324,15 @@ func (b *Bond) Monitor(ctx context.Context) error {
 	if err != nil {
 		return services.Errorf(b.Name(), "monitor", services.Missing, "%s: %w", b.Device, err)
 	}
-	if !st.up || st.active == "" {
-		return services.Errorf(b.Name(), "monitor", services.Failed, "%s has no active slave (%s)", b.Device, st)
+	if !st.up {
+		return services.Errorf(b.Name(), "monitor", services.Failed, "%s is down (%s)", b.Device, st)
+	}
+	// No active slave on a bond that is up means no link reaches the far
+	// end (with ARP monitoring: the peer does not answer, e.g. it is still
+	// booting or has died). Recreating the bond cannot fix that, so report
+	// it and let the HA layer judge the peer; never restart-loop on it.
+	if st.active == "" {
+		return services.Errorf(b.Name(), "monitor", services.Degraded, "%s has no active slave: no link reaches the far end (%s)", b.Device, st)
 	}
 	if d := st.down(); len(d) > 0 || len(st.slaves) < len(b.Links) {
 		return services.Errorf(b.Name(), "monitor", services.Degraded, "%s runs on %s only (%s)", b.Device, st.active, st)
