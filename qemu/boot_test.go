@@ -70,7 +70,7 @@ func TestDefaultImageBootsThroughOVMF(t *testing.T) {
 	defer cancel()
 
 	start := time.Now()
-	vm := boot(t, ctx, qemu.Config{Name: "head", Dir: t.TempDir(), Image: img.Path, DataDisks: 4, DataDiskSize: 64 << 20})
+	vm := boot(t, ctx, qemu.Config{Name: "head", Dir: testimage.VMDir(t), Image: img.Path, DataDisks: 4, DataDiskSize: 64 << 20})
 
 	line, err := vm.Console.WaitFor(ctx, regexp.MustCompile(`tandem: PID 1 starting \(version `+regexp.QuoteMeta(img.Version)+`, slot a\)`))
 	if err != nil {

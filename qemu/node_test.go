@@ -61,7 +61,7 @@ func headConfig(t *testing.T, img string, siteTOML []byte) qemu.Config {
 			Backend: fmt.Sprintf("socket,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", remote, local)})
 	}
 	return qemu.Config{
-		Name: nodeName, Dir: t.TempDir(), Image: img,
+		Name: nodeName, Dir: testimage.VMDir(t), Image: img,
 		DataDisks: 4, DataDiskSize: 64 << 20, NICs: nics,
 		AgentChannel: qemu.LabChannel, SiteTOML: siteTOML,
 		Extra: []string{"-smbios", "type=1,serial=head-a"},

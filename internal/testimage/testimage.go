@@ -107,3 +107,15 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.tb.Logf("%s", p)
 	return len(p), nil
 }
+
+// VMDir is a per-test directory for a VM's overlay, firmware variables and
+// console log. It lives under Dir, so Cleanup (which TestMain also runs on
+// Ctrl-C) removes it even when the test never finishes.
+func VMDir(tb testing.TB) string {
+	d, err := os.MkdirTemp(Dir(tb), "vm-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
