@@ -58,11 +58,7 @@ func TestFullLabClientAndPowerPull(t *testing.T) {
 			}
 		}
 	}
-	nic := strings.TrimSpace(guest(t, ctx, client, "busybox", "sh", "-c",
-		`for i in /sys/class/net/*; do [ "$(busybox cat $i/address 2>/dev/null)" = "$0" ] && echo ${i##*/}; done; true`, mac))
-	if nic == "" {
-		t.Fatalf("client: no interface with MAC %s", mac)
-	}
+	nic := ifaceByMAC(t, ctx, client, mac)
 	guest(t, ctx, client, "ip", "addr", "add", "10.0.0.2/24", "dev", nic)
 	guest(t, ctx, client, "ip", "link", "set", "dev", nic, "up")
 

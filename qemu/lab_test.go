@@ -218,11 +218,7 @@ func TestAgentRunsCommand(t *testing.T) {
 					mac = n.MAC
 				}
 			}
-			name := strings.TrimSpace(guest(t, ctx, vm, "busybox", "sh", "-c",
-				`for i in /sys/class/net/*; do [ "$(busybox cat $i/address 2>/dev/null)" = "$0" ] && echo ${i##*/}; done; true`, mac))
-			if name == "" {
-				t.Fatalf("%s: no interface with MAC %s (%s)", vm.Name, mac, l.netdev)
-			}
+			name := ifaceByMAC(t, ctx, vm, mac)
 			dev[vm.Name+"/"+l.netdev] = name
 			guest(t, ctx, vm, "ip", "addr", "add", fmt.Sprintf("10.99.%d.%d/24", l.subnet, i+1), "dev", name)
 			guest(t, ctx, vm, "ip", "link", "set", "dev", name, "up")
@@ -296,4 +292,16 @@ func guest(t *testing.T, ctx context.Context, vm *qemu.VM, argv ...string) strin
 		t.Fatalf("%s: %s: exit %d: %s", vm.Name, strings.Join(argv, " "), res.Exit, res.Stderr)
 	}
 	return string(res.Stdout)
+}
+
+// ifaceByMAC names the guest interface with this MAC: the lab's MACs are
+// stable, interface names are not.
+func ifaceByMAC(t *testing.T, ctx context.Context, vm *qemu.VM, mac string) string {
+	t.Helper()
+	name := strings.TrimSpace(guest(t, ctx, vm, "busybox", "sh", "-c",
+		`for i in /sys/class/net/*; do [ "$(busybox cat $i/address 2>/dev/null)" = "$0" ] && echo ${i##*/}; done; true`, mac))
+	if name == "" {
+		t.Fatalf("%s: no interface with MAC %s", vm.Name, mac)
+	}
+	return name
 }
