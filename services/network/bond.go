@@ -239,6 +239,10 @@ type bondState struct {
 	up     bool
 	active string
 	slaves []slaveState
+	// adminUp is the IFF_UP flag: a bond whose slaves reach nothing is
+	// operationally down but still configured, and that is not a failure
+	// a restart can fix.
+	adminUp bool
 }
 
 type slaveState struct {
@@ -279,6 +283,7 @@ func (b *Bond) state() (bondState, error) {
 		return st, err
 	}
 	st.up = up(bond)
+	st.adminUp = bond.Attrs().Flags&net.FlagUp != 0
 	links, err := netlink.LinkList()
 	if err != nil {
 		return st, err
@@ -324,14 +329,14 @@ func (b *Bond) Monitor(ctx context.Context) error {
 	if err != nil {
 		return services.Errorf(b.Name(), "monitor", services.Missing, "%s: %w", b.Device, err)
 	}
-	if !st.up {
-		return services.Errorf(b.Name(), "monitor", services.Failed, "%s is down (%s)", b.Device, st)
+	if !st.adminUp {
+		return services.Errorf(b.Name(), "monitor", services.Failed, "%s is administratively down (%s)", b.Device, st)
 	}
 	// No active slave on a bond that is up means no link reaches the far
 	// end (with ARP monitoring: the peer does not answer, e.g. it is still
 	// booting or has died). Recreating the bond cannot fix that, so report
 	// it and let the HA layer judge the peer; never restart-loop on it.
-	if st.active == "" {
+	if st.active == "" || !st.up {
 		return services.Errorf(b.Name(), "monitor", services.Degraded, "%s has no active slave: no link reaches the far end (%s)", b.Device, st)
 	}
 	if d := st.down(); len(d) > 0 || len(st.slaves) < len(b.Links) {
