@@ -33,6 +33,7 @@ func afterRootSteps() []Step {
 		{Name: "hostname from site", Optional: true, After: []string{"node", "hostname"}, Run: (*Boot).setHostname},
 		{Name: "services", After: []string{"node", "board", "state"}, Run: (*Boot).startServices},
 		{Name: "ready", After: []string{"services"}, Run: (*Boot).ready},
+		{Name: "bless boot", Optional: true, After: []string{"ready"}, Run: (*Boot).blessBoot},
 	}
 }
 

@@ -122,6 +122,13 @@ func TestNodeReadyRebootPoweroff(t *testing.T) {
 	if !strings.Contains(vm.Console.Text(), "tandem: state: formatted") {
 		t.Error("first boot did not format the blank state partition")
 	}
+	// systemd-boot counted this boot as a try (+3 → +2-1); once ready,
+	// PID 1 marks the slot good so that it never falls back to slot B.
+	blessed, err := vm.Console.WaitFor(ctx, regexp.MustCompile(`boot: slot a marked good \(tandem-a\+2-1\.conf → tandem-a\.conf\)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(blessed)
 	st := nodeStatus(t, ctx, vm)
 	if st.State != status.Ready || st.Node != "head-a" || st.Config != pid1.SiteOnConfig {
 		t.Errorf("status: state %s node %q config %q", st.State, st.Node, st.Config)
@@ -155,7 +162,10 @@ func TestNodeReadyRebootPoweroff(t *testing.T) {
 		if strings.Contains(after, "state: formatted") {
 			t.Errorf("after %s the state partition was formatted again", how)
 		}
-		if how == "tandem reboot" && !strings.Contains(after, "tandem: rebooting") {
+		if _, err := vm.Console.WaitForAfter(ctx, mark, regexp.MustCompile(`boot: slot already marked good`)); err != nil {
+			t.Errorf("after %s: %v", how, err)
+		}
+		if how == "tandem reboot" && !strings.Contains(vm.Console.Text()[mark:], "tandem: rebooting") {
 			t.Errorf("tandem reboot did not shut down cleanly")
 		}
 		t.Logf("after %s: %s", how, readyRE.FindString(after))
