@@ -41,6 +41,7 @@
 package lvm
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -95,7 +96,7 @@ func New(cfg *site.Config, opts Options) (*Volume, error) {
 		return nil, services.Errorf(ResourceName, "new", services.Config, "no site config")
 	}
 	l := cfg.Storage.LVM
-	vg, lv, size := or(l.VG, site.DefaultVG), or(l.LV, site.DefaultLV), or(l.Size, site.DefaultLVSize)
+	vg, lv, size := cmp.Or(l.VG, site.DefaultVG), cmp.Or(l.LV, site.DefaultLV), cmp.Or(l.Size, site.DefaultLVSize)
 	for _, n := range []string{vg, lv} {
 		if n == "" || strings.HasPrefix(n, "-") || strings.ContainsAny(n, "/ \t") {
 			return nil, services.Errorf(ResourceName, "new", services.Config, "%q is not a valid LVM name", n)
@@ -108,22 +109,15 @@ func New(cfg *site.Config, opts Options) (*Volume, error) {
 	log = log.With("resource", ResourceName)
 	v := &Volume{
 		vg: vg, lv: lv, size: size,
-		pv:            or(opts.PV, fmt.Sprintf("/dev/drbd%d", cfg.Storage.DRBD.Minor)),
+		pv:            cmp.Or(opts.PV, fmt.Sprintf("/dev/drbd%d", cfg.Storage.DRBD.Minor)),
 		createIfBlank: cfg.Storage.RAID.CreateIfBlank,
-		dir:           or(opts.SystemDir, DefaultSystemDir),
-		sysRoot:       or(opts.SysRoot, "/sys"),
-		devDir:        or(opts.DevDir, "/dev"),
+		dir:           cmp.Or(opts.SystemDir, DefaultSystemDir),
+		sysRoot:       cmp.Or(opts.SysRoot, "/sys"),
+		devDir:        cmp.Or(opts.DevDir, "/dev"),
 		log:           log,
 	}
 	v.lvm = &Tool{Path: opts.Lvm, SystemDir: v.dir, Log: log, Timeout: opts.ToolTimeout}
 	return v, nil
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // Name is the resource's name in the graph.

@@ -55,6 +55,7 @@ package raid
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -143,22 +144,15 @@ func New(cfg *site.Config, node string, opts Options) (*RAID, error) {
 		createIfBlank: rc.CreateIfBlank,
 		chunkKiB:      chunk,
 		finder:        disks.Finder{SysRoot: opts.SysRoot, DevDir: opts.DevDir},
-		sysRoot:       or(opts.SysRoot, "/sys"),
-		procRoot:      or(opts.ProcRoot, "/proc"),
-		runDir:        or(opts.RunDir, "/run"),
-		devDir:        or(opts.DevDir, "/dev"),
+		sysRoot:       cmp.Or(opts.SysRoot, "/sys"),
+		procRoot:      cmp.Or(opts.ProcRoot, "/proc"),
+		runDir:        cmp.Or(opts.RunDir, "/run"),
+		devDir:        cmp.Or(opts.DevDir, "/dev"),
 		md:            &Mdadm{Path: opts.Mdadm, Log: log, Timeout: opts.ToolTimeout},
 		log:           log,
 		uuid:          opts.UUID,
 	}
 	return r, nil
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // Name is the resource's name in the graph.

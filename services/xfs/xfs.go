@@ -50,6 +50,7 @@ package xfs
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -141,13 +142,13 @@ func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
 	if fs.Type != "" && fs.Type != "xfs" {
 		return nil, services.Errorf(ResourceName, "new", services.Config, "storage.filesystem.type %q: only xfs is supported", fs.Type)
 	}
-	mnt := or(fs.Mountpoint, site.DefaultMountpoint)
+	mnt := cmp.Or(fs.Mountpoint, site.DefaultMountpoint)
 	if !filepath.IsAbs(mnt) || filepath.Clean(mnt) != mnt || mnt == "/" {
 		return nil, services.Errorf(ResourceName, "new", services.Config, "storage.filesystem.mountpoint %q is not an absolute, clean path", mnt)
 	}
 	dev := opts.Device
 	if dev == "" {
-		dev = "/dev/mapper/" + lvm.DMName(or(cfg.Storage.LVM.VG, site.DefaultVG), or(cfg.Storage.LVM.LV, site.DefaultLV))
+		dev = "/dev/mapper/" + lvm.DMName(cmp.Or(cfg.Storage.LVM.VG, site.DefaultVG), cmp.Or(cfg.Storage.LVM.LV, site.DefaultLV))
 	}
 	log := opts.Log
 	if log == nil {
@@ -165,7 +166,7 @@ func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
 		stripeWidth: len(nd.Disks) / 2, // RAID10 near-2: half the disks carry distinct data
 		mkfs:        Mkfs{program{name: "mkfs.xfs", path: opts.Mkfs, timeout: opts.ToolTimeout, log: log}},
 		admin:       Admin{program{name: "xfs_admin", path: opts.XFSAdmin, timeout: opts.ToolTimeout, log: log}},
-		mountinfo:   or(opts.MountInfo, "/proc/self/mountinfo"),
+		mountinfo:   cmp.Or(opts.MountInfo, "/proc/self/mountinfo"),
 		m:           sysMounter{},
 		tries:       opts.UnmountTries,
 		delay:       opts.UnmountDelay,
@@ -179,13 +180,6 @@ func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
 		f.delay = 300 * time.Millisecond
 	}
 	return f, nil
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // Name is the resource's name in the graph.
