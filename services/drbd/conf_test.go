@@ -3,35 +3,17 @@ package drbd
 import (
 	"bytes"
 	"encoding/hex"
-	"flag"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
 
+	"tandem.dev/tandem/internal/golden"
+
 	"tandem.dev/tandem/init/site"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files")
-
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := "testdata/" + name
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file:\n--- got ---\n%s\n--- want ---\n%s", name, got, want)
-	}
-}
 
 func labSite(t *testing.T) *site.Config {
 	t.Helper()
@@ -60,7 +42,7 @@ func TestRenderLabGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "lab-r0.res", got)
+	golden.Check(t, "lab-r0.res", got)
 	if bytes.Contains(got, []byte(sc.Pair.Key)) {
 		t.Error("the pair key itself is in the resource file")
 	}

@@ -84,23 +84,12 @@ var stderrErrors = tool.Rules{
 	{Phrase: "Required device-mapper target(s) not detected", Err: ErrNoKernelDM},
 }
 
-// ExecError is a failed lvm run.
-type ExecError struct {
-	Args   []string
-	Exit   int
-	Stderr string
-	Err    error // a sentinel
-}
+// ExecError is a failed lvm run (tool.Failure, named for this layer).
+type ExecError = tool.Failure
 
-func (e *ExecError) Error() string {
-	msg := summary(e.Stderr)
-	if msg == "" {
-		msg = fmt.Sprintf("exit status %d", e.Exit)
-	}
-	return fmt.Sprintf("lvm %s: %v: %s", strings.Join(e.Args, " "), e.Err, msg)
+func execError(args []string, exit int, stderr string, err error) *ExecError {
+	return &ExecError{Tool: "lvm", Args: args, Exit: exit, Stderr: stderr, Err: err}
 }
-
-func (e *ExecError) Unwrap() error { return e.Err }
 
 // classify picks the sentinel for lvm's stderr. Error lines decide
 // before WARNING lines: lvm warns about any VG it scans (another VG's
@@ -158,7 +147,7 @@ func (t *Tool) Run(ctx context.Context, args ...string) (string, error) {
 	case err == nil:
 		return r.Stdout, nil
 	case errors.As(err, &ee):
-		return r.Stdout, &ExecError{Args: args, Exit: r.Exit, Stderr: r.Stderr, Err: classify(r.Stderr)}
+		return r.Stdout, execError(args, r.Exit, r.Stderr, classify(r.Stderr))
 	case tool.Missing(err):
 		return "", fmt.Errorf("%w: %v", ErrNoTool, err)
 	}
@@ -222,7 +211,7 @@ func (t *Tool) VG(ctx context.Context, name string) (VG, error) {
 				Size: r["vg_size"], Free: r["vg_free"]}, nil
 		}
 	}
-	return VG{}, &ExecError{Args: args, Stderr: fmt.Sprintf("Volume group %q not found in the report", name), Err: ErrNotFound}
+	return VG{}, execError(args, 0, fmt.Sprintf("Volume group %q not found in the report", name), ErrNotFound)
 }
 
 // LV is one row of lvs.
@@ -294,7 +283,7 @@ func (t *Tool) PV(ctx context.Context, dev string) (PV, error) {
 		return PV{}, err
 	}
 	if len(rows) == 0 {
-		return PV{}, &ExecError{Args: args, Stderr: "no PV in the report", Err: ErrNotFound}
+		return PV{}, execError(args, 0, "no PV in the report", ErrNotFound)
 	}
 	return PV{Name: rows[0]["pv_name"], VG: rows[0]["vg_name"], UUID: rows[0]["pv_uuid"]}, nil
 }

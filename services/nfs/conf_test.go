@@ -1,34 +1,15 @@
 package nfs
 
 import (
-	"bytes"
-	"flag"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 
+	"tandem.dev/tandem/internal/golden"
+
 	"tandem.dev/tandem/init/site"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := "testdata/" + name
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file:\n--- got ---\n%s\n--- want ---\n%s", name, got, want)
-	}
-}
 
 // richSite is the lab pair with more exports, to cover options,
 // several clients, UUID fsids and a path that needs escaping.
@@ -80,7 +61,7 @@ func TestExportsGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, tc.name, got)
+			golden.Check(t, tc.name, got)
 			for _, line := range strings.Split(strings.TrimSpace(string(got)), "\n")[1:] {
 				if !strings.Contains(line, "fsid=") || !strings.Contains(line, "sync") {
 					t.Errorf("line without fixed fsid or sync: %s", line)
@@ -92,7 +73,7 @@ func TestExportsGolden(t *testing.T) {
 
 func TestNFSConfGolden(t *testing.T) {
 	c := FromSite(parseSite(t, ""))
-	golden(t, "lab-nfs.conf", RenderNFSConf(c))
+	golden.Check(t, "lab-nfs.conf", RenderNFSConf(c))
 }
 
 func TestRenderExportsRejects(t *testing.T) {

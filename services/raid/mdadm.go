@@ -89,32 +89,22 @@ var stderrErrors = tool.Rules{
 	{Phrase: "No arrays found", Err: ErrNotFound},
 }
 
-// ExecError is a failed mdadm run.
-type ExecError struct {
-	Args   []string
-	Exit   int
-	Stderr string
-	Err    error // a sentinel
-}
+// ExecError is a failed mdadm run (tool.Failure, named for this layer).
+type ExecError = tool.Failure
 
-func (e *ExecError) Error() string {
-	msg := summary(e.Stderr)
-	if msg == "" {
-		msg = fmt.Sprintf("exit status %d", e.Exit)
-	}
-	return fmt.Sprintf("mdadm %s: %v: %s", strings.Join(e.Args, " "), e.Err, msg)
+func execError(args []string, exit int, stderr string, err error) *ExecError {
+	return &ExecError{Tool: "mdadm", Args: args, Exit: exit, Stderr: stderr, Err: err, Clean: cleanMdadm}
 }
-
-func (e *ExecError) Unwrap() error { return e.Err }
 
 // classify picks the sentinel for mdadm's stderr.
 func classify(stderr string) error { return stderrErrors.Classify(stderr, ErrFailed) }
 
 // summary joins mdadm's stderr lines into one, without the "mdadm: "
 // prefixes, for messages on the console.
-func summary(stderr string) string {
-	return tool.Lines(stderr, func(l string) string { return strings.TrimPrefix(strings.TrimSpace(l), "mdadm:") })
-}
+func summary(stderr string) string { return tool.Lines(stderr, cleanMdadm) }
+
+// cleanMdadm drops mdadm's own prefix from a stderr line.
+func cleanMdadm(l string) string { return strings.TrimPrefix(strings.TrimSpace(l), "mdadm:") }
 
 func (m *Mdadm) log() *slog.Logger {
 	if m.Log == nil {
@@ -146,7 +136,7 @@ func (m *Mdadm) run(ctx context.Context, args ...string) (string, string, error)
 	case err == nil:
 		return r.Stdout, r.Stderr, nil
 	case errors.As(err, &ee):
-		return r.Stdout, r.Stderr, &ExecError{Args: args, Exit: r.Exit, Stderr: r.Stderr, Err: classify(r.Stderr)}
+		return r.Stdout, r.Stderr, execError(args, r.Exit, r.Stderr, classify(r.Stderr))
 	case tool.Missing(err):
 		return "", "", fmt.Errorf("%w: %v", ErrNoTool, err)
 	}
@@ -172,7 +162,7 @@ func (m *Mdadm) Examine(ctx context.Context, dev string) (Superblock, error) {
 	kv := parseExport(out)
 	if kv["MD_UUID"] == "" {
 		// mdadm 4.x prints nothing but exits 0 for some foreign formats.
-		return Superblock{}, &ExecError{Args: []string{"--examine", dev}, Stderr: "no MD_UUID in --export output", Err: ErrNoSuperblock}
+		return Superblock{}, execError([]string{"--examine", dev}, 0, "no MD_UUID in --export output", ErrNoSuperblock)
 	}
 	sb := Superblock{UUID: kv["MD_UUID"], Name: kv["MD_NAME"], Level: kv["MD_LEVEL"], DevUUID: kv["MD_DEV_UUID"]}
 	sb.Devices, _ = strconv.Atoi(kv["MD_DEVICES"])

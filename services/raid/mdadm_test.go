@@ -53,13 +53,13 @@ func TestClassify(t *testing.T) {
 }
 
 func TestExecErrorMessage(t *testing.T) {
-	e := &ExecError{Args: []string{"--stop", "/dev/md/tandem"}, Exit: 1,
-		Stderr: "mdadm: Cannot get exclusive access to /dev/md127:Perhaps a running process, mounted filesystem or active volume group?\n", Err: ErrBusy}
+	e := execError([]string{"--stop", "/dev/md/tandem"}, 1,
+		"mdadm: Cannot get exclusive access to /dev/md127:Perhaps a running process, mounted filesystem or active volume group?\n", ErrBusy)
 	want := "mdadm --stop /dev/md/tandem: device busy: Cannot get exclusive access to /dev/md127:Perhaps a running process, mounted filesystem or active volume group?"
 	if e.Error() != want || !errors.Is(e, ErrBusy) {
 		t.Errorf("got %q", e.Error())
 	}
-	e = &ExecError{Args: []string{"--stop"}, Exit: 3, Err: ErrFailed}
+	e = execError([]string{"--stop"}, 3, "", ErrFailed)
 	if !strings.Contains(e.Error(), "exit status 3") {
 		t.Errorf("got %q", e.Error())
 	}

@@ -167,3 +167,25 @@ func (rs Rules) ServiceError(resource, op, text string, detail, fallback error) 
 	}
 	return &services.Error{Resource: resource, Op: op, Kind: r.Kind, Err: fmt.Errorf("%w: %w", r.Err, detail)}
 }
+
+// Failure is a classified tool run that failed; the layers' errors wrap
+// it, so errors.Is finds the sentinel and the message names the command.
+type Failure struct {
+	Tool   string // "mdadm", "lvm"
+	Args   []string
+	Exit   int
+	Stderr string
+	Err    error // a sentinel from the layer's Rules
+	// Clean tidies each stderr line for the message (e.g. drops "mdadm:").
+	Clean func(string) string
+}
+
+func (e *Failure) Error() string {
+	msg := Lines(e.Stderr, e.Clean)
+	if msg == "" {
+		msg = fmt.Sprintf("exit status %d", e.Exit)
+	}
+	return fmt.Sprintf("%s %s: %v: %s", e.Tool, strings.Join(e.Args, " "), e.Err, msg)
+}
+
+func (e *Failure) Unwrap() error { return e.Err }
