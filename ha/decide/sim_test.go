@@ -1,0 +1,324 @@
+package decide
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem.dev/tandem/ha"
+)
+
+// A discrete-time simulation of a pair: two heads running Machine, the
+// heartbeat's mutual "seen" rule (echo-based, as in ha/heartbeat), a
+// witness leasing its vote, one-way delays, link cuts in any direction,
+// crashes, and stops that take long or hang until the watchdog resets the
+// head. It checks the property the timing argument promises: never two
+// heads active at the same time.
+
+const (
+	simStep  = 50 * time.Millisecond
+	simDelay = 100 * time.Millisecond // one way, heartbeat and witness
+	simLease = 9 * time.Second
+	hang     = time.Duration(1 << 62)
+)
+
+var simParams = Params{Interval: 500 * time.Millisecond, DeadTime: 3 * time.Second, StopBound: 20 * time.Second,
+	WatchdogTimeout: 30 * time.Second, Margin: time.Second}
+
+type scenario struct {
+	name string
+	hb   func(from, to int, t time.Duration) bool // heartbeat link up
+	wit  func(head int, t time.Duration) bool     // witness reachable (both ways)
+	// crash is when a head dies (0: never); stop how long its stop takes.
+	crash [2]time.Duration
+	stop  [2]time.Duration
+	end   time.Duration
+}
+
+type simHead struct {
+	m         *Machine
+	role      ha.Role
+	dead      bool
+	stopping  bool
+	stopEnd   time.Duration
+	resetAt   time.Duration // watchdog fires (0: not armed)
+	announce  ha.Role
+	wantVote  bool
+	expiry    time.Duration // own view of the lease
+	lastHeard time.Duration
+	heardUsAt time.Duration // our send time of the newest packet the peer echoed
+	lastGot   time.Duration // send time of the newest packet from the peer (what we echo)
+	peerRole  ha.Role
+	activeAt  []time.Duration // promotions, for the report
+}
+
+type simMsg struct {
+	at   time.Duration // delivery
+	to   int           // head, or -1: the witness
+	from int
+	// heartbeat
+	sent, echo time.Duration
+	role       ha.Role
+	// witness
+	vote, release, granted bool
+}
+
+type simResult struct {
+	active   [2][]time.Duration
+	overlap  string
+	trace    []string
+	everBoth bool
+}
+
+func simulate(sc scenario) simResult {
+	const never = -time.Hour
+	var hs [2]*simHead
+	for i := range hs {
+		m, err := NewMachine(simParams)
+		if err != nil {
+			panic(err)
+		}
+		hs[i] = &simHead{m: m, role: ha.Standby, lastHeard: never, heardUsAt: never, lastGot: never, expiry: never}
+	}
+	var res simResult
+	var queue []simMsg
+	holder, holderExp := -1, never // the witness
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	logf := func(t time.Duration, f string, a ...any) {
+		res.trace = append(res.trace, fmt.Sprintf("%8.2fs ", t.Seconds())+fmt.Sprintf(f, a...))
+	}
+	for t := time.Duration(0); t <= sc.end; t += simStep {
+		// Deliver.
+		var later []simMsg
+		for _, msg := range queue {
+			if msg.at > t {
+				later = append(later, msg)
+				continue
+			}
+			switch {
+			case msg.to < 0: // at the witness
+				if holder >= 0 && t >= holderExp {
+					holder = -1
+				}
+				granted := false
+				switch {
+				case msg.release:
+					if holder == msg.from {
+						holder = -1
+					}
+				case holder < 0 || holder == msg.from:
+					holder, holderExp, granted = msg.from, t+simLease, true
+				}
+				if !msg.release && sc.wit(msg.from, t) {
+					later = append(later, simMsg{at: t + simDelay, to: msg.from, from: -1, vote: true, granted: granted, sent: msg.sent})
+				}
+			case msg.vote: // a witness answer at a head
+				h := hs[msg.to]
+				if msg.granted && !h.dead {
+					if exp := msg.sent + simLease - simLease/10; exp > h.expiry {
+						h.expiry = exp
+					}
+				} else if !msg.granted {
+					h.expiry = never
+				}
+			default: // a heartbeat
+				h := hs[msg.to]
+				if h.dead {
+					continue
+				}
+				h.lastHeard = t
+				h.peerRole = msg.role
+				h.lastGot = max(h.lastGot, msg.sent)
+				if msg.echo > h.heardUsAt {
+					h.heardUsAt = msg.echo
+				}
+			}
+		}
+		queue = later
+
+		for i, h := range hs {
+			if h.dead {
+				continue
+			}
+			if sc.crash[i] > 0 && t >= sc.crash[i] || h.resetAt > 0 && t >= h.resetAt {
+				h.dead = true
+				logf(t, "head %d dies (role %s)", i, h.role)
+				continue
+			}
+			if h.stopping && t >= h.stopEnd {
+				h.stopping, h.role = false, ha.Standby
+				logf(t, "head %d stopped", i)
+			}
+			// Send a heartbeat and talk to the witness once per interval.
+			if t%simParams.Interval == 0 {
+				if sc.hb(i, 1-i, t) {
+					queue = append(queue, simMsg{at: t + simDelay, to: 1 - i, from: i, sent: t, echo: h.lastGot, role: h.announce})
+				}
+				if h.wantVote || t < h.expiry {
+					release := !h.wantVote
+					if release {
+						h.expiry = never
+					}
+					if sc.wit(i, t) {
+						queue = append(queue, simMsg{at: t + simDelay, to: -1, from: i, sent: t, release: release})
+					}
+				}
+			}
+			d := simParams.DeadTime
+			in := Inputs{Local: h.role, Disk: ha.UpToDate, Preferred: i == 0,
+				PeerSeen: t-h.lastHeard <= d && t-h.heardUsAt <= d, PeerAlive: t-h.lastHeard <= d,
+				PeerRole: h.peerRole, PeerDisk: ha.UpToDate, Vote: t < h.expiry}
+			dec := h.m.Step(t0.Add(t), in)
+			h.announce, h.wantVote = dec.Announce, dec.Vote
+			switch dec.Action {
+			case Promote, FencePromote:
+				if h.role != ha.Active {
+					h.role = ha.Active
+					h.activeAt = append(h.activeAt, t)
+					logf(t, "head %d promotes: %s", i, dec.Reason)
+				}
+			case Demote:
+				if !h.stopping {
+					h.stopping, h.stopEnd = true, t+sc.stop[i]
+					logf(t, "head %d demotes: %s", i, dec.Reason)
+				}
+			case SelfFence:
+				if h.resetAt == 0 {
+					h.resetAt = t + simParams.WatchdogTimeout
+					logf(t, "head %d self-fences: %s", i, dec.Reason)
+				}
+			}
+		}
+		if hs[0].role == ha.Active && !hs[0].dead && hs[1].role == ha.Active && !hs[1].dead && res.overlap == "" {
+			res.overlap = fmt.Sprintf("both heads active at %v", t)
+			res.everBoth = true
+		}
+	}
+	for i, h := range hs {
+		res.active[i] = h.activeAt
+	}
+	return res
+}
+
+func up(from, to int, t time.Duration) bool { return true }
+func witUp(int, time.Duration) bool         { return true }
+
+func cutAfter(at time.Duration) func(int, int, time.Duration) bool {
+	return func(_, _ int, t time.Duration) bool { return t < at }
+}
+
+func TestSimulatedFailures(t *testing.T) {
+	const cut = 20 * time.Second
+	fast := [2]time.Duration{2 * time.Second, 2 * time.Second}
+	delay := simParams.TakeoverDelay()
+	for _, tc := range []struct {
+		sc scenario
+		// takeover: head 1 must become active, within this of the cut (0: must not)
+		takeover time.Duration
+	}{
+		{scenario{name: "healthy", hb: up, wit: witUp, stop: fast, end: 200 * time.Second}, 0},
+		// Both heartbeat paths cut, both heads reach the witness: the
+		// active keeps the vote, and the service.
+		{scenario{name: "heartbeat partition", hb: cutAfter(cut), wit: witUp, stop: fast, end: 200 * time.Second}, 0},
+		// Only head 0 -> head 1 cut: nobody sees anybody (contact must be
+		// mutual); the active keeps the vote.
+		{scenario{name: "one-way cut", hb: func(from, _ int, t time.Duration) bool { return from == 1 || t < cut }, wit: witUp, stop: fast, end: 200 * time.Second}, 0},
+		{scenario{name: "other one-way cut", hb: func(from, _ int, t time.Duration) bool { return from == 0 || t < cut }, wit: witUp, stop: fast, end: 200 * time.Second}, 0},
+		// The active crashes: the standby takes over once the lease and
+		// the takeover delay have passed.
+		{scenario{name: "active crashes", hb: up, wit: witUp, crash: [2]time.Duration{cut, 0}, stop: fast, end: 200 * time.Second},
+			simLease + delay + 5*time.Second},
+		// The active is cut off from everything and stops quickly.
+		{scenario{name: "active isolated", hb: cutAfter(cut), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut }, stop: fast, end: 200 * time.Second},
+			simLease + delay + 5*time.Second},
+		// ...and its stop hangs: the watchdog resets it; the standby still
+		// waits long enough.
+		{scenario{name: "isolated active hangs in its stop", hb: cutAfter(cut), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut },
+			stop: [2]time.Duration{hang, hang}, end: 200 * time.Second}, simLease + delay + 5*time.Second},
+		// The active loses the witness first (keeps running on the peer),
+		// then the peer too.
+		{scenario{name: "witness then peer lost", hb: cutAfter(cut + 30*time.Second), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut },
+			stop: [2]time.Duration{hang, hang}, end: 250 * time.Second}, 30*time.Second + delay + 5*time.Second},
+		// The active's stop takes just under its bound.
+		{scenario{name: "slow stop", hb: cutAfter(cut), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut },
+			stop: [2]time.Duration{simParams.StopBound - simStep, hang}, end: 200 * time.Second}, simLease + delay + 5*time.Second},
+	} {
+		t.Run(tc.sc.name, func(t *testing.T) {
+			res := simulate(tc.sc)
+			report := strings.Join(res.trace, "\n")
+			if res.overlap != "" {
+				t.Fatalf("%s\n%s", res.overlap, report)
+			}
+			if len(res.active[0]) == 0 || res.active[0][0] > 5*time.Second {
+				t.Fatalf("head 0 (preferred) did not start the service: %v\n%s", res.active[0], report)
+			}
+			switch {
+			case tc.takeover == 0 && len(res.active[1]) > 0:
+				t.Errorf("head 1 took over at %v; it should not have\n%s", res.active[1], report)
+			case tc.takeover > 0 && len(res.active[1]) == 0:
+				t.Errorf("head 1 never took over\n%s", report)
+			case tc.takeover > 0 && res.active[1][0] > cut+tc.takeover:
+				t.Errorf("head 1 took over at %v, later than %v\n%s", res.active[1][0], cut+tc.takeover, report)
+			}
+		})
+	}
+}
+
+// Random cuts of the four links (each heartbeat direction, each head to
+// the witness), random crashes and stop times: never two active heads.
+func TestSimulatedRandomFailures(t *testing.T) {
+	runs := 200
+	if testing.Short() {
+		runs = 20
+	}
+	takeovers := 0
+	for seed := range runs {
+		r := rand.New(rand.NewPCG(uint64(seed), 42))
+		const end = 400 * time.Second
+		// Each link flips between up and down at random times.
+		flips := func() []time.Duration {
+			var f []time.Duration
+			for at := time.Duration(0); at < end; {
+				at += time.Duration(r.ExpFloat64() * float64(40*time.Second))
+				f = append(f, at)
+			}
+			return f
+		}
+		upAt := func(f []time.Duration, t time.Duration) bool {
+			n := 0
+			for _, x := range f {
+				if x <= t && x >= 10*time.Second { // let the pair form first
+					n++
+				}
+			}
+			return n%2 == 0
+		}
+		hb := [2][]time.Duration{flips(), flips()}
+		wit := [2][]time.Duration{flips(), flips()}
+		stops := []time.Duration{time.Second, 10 * time.Second, simParams.StopBound - simStep, hang}
+		sc := scenario{
+			name: fmt.Sprint("seed ", seed),
+			hb:   func(from, _ int, t time.Duration) bool { return upAt(hb[from], t) },
+			wit:  func(h int, t time.Duration) bool { return upAt(wit[h], t) },
+			stop: [2]time.Duration{stops[r.IntN(len(stops))], stops[r.IntN(len(stops))]},
+			end:  end,
+		}
+		if r.IntN(4) == 0 {
+			sc.crash[r.IntN(2)] = time.Duration(r.Int64N(int64(end)))
+		}
+		res := simulate(sc)
+		if res.overlap != "" {
+			t.Fatalf("%s: %s\n%s", sc.name, res.overlap, strings.Join(res.trace, "\n"))
+		}
+		if len(res.active[1]) > 0 {
+			takeovers++
+		}
+	}
+	// The scenarios must exercise takeovers, or the check above is empty.
+	if takeovers < runs/10 {
+		t.Errorf("only %d of %d runs had a takeover", takeovers, runs)
+	}
+	t.Logf("%d runs, %d with a takeover", runs, takeovers)
+}

@@ -1,0 +1,517 @@
+package heartbeat
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"tandem.dev/tandem/ha"
+	"tandem.dev/tandem/init/site"
+)
+
+var (
+	testKey  = []byte("0123456789abcdef0123456789abcdef")
+	otherKey = []byte("fedcba9876543210fedcba9876543210")
+)
+
+// waitFor bounds every event-driven wait: generous, since only a broken
+// implementation (or a machine stalled for that long) reaches it.
+const waitFor = 30 * time.Second
+
+func testLog(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// relay stands between the two endpoints on one path, so a test can cut
+// the path (each direction on its own), record packets and inject its own
+// from the address the receiving endpoint expects. Side a faces endpoint
+// A, side b faces endpoint B; each side learns its endpoint's address from
+// the first packet it gets.
+type relay struct {
+	a, b *net.UDPConn
+
+	mu             sync.Mutex
+	aAddr, bAddr   netip.AddrPort
+	dropAB, dropBA bool
+	toA            [][]byte // packets forwarded from B to A, newest last
+}
+
+func newRelay(t *testing.T) *relay {
+	t.Helper()
+	listen := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	r := &relay{a: listen(), b: listen()}
+	go r.pump(r.a, r.b, &r.aAddr, &r.bAddr, &r.dropAB, nil)
+	go r.pump(r.b, r.a, &r.bAddr, &r.aAddr, &r.dropBA, &r.toA)
+	t.Cleanup(func() { r.a.Close(); r.b.Close() })
+	return r
+}
+
+func (r *relay) pump(in, out *net.UDPConn, learn, dest *netip.AddrPort, drop *bool, record *[][]byte) {
+	buf := make([]byte, 2048)
+	for {
+		n, src, err := in.ReadFromUDPAddrPort(buf)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		} else if err != nil {
+			continue
+		}
+		r.mu.Lock()
+		*learn = src
+		to, dropped := *dest, *drop
+		if !dropped && to.IsValid() && record != nil {
+			*record = append(*record, bytes.Clone(buf[:n]))
+			if len(*record) > 64 {
+				*record = (*record)[1:]
+			}
+		}
+		r.mu.Unlock()
+		if !dropped && to.IsValid() {
+			out.WriteToUDPAddrPort(buf[:n], to)
+		}
+	}
+}
+
+func (r *relay) cut(ab, ba bool) {
+	r.mu.Lock()
+	r.dropAB, r.dropBA = ab, ba
+	r.mu.Unlock()
+}
+
+// injectToA sends b to endpoint A from the address A expects its peer at.
+func (r *relay) injectToA(t *testing.T, b []byte) {
+	t.Helper()
+	r.mu.Lock()
+	to := r.aAddr
+	r.mu.Unlock()
+	if _, err := r.a.WriteToUDPAddrPort(b, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lastToA returns the newest packet forwarded from B to A.
+func (r *relay) lastToA() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Clone(r.toA[len(r.toA)-1])
+}
+
+type pair struct {
+	a, b   *Endpoint
+	relays []*relay
+	cancel map[*Endpoint]context.CancelFunc
+	done   map[*Endpoint]chan struct{}
+}
+
+func cfgFor(t *testing.T, node, peer string, peers []netip.AddrPort, locals []netip.AddrPort, dead time.Duration) Config {
+	cfg := Config{Pair: "vdi-nas", Node: node, Peer: peer, Key: testKey,
+		Interval: 20 * time.Millisecond, DeadTime: dead, Log: testLog(t).With("node", node)}
+	for i, p := range peers {
+		local := netip.MustParseAddrPort("127.0.0.1:0")
+		if locals != nil {
+			local = locals[i]
+		}
+		cfg.Paths = append(cfg.Paths, Path{Name: []string{"replication", "management"}[i], Local: local, Peer: p})
+	}
+	return cfg
+}
+
+func newPair(t *testing.T, dead time.Duration) *pair {
+	t.Helper()
+	p := &pair{relays: []*relay{newRelay(t), newRelay(t)}, cancel: map[*Endpoint]context.CancelFunc{}, done: map[*Endpoint]chan struct{}{}}
+	var toA, toB []netip.AddrPort
+	for _, r := range p.relays {
+		toA = append(toA, r.a.LocalAddr().(*net.UDPAddr).AddrPort()) // A's peer address
+		toB = append(toB, r.b.LocalAddr().(*net.UDPAddr).AddrPort())
+	}
+	p.a = p.start(t, cfgFor(t, "nas-a", "nas-b", toA, nil, dead))
+	p.b = p.start(t, cfgFor(t, "nas-b", "nas-a", toB, nil, dead))
+	return p
+}
+
+func (p *pair) start(t *testing.T, cfg Config) *Endpoint {
+	t.Helper()
+	e, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := e.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	p.cancel[e], p.done[e] = cancel, done
+	t.Cleanup(func() { p.stop(e) })
+	return e
+}
+
+func (p *pair) stop(e *Endpoint) {
+	p.cancel[e]()
+	<-p.done[e]
+}
+
+func await(t *testing.T, e *Endpoint, what string, cond func(Snapshot) bool) Snapshot {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	s, err := e.Await(ctx, cond)
+	if err != nil {
+		b, _ := json.MarshalIndent(s, "", "  ")
+		t.Fatalf("%s: %s never happened: %v; last snapshot:\n%s", e.cfg.Node, what, err, b)
+	}
+	return s
+}
+
+func bothPathsAlive(s Snapshot) bool { return s.Seen && s.Paths[0].Alive && s.Paths[1].Alive }
+
+func TestPeersMeetAndExchangeState(t *testing.T) {
+	p := newPair(t, time.Second)
+	await(t, p.a, "seeing nas-b on both paths", bothPathsAlive)
+	await(t, p.b, "seeing nas-a on both paths", bothPathsAlive)
+
+	want := State{Role: ha.Active, Disk: ha.UpToDate, HoldsVote: true, Epoch: 7}
+	p.a.SetState(want)
+	s := await(t, p.b, "nas-a's new state", func(s Snapshot) bool { return s.Peer != nil && s.Peer.State == want })
+	if s.Peer.Boot != p.a.BootID() || s.Peer.Boots != 1 {
+		t.Errorf("peer boot %v (%d boots), want %v (1)", s.Peer.Boot, s.Peer.Boots, p.a.BootID())
+	}
+	if s.RTT <= 0 || s.RTT > Duration(waitFor) {
+		t.Errorf("rtt %v", time.Duration(s.RTT))
+	}
+	if d := s.Dropped; d.Forged+d.Replayed+d.WrongPair+d.Malformed+d.Foreign != 0 {
+		t.Errorf("dropped %+v on a clean pair", d)
+	}
+	if _, err := json.Marshal(s); err != nil {
+		t.Errorf("snapshot is not JSON: %v", err)
+	}
+	if !p.a.Alive(time.Minute) || !p.a.Seen() {
+		t.Errorf("Alive/Seen false while the snapshot says seen")
+	}
+}
+
+// Cutting one path (both directions) leaves the peer seen through the
+// other; the cut path alone goes dead and shows full loss.
+func TestOnePathCutKeepsPeer(t *testing.T) {
+	p := newPair(t, 3*time.Second)
+	await(t, p.a, "both paths", bothPathsAlive)
+	await(t, p.b, "both paths", bothPathsAlive)
+
+	// Watch nas-a from here on: the peer must never be lost.
+	var lost sync.WaitGroup
+	stopWatch := make(chan struct{})
+	var lostAt []time.Time
+	lost.Add(1)
+	go func() {
+		defer lost.Done()
+		for {
+			ch := p.a.Changed()
+			if s := p.a.Snapshot(); !s.Seen {
+				lostAt = append(lostAt, s.At)
+			}
+			select {
+			case <-ch:
+			case <-stopWatch:
+				return
+			}
+		}
+	}()
+
+	p.relays[0].cut(true, true)
+	for _, e := range []*Endpoint{p.a, p.b} {
+		await(t, e, "path 0 dead, full loss, peer seen via path 1", func(s Snapshot) bool {
+			return !s.Paths[0].Alive && s.Paths[0].Loss == 1 && s.Paths[1].Alive && s.Paths[1].Loss < 1 && s.Seen
+		})
+	}
+	close(stopWatch)
+	lost.Wait()
+	if len(lostAt) > 0 {
+		t.Errorf("peer lost at %v though one path stayed up", lostAt)
+	}
+
+	p.relays[0].cut(false, false)
+	await(t, p.a, "path 0 back", bothPathsAlive)
+}
+
+// Cutting both paths makes the peer dead once the dead time has passed
+// since it was last heard, not before; mending one brings it back.
+func TestBothPathsCutPeerDies(t *testing.T) {
+	const dead = time.Second
+	p := newPair(t, dead)
+	await(t, p.a, "both paths", bothPathsAlive)
+	await(t, p.b, "both paths", bothPathsAlive)
+
+	p.relays[0].cut(true, true)
+	p.relays[1].cut(true, true)
+	for _, e := range []*Endpoint{p.a, p.b} {
+		s := await(t, e, "peer dead", func(s Snapshot) bool { return !s.Alive })
+		if s.Seen || s.HearsUs {
+			t.Errorf("%s: seen %v, hears_us %v with both paths cut", e.cfg.Node, s.Seen, s.HearsUs)
+		}
+		for _, ps := range s.Paths {
+			if ps.Alive || s.At.Sub(ps.LastHeard) <= dead {
+				t.Errorf("%s: path %s declared dead %v after it was last heard, dead time %v", e.cfg.Node, ps.Name, s.At.Sub(ps.LastHeard), dead)
+			}
+		}
+		if e.Alive(time.Hour) != true {
+			t.Errorf("%s: Alive(1h) is false: a longer dead time must still see the peer", e.cfg.Node)
+		}
+	}
+
+	// One direction back is not enough to be seen: contact must be mutual.
+	p.relays[1].cut(true, false) // B -> A flows again, A -> B still cut
+	s := await(t, p.a, "nas-b heard again", func(s Snapshot) bool { return s.Alive })
+	if s.Seen {
+		t.Errorf("nas-a sees nas-b although nas-b cannot hear nas-a")
+	}
+	p.relays[1].cut(false, false)
+	await(t, p.a, "peer back", func(s Snapshot) bool { return s.Seen })
+	await(t, p.b, "peer back", func(s Snapshot) bool { return s.Seen })
+}
+
+// craft builds a packet as nas-b would send it, signed with key.
+func craft(t *testing.T, key []byte, mod func(*packet)) []byte {
+	t.Helper()
+	pk := packet{Role: ha.Active, Boot: BootID{1}, Seq: 1, Tick: 1, Pair: "vdi-nas", Node: "nas-b", Disk: "UpToDate"}
+	mod(&pk)
+	b, err := appendPacket(nil, &pk, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestForgedReplayedAndForeignDropped(t *testing.T) {
+	p := newPair(t, 2*time.Second)
+	await(t, p.a, "seen", bothPathsAlive)
+	standby := State{Role: ha.Standby, Disk: ha.UpToDate}
+	p.b.SetState(standby)
+	await(t, p.a, "standby peer", func(s Snapshot) bool { return s.Peer.State == standby })
+	r := p.relays[0]
+	before := p.a.Snapshot().Dropped
+
+	// A forged packet claiming nas-b is active, at the next sequence
+	// numbers of nas-b's own boot: refused for its MAC.
+	forged := craft(t, otherKey, func(pk *packet) { pk.Boot = p.b.BootID(); pk.Seq = 1 << 40; pk.Tick = 1 << 40 })
+	r.injectToA(t, forged)
+	await(t, p.a, "forged counted", func(s Snapshot) bool { return s.Dropped.Forged == before.Forged+1 })
+
+	// Malformed: garbage, a truncated packet, a wrong version.
+	good := craft(t, testKey, func(*packet) {})
+	badVersion := bytes.Clone(good)
+	badVersion[4] = 2
+	for _, b := range [][]byte{[]byte("hello"), good[:len(good)-1], badVersion, make([]byte, MaxPacket+1)} {
+		r.injectToA(t, b)
+	}
+	await(t, p.a, "malformed counted", func(s Snapshot) bool { return s.Dropped.Malformed == before.Malformed+4 })
+
+	// Another pair's heartbeat (its own key, its own name).
+	r.injectToA(t, craft(t, otherKey, func(pk *packet) { pk.Pair = "other-nas" }))
+	await(t, p.a, "wrong pair counted", func(s Snapshot) bool { return s.Dropped.WrongPair == before.WrongPair+1 })
+
+	// Authentic, but signed as nas-a itself (a reflection), and one from
+	// an address that is not the peer's.
+	r.injectToA(t, craft(t, testKey, func(pk *packet) { pk.Node = "nas-a" }))
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.WriteToUDPAddrPort(good, p.a.LocalAddr(0)); err != nil {
+		t.Fatal(err)
+	}
+	await(t, p.a, "foreign counted", func(s Snapshot) bool { return s.Dropped.Foreign == before.Foreign+2 })
+
+	// A replay of a genuine packet of nas-b's current boot, twice: the
+	// second copy at least is a duplicate.
+	old := r.lastToA()
+	r.injectToA(t, old)
+	r.injectToA(t, old)
+	await(t, p.a, "replay counted", func(s Snapshot) bool { return s.Dropped.Replayed >= before.Replayed+1 })
+
+	s := p.a.Snapshot()
+	if s.Peer.State != standby || s.Peer.Boot != p.b.BootID() || s.Peer.Boots != 1 {
+		t.Errorf("a dropped packet changed the peer: %+v", *s.Peer)
+	}
+	if !s.Seen {
+		t.Errorf("peer lost while junk arrived")
+	}
+}
+
+// A rebooted peer (new boot ID, same addresses) is accepted; packets of
+// its previous boot are then replays, and an unknown boot that cannot
+// echo a recent packet of ours is not accepted.
+func TestPeerRebootAccepted(t *testing.T) {
+	p := newPair(t, 2*time.Second)
+	await(t, p.a, "seen", bothPathsAlive)
+	await(t, p.b, "seen", bothPathsAlive)
+	oldBoot := p.b.BootID()
+	oldPacket := p.relays[0].lastToA()
+
+	cfg := p.b.cfg
+	cfg.Paths = nil
+	for i := range p.b.paths {
+		cfg.Paths = append(cfg.Paths, Path{Name: p.b.paths[i].Name, Local: p.b.LocalAddr(i), Peer: p.b.paths[i].Peer})
+	}
+	p.stop(p.b)
+	b2 := p.start(t, cfg)
+	if b2.BootID() == oldBoot {
+		t.Fatal("same boot ID after a restart")
+	}
+	s := await(t, p.a, "the new boot", func(s Snapshot) bool { return s.Seen && s.Peer.Boot == b2.BootID() })
+	if s.Peer.Boots != 2 {
+		t.Errorf("boots %d, want 2", s.Peer.Boots)
+	}
+	await(t, b2, "nas-a from the new boot", func(s Snapshot) bool { return s.Seen })
+
+	before := p.a.Snapshot().Dropped
+	p.relays[0].injectToA(t, oldPacket)
+	await(t, p.a, "old boot's packet counted as a replay", func(s Snapshot) bool { return s.Dropped.Replayed == before.Replayed+1 })
+
+	// A boot never seen, echoing nothing of ours, then one echoing a
+	// sequence number we never sent: neither proves freshness.
+	stranger := BootID{0xee}
+	p.relays[0].injectToA(t, craft(t, testKey, func(pk *packet) { pk.Boot = stranger }))
+	p.relays[0].injectToA(t, craft(t, testKey, func(pk *packet) { pk.Boot = stranger; pk.Seq = 2; pk.EchoBoot = p.a.BootID(); pk.EchoSeq = 1 << 50 }))
+	s = await(t, p.a, "unproven counted", func(s Snapshot) bool { return s.Dropped.Unproven >= before.Unproven+2 })
+	if s.Peer.Boot != b2.BootID() || !s.Seen {
+		t.Errorf("unproven boot changed the peer: boot %v seen %v", s.Peer.Boot, s.Seen)
+	}
+}
+
+func TestPacketCodec(t *testing.T) {
+	in := packet{Role: ha.Standby, HoldsVote: true, Path: 1, Boot: BootID{9, 8}, Seq: 42, Tick: 21, SentUnix: 1234567890,
+		Epoch: 3, EchoBoot: BootID{7}, EchoSeq: 41, EchoHold: 500, Pair: "vdi-nas", Node: "nas-b", Disk: "Outdated"}
+	b, err := appendPacket(nil, &in, testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := parsePacket(b, "vdi-nas", testKey)
+	if err != nil || *out != in {
+		t.Fatalf("round trip: %+v, %v; want %+v", out, err, in)
+	}
+	// Flipping any single bit is never accepted.
+	for i := range b {
+		for bit := range 8 {
+			c := bytes.Clone(b)
+			c[i] ^= 1 << bit
+			if _, err := parsePacket(c, "vdi-nas", testKey); err == nil {
+				t.Fatalf("bit %d of byte %d flipped and accepted", bit, i)
+			}
+		}
+	}
+	if _, err := parsePacket(b, "vdi-nas", otherKey); !errors.Is(err, errForged) {
+		t.Errorf("wrong key: %v", err)
+	}
+	if _, err := parsePacket(b, "other", testKey); !errors.Is(err, errWrongPair) {
+		t.Errorf("wrong pair: %v", err)
+	}
+	for n := range len(b) {
+		if _, err := parsePacket(b[:n], "vdi-nas", testKey); err == nil {
+			t.Fatalf("truncated to %d bytes and accepted", n)
+		}
+	}
+	if _, err := appendPacket(nil, &packet{Role: "boss", Pair: "p", Node: "n"}, testKey); err == nil {
+		t.Errorf("unknown role encoded")
+	}
+	if len(b) > MaxPacket {
+		t.Errorf("packet %d bytes > MaxPacket", len(b))
+	}
+}
+
+func TestWindow(t *testing.T) {
+	var w window
+	steps := []struct {
+		seq  uint64
+		want bool
+	}{
+		{0, false}, {1, true}, {1, false}, {3, true}, {2, true}, {2, false}, {3, false},
+		{windowSize + 10, true}, {10, false}, {11, true}, {11, false}, {windowSize + 9, true}, {windowSize + 10, false},
+	}
+	for i, s := range steps {
+		if got := w.accept(s.seq); got != s.want {
+			t.Errorf("step %d: accept(%d) = %v, want %v", i, s.seq, got, s.want)
+		}
+	}
+	var list []BootID
+	for i := range maxRetired + 3 {
+		list = retire(list, BootID{byte(i)})
+	}
+	if len(list) != maxRetired || isRetired(list, BootID{0}) || !isRetired(list, BootID{maxRetired + 2}) {
+		t.Errorf("retired list %v", list)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	good := Config{Pair: "p", Node: "a", Peer: "b", Key: testKey, Interval: time.Second, DeadTime: 3 * time.Second,
+		Paths: []Path{{Name: "x", Local: netip.MustParseAddrPort("127.0.0.1:0"), Peer: netip.MustParseAddrPort("127.0.0.1:9")}}}
+	e, err := Open(good)
+	if err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+	e.closeConns()
+	for name, mod := range map[string]func(*Config){
+		"short key":       func(c *Config) { c.Key = c.Key[:31] },
+		"same names":      func(c *Config) { c.Peer = "a" },
+		"no path":         func(c *Config) { c.Paths = nil },
+		"dead time short": func(c *Config) { c.DeadTime = 2 * time.Second },
+		"no pair":         func(c *Config) { c.Pair = "" },
+		"no peer port": func(c *Config) {
+			c.Paths = []Path{{Local: c.Paths[0].Local, Peer: netip.MustParseAddrPort("127.0.0.1:0")}}
+		},
+		"bind fails": func(c *Config) {
+			c.Paths = []Path{{Local: netip.MustParseAddrPort("192.0.2.1:0"), Peer: c.Paths[0].Peer}}
+		},
+	} {
+		c := good
+		mod(&c)
+		if e, err := Open(c); err == nil {
+			e.closeConns()
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func TestPathsFromSite(t *testing.T) {
+	cfg, err := site.Load("../../configs/site.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths, err := PathsFromSite(cfg, "nas-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Path{
+		{Name: "replication", Local: netip.MustParseAddrPort("198.51.100.12:7790"), Peer: netip.MustParseAddrPort("198.51.100.11:7790")},
+		{Name: "management", Local: netip.MustParseAddrPort("192.0.2.12:7790"), Peer: netip.MustParseAddrPort("192.0.2.11:7790")},
+	}
+	if len(paths) != 2 || paths[0] != want[0] || paths[1] != want[1] {
+		t.Errorf("paths %v, want %v", paths, want)
+	}
+	if _, err := PathsFromSite(cfg, "nas-c"); err == nil {
+		t.Errorf("no error for a node that is not in the pair")
+	}
+}

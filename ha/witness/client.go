@@ -1,0 +1,289 @@
+package witness
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"tandem.dev/tandem/ha"
+)
+
+// ClientConfig configures a head's Client.
+type ClientConfig struct {
+	Pair string
+	Node string // this head
+	Key  []byte
+	Addr string // the witness, host:port (site witness.address)
+	// Margin is subtracted from every lease the witness grants, against
+	// the two hosts' clocks running at slightly different rates. Zero:
+	// a tenth of the lease.
+	Margin time.Duration
+	// Retry is the pause before a request is sent again when no answer
+	// came. Zero: 200 ms.
+	Retry time.Duration
+	Log   *slog.Logger     // nil: slog.Default()
+	Now   func() time.Time // nil: time.Now; tests drive a fake clock
+}
+
+// Vote is the client's view of its lease.
+type Vote struct {
+	// Held: this head may count on the vote until Expires.
+	Held    bool      `json:"held"`
+	Expires time.Time `json:"expires,omitzero"` // this host's clock
+	// Since is when the current unbroken run of grants began (the
+	// first grant's send time): a renewal keeps it, a lapse resets it.
+	Since time.Time `json:"since,omitzero"`
+	// Holder is who held the vote at the last answer ("" if nobody).
+	Holder string `json:"holder,omitempty"`
+	// Status of the last answer, and when it came.
+	Last   string    `json:"last,omitempty"`
+	LastAt time.Time `json:"last_at,omitzero"`
+	// Witness is the witness's boot ID at the last answer: it changes
+	// when the witness restarts.
+	Witness string `json:"witness,omitempty"`
+	// Dropped counts answers refused: bad MAC, malformed, or not
+	// answering a request of ours.
+	Dropped uint64 `json:"dropped"`
+}
+
+// Client asks the witness for the vote. Request and Release may be called
+// from several goroutines; they take turns.
+type Client struct {
+	cfg  ClientConfig
+	log  *slog.Logger
+	now  func() time.Time
+	conn *net.UDPConn
+	boot ID
+
+	op  sync.Mutex // one exchange at a time
+	seq uint64
+
+	mu      sync.Mutex
+	expires time.Time
+	since   time.Time
+	vote    Vote
+}
+
+// NewClient checks cfg and opens a UDP socket to the witness (no packet
+// is sent yet).
+func NewClient(cfg ClientConfig) (*Client, error) {
+	var errs []error
+	if cfg.Pair == "" || len(cfg.Pair) > ha.MaxNameLen || cfg.Node == "" || len(cfg.Node) > ha.MaxNameLen {
+		errs = append(errs, fmt.Errorf("pair %q, node %q: 1 to %d bytes each", cfg.Pair, cfg.Node, ha.MaxNameLen))
+	}
+	if len(cfg.Key) < ha.MinKeyBytes {
+		errs = append(errs, fmt.Errorf("pair key is %d bytes, need at least %d", len(cfg.Key), ha.MinKeyBytes))
+	}
+	if cfg.Margin < 0 || cfg.Retry < 0 {
+		errs = append(errs, fmt.Errorf("margin %v and retry %v must not be negative", cfg.Margin, cfg.Retry))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("witness client: %w", err)
+	}
+	if cfg.Retry == 0 {
+		cfg.Retry = 200 * time.Millisecond
+	}
+	raddr, err := net.ResolveUDPAddr("udp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("witness client: %w", err)
+	}
+	conn, err := net.DialUDP("udp", nil, raddr)
+	if err != nil {
+		return nil, fmt.Errorf("witness client: %w", err)
+	}
+	c := &Client{cfg: cfg, log: cfg.Log, now: cfg.Now, conn: conn}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	c.log = c.log.With("component", "witness-client", "witness", cfg.Addr)
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if _, err := rand.Read(c.boot[:]); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("witness client: boot ID: %w", err)
+	}
+	return c, nil
+}
+
+// Close closes the socket. It does not release the vote: call Release
+// first when giving it up on purpose.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Request asks for the vote (or renews it). granted says whether this
+// head holds it now; lease is how long it may count on it from now (the
+// witness's lease, counted from when the request was sent, minus the
+// margin); holder is who holds the vote ("" if nobody, e.g. during the
+// witness's quiet period after a restart). It resends until an answer
+// comes or ctx ends; bound ctx to well under the lease. Without an answer
+// the vote is kept only until its earlier expiry.
+func (c *Client) Request(ctx context.Context) (granted bool, lease time.Duration, holder string, err error) {
+	c.mu.Lock()
+	now := c.now()
+	claim := c.heldLocked(now)
+	left := c.expires.Sub(now)
+	c.mu.Unlock()
+	rep, sentAt, err := c.exchange(ctx, opAcquire, claim, left)
+	if err != nil {
+		return c.Held(), max(c.Remaining(), 0), "", err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now = c.now()
+	c.noteLocked(rep, now)
+	switch rep.Status {
+	case Granted:
+		margin := c.cfg.Margin
+		if margin == 0 {
+			margin = rep.Lease / 10
+		}
+		exp := sentAt.Add(rep.Lease - margin)
+		if !exp.After(now) {
+			// The answer came too late to be of use.
+			c.log.Warn("witness: grant arrived after it would expire", "lease", rep.Lease, "took", now.Sub(sentAt))
+			return c.heldLocked(now), max(c.expires.Sub(now), 0), rep.Holder, nil
+		}
+		if !c.heldLocked(now) {
+			c.since = sentAt
+			c.log.Info("witness: vote granted", "lease", rep.Lease, "counted_as", exp.Sub(now).Round(time.Millisecond))
+		}
+		if exp.After(c.expires) {
+			c.expires = exp
+		}
+		return true, c.expires.Sub(now), rep.Holder, nil
+	default:
+		if c.heldLocked(now) {
+			// The witness says someone else holds it (or nobody, after a
+			// restart that did not reinstate us) while our lease runs:
+			// believe the earlier end, drop ours now.
+			c.log.Warn("witness: vote lost before its expiry", "holder", rep.Holder, "status", rep.Status.String())
+			c.expires = time.Time{}
+		}
+		return false, rep.Lease, rep.Holder, nil
+	}
+}
+
+// Release gives the vote back, so that the peer may get it at once. The
+// local lease ends before the request is sent. Releasing a vote not held
+// is harmless.
+func (c *Client) Release(ctx context.Context) error {
+	c.mu.Lock()
+	c.expires = time.Time{}
+	c.mu.Unlock()
+	rep, _, err := c.exchange(ctx, opRelease, false, 0)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.noteLocked(rep, c.now())
+	c.mu.Unlock()
+	c.log.Info("witness: vote released", "holder_now", rep.Holder)
+	return nil
+}
+
+func (c *Client) noteLocked(rep *reply, now time.Time) {
+	c.vote.Holder, c.vote.Last, c.vote.LastAt = rep.Holder, rep.Status.String(), now
+	c.vote.Witness = fmt.Sprintf("%x", rep.Witness[:])
+}
+
+// exchange sends a request and resends it (fresh nonce and sequence
+// number each time) every Retry until a genuine answer to one of the
+// attempts arrives; it returns the answer and when that attempt was sent.
+func (c *Client) exchange(ctx context.Context, op uint8, claim bool, left time.Duration) (*reply, time.Time, error) {
+	c.op.Lock()
+	defer c.op.Unlock()
+	sent := map[ID]time.Time{}
+	buf := make([]byte, MaxMessage+1)
+	var lastErr error
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, time.Time{}, fmt.Errorf("witness %s: no answer: %w (last error: %v)", c.cfg.Addr, err, lastErr)
+		}
+		c.seq++
+		req := request{Op: op, Claim: claim, Boot: c.boot, Seq: c.seq, HeldFor: left, Pair: c.cfg.Pair, Node: c.cfg.Node}
+		if _, err := rand.Read(req.Nonce[:]); err != nil {
+			return nil, time.Time{}, err
+		}
+		sent[req.Nonce] = c.now()
+		if _, err := c.conn.Write(req.marshal(c.cfg.Key)); err != nil {
+			lastErr = err // e.g. ECONNREFUSED from an earlier attempt: retry
+		}
+		deadline := time.Now().Add(c.cfg.Retry)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		c.conn.SetReadDeadline(deadline)
+		for {
+			n, err := c.conn.Read(buf)
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					break
+				}
+				if errors.Is(err, net.ErrClosed) {
+					return nil, time.Time{}, fmt.Errorf("witness %s: %w", c.cfg.Addr, err)
+				}
+				lastErr = err
+				// A refused port shows up as a read error at once; wait
+				// out the retry pause rather than spin.
+				if wait := time.Until(deadline); wait > 0 {
+					select {
+					case <-ctx.Done():
+					case <-time.After(wait):
+					}
+				}
+				break
+			}
+			rep, err := parseReply(buf[:n], c.cfg.Pair, c.cfg.Key)
+			at, ours := time.Time{}, false
+			if err == nil {
+				at, ours = sent[rep.Nonce]
+			}
+			if !ours {
+				c.mu.Lock()
+				c.vote.Dropped++
+				c.mu.Unlock()
+				c.log.Debug("witness: dropped an answer", "err", err)
+				continue
+			}
+			return rep, at, nil
+		}
+	}
+}
+
+func (c *Client) heldLocked(now time.Time) bool { return !c.expires.IsZero() && now.Before(c.expires) }
+
+// Held reports whether this head holds the vote now.
+func (c *Client) Held() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.heldLocked(c.now())
+}
+
+// Remaining is how long the vote is still held (<= 0: not held).
+func (c *Client) Remaining() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expires.IsZero() {
+		return 0
+	}
+	return c.expires.Sub(c.now())
+}
+
+// Vote returns the client's view of its lease.
+func (c *Client) Vote() Vote {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v := c.vote
+	now := c.now()
+	v.Held = c.heldLocked(now)
+	if v.Held {
+		v.Expires, v.Since = c.expires, c.since
+	}
+	return v
+}
