@@ -24,10 +24,20 @@ type Hub struct {
 	mu   sync.Mutex
 	macs map[[6]byte]netip.AddrPort
 
+	// dhcp, when set, sees every frame and its replies enter the hub as
+	// if from one more port (see SetDHCP).
+	dhcp *DHCPServer
+
 	Forwarded, Flooded, Dropped atomic.Uint64
 	running                     atomic.Bool
 	done                        chan struct{}
 }
+
+// SetDHCP puts a DHCP server on the segment; call it before Run.
+func (h *Hub) SetDHCP(s *DHCPServer) { h.dhcp = s }
+
+// DHCP is the segment's DHCP server, nil if it has none.
+func (h *Hub) DHCP() *DHCPServer { return h.dhcp }
 
 // NewHub listens on 127.0.0.1:port for the members (name → their
 // netdev's localaddr port). Frames from anyone else are dropped.
@@ -70,6 +80,11 @@ func (h *Hub) Run(ctx context.Context) {
 			continue
 		}
 		h.forward(buf[:n], from)
+		if h.dhcp != nil {
+			if reply := h.dhcp.Handle(buf[:n]); reply != nil {
+				h.forward(reply, netip.AddrPort{}) // from no member port, so no member is skipped
+			}
+		}
 	}
 }
 
@@ -78,7 +93,7 @@ func (h *Hub) forward(frame []byte, from netip.AddrPort) {
 	copy(dst[:], frame[0:6])
 	copy(src[:], frame[6:12])
 	h.mu.Lock()
-	if src[0]&1 == 0 {
+	if src[0]&1 == 0 && from.IsValid() { // the DHCP server has no port to learn
 		h.macs[src] = from
 	}
 	to, known := h.macs[dst]

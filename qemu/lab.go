@@ -17,7 +17,9 @@ import (
 type Topology string
 
 const (
-	// Node is one head: 4 data disks, a management NIC.
+	// Node is one head: 4 data disks, a management NIC, and two
+	// replication links whose far ends nobody holds (the bond only needs
+	// their carrier to come up).
 	Node Topology = "node"
 	// Pair is two heads, each with 4 data disks, a management NIC on the
 	// shared segment, and two replication links to the other head.
@@ -48,7 +50,10 @@ type LabConfig struct {
 	SiteTOML     []byte
 	MemoryMB     int   // per head; default 1024
 	DataDiskSize int64 // default 256 MiB
-	Log          *slog.Logger
+	// DHCP, when set, runs a DHCP server in the hub, on the management
+	// segment only (see DHCPServer); Lab.Hub.DHCP() has its lease log.
+	DHCP *DHCPConfig
+	Log  *slog.Logger
 }
 
 // Lab is a running topology. Everything in it stops on Close, on the
@@ -195,7 +200,19 @@ func NewLab(ctx context.Context, c LabConfig) (_ *Lab, err error) {
 		nics[v.name] = append(nics[v.name], NIC{ID: "mgmt", MAC: mac(v.macVM, 0),
 			Backend: fmt.Sprintf("socket,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", hubPort, p)})
 	}
-	if c.Topology != Node {
+	if c.Topology == Node {
+		// Loose ends: ports of the lab's block that no one listens on.
+		v := vms[0]
+		for k := 0; k < 2; k++ {
+			local, _ := l.ports.Next()
+			remote, err := l.ports.Next()
+			if err != nil {
+				return nil, err
+			}
+			nics[v.name] = append(nics[v.name], NIC{ID: fmt.Sprintf("rep%d", k), MAC: mac(v.macVM, byte(k+1)),
+				Backend: fmt.Sprintf("socket,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", remote, local)})
+		}
+	} else {
 		a, b := vms[0], vms[1]
 		for k := 0; k < 2; k++ {
 			pa, _ := l.ports.Next()
@@ -212,6 +229,13 @@ func NewLab(ctx context.Context, c LabConfig) (_ *Lab, err error) {
 	}
 	if l.Hub, err = NewHub(hubPort, members, c.Log.With("hub", hubPort)); err != nil {
 		return nil, err
+	}
+	if c.DHCP != nil {
+		srv, err := NewDHCPServer(*c.DHCP, c.Log.With("hub", hubPort))
+		if err != nil {
+			return nil, err
+		}
+		l.Hub.SetDHCP(srv)
 	}
 	go l.Hub.Run(ctx)
 	if c.Topology == Full {

@@ -163,6 +163,9 @@ func (m *Management) writeDNS(servers []netip.Addr) {
 // of "up"), then renews it in the background.
 func (m *Management) startDHCP(ctx context.Context) error {
 	name := m.link.Attrs().Name
+	// A DISCOVER sent before the carrier is up is dropped silently and
+	// costs a whole retransmission timeout.
+	m.waitCarrier(ctx, carrierWait)
 	client, err := nclient4.New(name, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
 	if err != nil {
 		return services.Errorf(m.Name(), "start", services.Failed, "dhcp on %s: %w", name, err)
@@ -176,14 +179,33 @@ func (m *Management) startDHCP(ctx context.Context) error {
 		}
 		return services.Errorf(m.Name(), "start", kind, "dhcp on %s: no lease: %w", name, err)
 	}
-	if err := m.applyLease(lease); err != nil {
+	if err := m.applyLease(lease, "mgmt: dhcp lease"); err != nil {
 		client.Close()
 		return services.Errorf(m.Name(), "start", services.Failed, "dhcp on %s: %w", name, err)
 	}
 	loop, stop := context.WithCancel(context.Background())
 	m.client, m.lease, m.stop, m.done = client, lease, stop, make(chan struct{})
-	go m.renewLoop(loop, m.done)
+	go m.renewLoop(loop, client, lease, m.done)
 	return nil
+}
+
+// carrierWait bounds the wait for the management link's carrier.
+const carrierWait = 5 * time.Second
+
+// waitCarrier waits until the link is operationally up, at most d; DHCP
+// then starts anyway (its retries cover a slow carrier).
+func (m *Management) waitCarrier(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if l, err := refresh(m.link); err == nil && up(l) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pollEvery):
+		}
+	}
 }
 
 func (m *Management) dhcpMods() []dhcpv4.Modifier {
@@ -193,7 +215,8 @@ func (m *Management) dhcpMods() []dhcpv4.Modifier {
 	return []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptHostName(m.Hostname))}
 }
 
-func (m *Management) applyLease(l *nclient4.Lease) error {
+// applyLease puts the lease on the link and logs it with msg.
+func (m *Management) applyLease(l *nclient4.Lease, msg string) error {
 	ack := l.ACK
 	mask := ack.SubnetMask()
 	if mask == nil {
@@ -214,16 +237,26 @@ func (m *Management) applyLease(l *nclient4.Lease) error {
 		}
 	}
 	m.writeDNS(dns)
-	m.log().Info("mgmt: dhcp lease", "link", m.link.Attrs().Name, "addr", ipn, "gw", gw,
-		"server", ack.ServerIdentifier(), "lease", ack.IPAddressLeaseTime(time.Hour))
+	m.log().Info(msg, "link", m.link.Attrs().Name, "addr", ipn, "gw", gw,
+		"server", ack.ServerIdentifier(), "lease", leaseTime(l))
 	return nil
 }
 
-// renewLoop renews at half the lease time; on failure it retries every
-// 10 s and, once the lease has expired, asks for a new one.
-func (m *Management) renewLoop(ctx context.Context, done chan struct{}) {
+// leaseTime is the lease's duration; an hour if the server gave none.
+func leaseTime(l *nclient4.Lease) time.Duration { return l.ACK.IPAddressLeaseTime(time.Hour) }
+
+// renewAfter is when to renew: the server's T1, else half the lease.
+func renewAfter(l *nclient4.Lease) time.Duration {
+	return l.ACK.IPAddressRenewalTime(leaseTime(l) / 2)
+}
+
+// renewLoop renews at T1; on failure it retries every 10 s (sooner for a
+// short lease), and after a NAK or once the lease has expired it asks for
+// a new one. The DHCP exchanges run without m.mu, so Monitor and status
+// never wait behind a server that does not answer.
+func (m *Management) renewLoop(ctx context.Context, client *nclient4.Client, lease *nclient4.Lease, done chan struct{}) {
 	defer close(done)
-	wait := m.lease.ACK.IPAddressLeaseTime(time.Hour) / 2
+	wait := renewAfter(lease)
 	for {
 		select {
 		case <-ctx.Done():
@@ -231,26 +264,34 @@ func (m *Management) renewLoop(ctx context.Context, done chan struct{}) {
 		case <-time.After(wait):
 		}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		m.mu.Lock()
-		lease, err := m.client.Renew(rctx, m.lease, m.dhcpMods()...)
-		if err != nil && time.Since(m.lease.CreationTime) > m.lease.ACK.IPAddressLeaseTime(time.Hour) {
-			lease, err = m.client.Request(rctx, m.dhcpMods()...)
+		next, err := client.Renew(rctx, lease, m.dhcpMods()...)
+		msg := "mgmt: dhcp lease renewed"
+		var nak *nclient4.ErrNak
+		if err != nil && ctx.Err() == nil && (errors.As(err, &nak) || time.Since(lease.CreationTime) > leaseTime(lease)) {
+			// The address is no longer ours: start over (RFC 2131 INIT).
+			m.log().Warn("mgmt: dhcp renewal refused or lease expired; asking for a new lease", "err", err)
+			next, err = client.Request(rctx, m.dhcpMods()...)
+			msg = "mgmt: dhcp lease"
 		}
-		if err == nil {
-			m.lease = lease
-			err = m.applyLease(lease)
-		}
-		m.mu.Unlock()
 		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		if err == nil {
+			m.mu.Lock()
+			if ctx.Err() == nil { // Stop may have begun meanwhile
+				m.lease = next
+				err = m.applyLease(next, msg)
 			}
-			m.log().Warn("mgmt: dhcp renew failed", "err", err)
-			wait = 10 * time.Second
+			m.mu.Unlock()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			wait = min(10*time.Second, leaseTime(lease)/8)
+			m.log().Warn("mgmt: dhcp renew failed", "err", err, "retry_in", wait)
 			continue
 		}
-		wait = lease.ACK.IPAddressLeaseTime(time.Hour) / 2
+		lease = next
+		wait = renewAfter(lease)
 	}
 }
 
