@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tandem.dev/tandem/board"
+	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/init/status"
 )
 
@@ -22,6 +23,7 @@ func afterRootSteps() []Step {
 		{Name: "events", Optional: true, After: []string{"switch root"}, Run: (*Boot).setupEvents},
 		{Name: "status socket", Optional: true, After: []string{"switch root"}, Run: (*Boot).serveStatus},
 		{Name: "watchdog", Optional: true, After: []string{"boot modules"}, Run: (*Boot).startWatchdog},
+		{Name: "modprobe", Optional: true, After: []string{"boot modules"}, Run: (*Boot).installModprobe},
 		{Name: "power button", Optional: true, After: []string{"boot modules", "events"}, Run: (*Boot).watchPowerButton},
 		{Name: "lab agent", Optional: true, After: []string{"boot modules"}, Run: (*Boot).startLabAgent},
 		{Name: "board", After: []string{"manifest"}, Run: (*Boot).loadBoard},
@@ -110,5 +112,31 @@ func (b *Boot) setHostname() error {
 	if b.Node == "" {
 		return nil
 	}
-	return unix.Sethostname([]byte(b.Node))
+	if err := unix.Sethostname([]byte(b.Node)); err != nil {
+		return err
+	}
+	return writeFileAtomic("/etc/hosts", hostsFile(b.Site), 0o644)
+}
+
+// hostsFile names the pair's addresses without DNS: rpc.statd and
+// sm-notify resolve the VIP and the heads by address, and a pair must
+// not depend on a DNS server to fail over.
+func hostsFile(sc *site.Config) []byte {
+	var b strings.Builder
+	b.WriteString("# Written by Tandem from site.toml at boot.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+	if sc == nil {
+		return []byte(b.String())
+	}
+	if p := sc.VIP.Prefix(); p.IsValid() {
+		fmt.Fprintf(&b, "%s\t%s\n", p.Addr(), sc.Pair.Name)
+	}
+	for _, n := range sc.Nodes {
+		if p := n.Management.Prefix(); p.IsValid() {
+			fmt.Fprintf(&b, "%s\t%s\n", p.Addr(), n.Name)
+		}
+		if p := n.Replication.Prefix(); p.IsValid() {
+			fmt.Fprintf(&b, "%s\t%s-replication\n", p.Addr(), n.Name)
+		}
+	}
+	return []byte(b.String())
 }

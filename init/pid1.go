@@ -65,6 +65,9 @@ type Boot struct {
 	stopRun  context.CancelFunc // ends the supervisor's monitor loop
 	mgmt     *network.Management
 	details  map[string]func() string // per service, for status
+	stack    *stack                   // this head's layers, once the services run
+	curRole  string                   // roleActive or roleStandby
+	roleMu   sync.Mutex               // one role change at a time
 	siteRaw  []byte                   // the site config as read, even if invalid
 	mounts   []string                 // mounted after the root, unmounted in reverse
 	watchdog *watchdog
@@ -90,6 +93,9 @@ func Main() {
 		fmt.Fprintln(os.Stderr, "tandem: init must run as PID 1")
 		os.Exit(1)
 	}
+	if raw, ok := os.LookupEnv(resumeEnv); ok {
+		resumeMain(raw) // this image re-executed itself after the root (reexec.go)
+	}
 	b := newBoot()
 	defer func() {
 		if r := recover(); r != nil {
@@ -102,19 +108,7 @@ func Main() {
 // newBoot sets up what must exist before the first step: caught signals,
 // the console, the reaper and the start banner.
 func newBoot() *Boot {
-	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs, caught...)
-	b := &Boot{Start: time.Now(), Signals: sigs, Level: new(slog.LevelVar), out: &outputs{ring: newLogRing()},
-		state: status.Starting, shutReq: make(chan shutdownRequest, 1)}
-	if con, err := openConsole(); err == nil {
-		b.out.console = newTTYWriter(con)
-	} else {
-		b.out.console = os.Stderr // whatever fd 2 is; better than nothing
-	}
-	b.Log = slog.New(newHandler(b.out, b.Level))
-	slog.SetDefault(b.Log)
-	b.Reaper = NewReaper(b.Log)
-	go b.Reaper.Run(context.Background())
+	b := baseBoot(time.Now())
 
 	// Best effort, for the banner only; the steps redo this and report.
 	mountOnce(earlyMounts[0]) // /proc, for the slot
@@ -145,6 +139,29 @@ func newBoot() *Boot {
 	return b
 }
 
+// baseBoot is what every PID 1 image sets up first, the first one and a
+// re-executed one alike: caught signals, the console, logging, the reaper.
+func baseBoot(start time.Time) *Boot {
+	// The kernel starts init with no PATH; every tool the layers run
+	// (mdadm, drbdadm, lvm, rpc.nfsd, ...) is found through it, and the
+	// daemons and handlers they start inherit it.
+	os.Setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs, caught...)
+	b := &Boot{Start: start, Signals: sigs, Level: new(slog.LevelVar), out: &outputs{ring: newLogRing()},
+		state: status.Starting, shutReq: make(chan shutdownRequest, 1)}
+	if con, err := openConsole(); err == nil {
+		b.out.console = newTTYWriter(con)
+	} else {
+		b.out.console = os.Stderr // whatever fd 2 is; better than nothing
+	}
+	b.Log = slog.New(newHandler(b.out, b.Level))
+	slog.SetDefault(b.Log)
+	b.Reaper = NewReaper(b.Log)
+	go b.Reaper.Run(context.Background())
+	return b
+}
+
 // run runs the step lists, then the continuation. It does not return.
 func (b *Boot) run(early, root []Step) {
 	if err := checkOrder(nil, append(early[:len(early):len(early)], root...)); err != nil {
@@ -156,6 +173,12 @@ func (b *Boot) run(early, root []Step) {
 	if err := runSteps(b, root); err != nil {
 		b.Maintenance(fmt.Errorf("root: %w", err))
 	}
+	b.afterEarly()
+}
+
+// afterEarly continues once the root steps have run, in this image or,
+// after the re-exec, in the previous one. It does not return.
+func (b *Boot) afterEarly() {
 	b.Log.Info("early boot done", "ms", time.Since(b.Start).Milliseconds(), "uptime", uptime())
 	if err := continueAfterRoot(b); err != nil {
 		b.Maintenance(err)
@@ -191,6 +214,8 @@ func rootSteps() []Step {
 		{Name: "hostname", Optional: true, Run: func(*Boot) error { return unix.Sethostname([]byte("tandem")) }},
 		{Name: "cli", Optional: true, After: []string{"switch root"}, Run: (*Boot).checkCLI},
 		{Name: "mount table", Optional: true, After: []string{"switch root"}, Run: (*Boot).logMounts},
+		// Last: the new image resumes after the root steps (reexec.go).
+		{Name: "re-exec", Optional: true, After: []string{"copy self", "switch root"}, Run: (*Boot).reexec},
 	}
 }
 

@@ -37,7 +37,7 @@ var writable = []struct {
 
 // rootNeeds are directories the root squashfs must have: it is read-only,
 // so PID 1 cannot create mount points in it.
-var rootNeeds = []string{"/dev", "/proc", "/sys", "/run", "/tmp", "/etc", "/var"}
+var rootNeeds = manifest.RootMountpoints
 
 // parseUevent parses a sysfs uevent file (KEY=value lines).
 func parseUevent(s string) map[string]string {
@@ -218,7 +218,8 @@ func copySelf() error {
 }
 
 // switchRoot moves the API mounts into /newroot, makes it / and frees the
-// initramfs, like switch_root(8) but without exec: PID 1 keeps running.
+// initramfs, like switch_root(8) but without its exec: PID 1 keeps running
+// the root steps, and the "re-exec" step (reexec.go) execs the copy later.
 // It returns how many initramfs entries it deleted.
 func switchRoot() (int, error) {
 	for _, m := range []string{"/dev", "/proc", "/sys", "/run"} {

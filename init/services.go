@@ -1,25 +1,39 @@
 package pid1
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/services/drbd"
 	"tandem.dev/tandem/services/graph"
+	"tandem.dev/tandem/services/lvm"
 	"tandem.dev/tandem/services/network"
+	"tandem.dev/tandem/services/nfs"
+	"tandem.dev/tandem/services/raid"
 	"tandem.dev/tandem/services/supervise"
+	"tandem.dev/tandem/services/vip"
+	"tandem.dev/tandem/services/xfs"
 )
 
 // servicesBudget bounds bringing the whole graph up at boot.
 const servicesBudget = 3 * time.Minute
 
-// serviceGraph declares this head's layers, once. Today: the management
-// network and the replication bond; the storage layers join here, on top
-// of "bond", as they are written.
-func (b *Boot) serviceGraph() (*graph.Graph, map[string]func() string, error) {
+// serviceGraph declares this head's layers, once. Both heads run the
+// network, RAID10 and DRBD as secondary; the active head adds DRBD
+// primary, LVM, XFS, NFS and, last, the VIP. Start and stop order come
+// from the graph.
+func (b *Boot) serviceGraph() (*graph.Graph, *stack, error) {
 	nd := b.Site.Node(b.Node)
 	if nd == nil {
 		return nil, nil, fmt.Errorf("node %q is not in the site config", b.Node)
@@ -32,23 +46,190 @@ func (b *Boot) serviceGraph() (*graph.Graph, map[string]func() string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	link := b.Site.HA.Monitor.Link
-	linkPolicy := graph.Policy{
-		StartTimeout:    time.Minute, // DHCP may take a while
-		MonitorInterval: time.Duration(link.IntervalMS) * time.Millisecond,
-		MonitorTimeout:  time.Duration(link.TimeoutMS) * time.Millisecond,
+	st := &stack{mgmt: mgmt, bond: bond}
+	if err := b.storage(st); err != nil {
+		return nil, nil, err
 	}
-	g, err := graph.New(
-		graph.Node{Resource: mgmt, Role: graph.Both, Policy: linkPolicy},
-		graph.Node{Resource: bond, Role: graph.Both, Policy: linkPolicy},
-	)
+	mon := b.Site.HA.Monitor
+	link := policy(b.Site, mon.Link)
+	link.StartTimeout = time.Minute // DHCP may take a while
+	nodes := []graph.Node{
+		{Resource: mgmt, Role: graph.Both, Policy: link},
+		{Resource: bond, Role: graph.Both, Policy: link},
+		{Resource: st.raid, Role: graph.Both, Policy: policy(b.Site, site.Monitor{IntervalMS: 5000, TimeoutMS: 5000})},
+		{Resource: st.drbd, Role: graph.Both, DependsOn: []string{raid.ResourceName, bond.Name()}, Policy: policy(b.Site, mon.DRBD)},
+		{Resource: graph.Primary(st.drbd), Role: graph.ActiveOnly, DependsOn: []string{drbd.Name}, Policy: policy(b.Site, mon.DRBD)},
+		{Resource: st.lvm, Role: graph.ActiveOnly, DependsOn: []string{drbd.Name + "-primary"}, Policy: policy(b.Site, mon.LVM)},
+		{Resource: st.xfs, Role: graph.ActiveOnly, DependsOn: []string{lvm.ResourceName}, Policy: policy(b.Site, mon.Filesystem)},
+	}
+	front := []string{xfs.ResourceName, mgmt.Name()}
+	if st.nfs != nil {
+		nodes = append(nodes, graph.Node{Resource: st.nfs, Role: graph.ActiveOnly, DependsOn: []string{xfs.ResourceName}, Policy: policy(b.Site, mon.NFS)})
+		front = append(front, nfs.Name)
+	}
+	nodes = append(nodes, graph.Node{Resource: st.vip, Role: graph.ActiveOnly, Last: true, DependsOn: front, Policy: policy(b.Site, mon.VIP)})
+	g, err := graph.New(nodes...)
 	if err != nil {
 		return nil, nil, err
 	}
 	b.mu.Lock()
 	b.mgmt = mgmt
 	b.mu.Unlock()
-	return g, map[string]func() string{"mgmt": mgmt.Addr, "bond": bond.Detail}, nil
+	return g, st, nil
+}
+
+// policy turns a layer's [ha.monitor.*] and the pair's failure settings
+// into the supervisor's policy; zero fields take the graph defaults.
+func policy(sc *site.Config, m site.Monitor) graph.Policy {
+	p := graph.Policy{
+		MonitorInterval:    time.Duration(m.IntervalMS) * time.Millisecond,
+		MonitorTimeout:     time.Duration(m.TimeoutMS) * time.Millisecond,
+		MigrationThreshold: sc.HA.MigrationThreshold,
+		FailureTimeout:     time.Duration(sc.HA.FailureTimeoutSeconds) * time.Second,
+	}
+	if sc.HA.FailureTimeoutSeconds == 0 {
+		p.FailureTimeout = -1 // 0 in site.toml: never forget
+	}
+	return p
+}
+
+// stack holds this head's layers, for status and role changes.
+type stack struct {
+	mgmt *network.Management
+	bond *network.Bond
+	raid *raid.RAID
+	drbd *drbd.Resource
+	lvm  *lvm.Volume
+	xfs  *xfs.Filesystem
+	nfs  *nfs.Server // nil when the site serves no NFS
+	vip  *vip.Resource
+}
+
+// details are the one-line summaries `tandem status` shows per layer.
+func (s *stack) details() map[string]func() string {
+	d := map[string]func() string{s.mgmt.Name(): s.mgmt.Addr, s.bond.Name(): s.bond.Detail}
+	if s.raid != nil {
+		d[raid.ResourceName] = func() string {
+			st, err := s.raid.Status()
+			if err != nil {
+				return err.Error()
+			}
+			return st.String()
+		}
+	}
+	if s.drbd != nil {
+		d[drbd.Name] = func() string { return s.drbd.State().String() }
+	}
+	return d
+}
+
+func orDash(s string) string { return cmp.Or(s, "-") }
+
+// runDirs are what the storage tools expect under /run (a fresh tmpfs):
+// drbdadm and lvm lock in /var/lock, which links to /run/lock.
+var runDirs = []string{"/run/lock"}
+
+// storage builds the storage and service layers from the site config.
+func (b *Boot) storage(st *stack) error {
+	sc := b.Site
+	if err := loopbackUp(); err != nil {
+		return err
+	}
+	if err := b.mountDataRoot(); err != nil {
+		return err
+	}
+	for _, d := range runDirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	uuid, _ := os.ReadFile(raidUUIDFile)
+	r, err := raid.New(sc, b.Node, raid.Options{Log: b.Log, UUID: strings.TrimSpace(string(uuid))})
+	if err != nil {
+		return err
+	}
+	key, err := pairKey(sc)
+	if err != nil {
+		return err
+	}
+	dc, err := drbd.FromSite(sc, b.Node, key, r.Device())
+	if err != nil {
+		return err
+	}
+	d, err := drbd.New(dc, b.Log)
+	if err != nil {
+		return err
+	}
+	v, err := lvm.New(sc, lvm.Options{Log: b.Log})
+	if err != nil {
+		return err
+	}
+	f, err := xfs.New(sc, b.Node, xfs.Options{Log: b.Log, Device: v.Device()})
+	if err != nil {
+		return err
+	}
+	st.raid, st.drbd, st.lvm, st.xfs = r, d, v, f
+	vc, err := vip.FromSite(sc, b.Node)
+	if err != nil {
+		return err
+	}
+	// The new head tickles the old head's clients (services/vip/tickle.go).
+	vc.ClientsFile = filepath.Join(f.Mountpoint(), site.StateDir, "vip", "tcp-clients.json")
+	if sc.Services.NFS.Enabled {
+		n, err := nfs.New(nfs.FromSite(sc), b.Log)
+		if err != nil {
+			return err
+		}
+		st.nfs = n
+		vc.OnUp = n.NotifyClients // NFSv3 clients reclaim locks from the VIP
+		vc.TicklePorts = append(vc.TicklePorts, 2049)
+	}
+	if st.vip, err = vip.New(vc, b.Log); err != nil {
+		return err
+	}
+	return nil
+}
+
+// raidUUIDFile remembers this head's array, so a later boot assembles
+// that one and refuses a stranger.
+const raidUUIDFile = "/var/lib/tandem/raid.uuid"
+
+// rememberRAID records the array's UUID once it runs.
+func (b *Boot) rememberRAID(r *raid.RAID) {
+	u := r.UUID()
+	if u == "" {
+		return
+	}
+	if old, _ := os.ReadFile(raidUUIDFile); strings.TrimSpace(string(old)) == u {
+		return
+	}
+	if err := writeFileAtomic(raidUUIDFile, []byte(u+"\n"), 0o600); err != nil {
+		b.Log.Warn("could not record the RAID UUID", "err", err)
+		return
+	}
+	b.Log.Info("raid10: recorded array UUID " + u)
+}
+
+// pairKey decodes the pair key, inline or from key_file (relative to the
+// state directory).
+func pairKey(sc *site.Config) ([]byte, error) {
+	raw := sc.Pair.Key
+	if raw == "" && sc.Pair.KeyFile != "" {
+		p := sc.Pair.KeyFile
+		if !filepath.IsAbs(p) {
+			p = filepath.Join("/var/lib/tandem", p)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("pair.key_file: %w", err)
+		}
+		raw = strings.TrimSpace(string(data))
+	}
+	k, err := site.DecodeKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("pair key: %w", err)
+	}
+	return k, nil
 }
 
 // management turns a node's [node.management] into the resource.
@@ -122,18 +303,25 @@ func (b *Boot) bond(nd *site.Node) (*network.Bond, error) {
 
 // startServices starts the graph bottom-up and keeps monitoring it.
 func (b *Boot) startServices() error {
-	g, details, err := b.serviceGraph()
+	g, st, err := b.serviceGraph()
 	if err != nil {
 		return err
 	}
 	sup := supervise.New(g, supervise.Options{Logger: b.Log, OnEscalate: b.onEscalate})
 	b.mu.Lock()
-	b.sup, b.details = sup, details
+	b.sup, b.details, b.stack = sup, st.details(), st
 	b.mu.Unlock()
 	b.Log.Info("services: start order " + fmt.Sprint(g.StartOrder()))
 	ctx, cancel := context.WithTimeout(context.Background(), servicesBudget)
 	defer cancel()
-	if err := sup.Start(ctx); err != nil {
+	// Both heads run the shared layers; the active ones follow once the
+	// head's role is settled (roles.go).
+	if err := sup.StartRoles(ctx, graph.Both); err != nil {
+		return err
+	}
+	b.setRole(roleStandby)
+	b.rememberRAID(st.raid)
+	if err := b.serveControl(); err != nil {
 		return err
 	}
 	run, stop := context.WithCancel(context.Background())
@@ -148,6 +336,7 @@ func (b *Boot) startServices() error {
 		}()
 		sup.Run(run)
 	}()
+	go b.activateAtBoot(run)
 	return nil
 }
 
@@ -155,4 +344,39 @@ func (b *Boot) startServices() error {
 // logged (by the supervisor) and shows in status.
 func (b *Boot) onEscalate(name string, err error) {
 	b.Log.Error("service "+name+" needs attention (no HA layer yet to fail over)", "err", err)
+}
+
+// loopbackUp brings lo up: rpcbind, mountd and the NFS monitor's RPC
+// calls talk over 127.0.0.1.
+func loopbackUp() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("loopback up: %w", err)
+	}
+	return nil
+}
+
+// dataRootStore backs site.DataRoot (/srv), where the data filesystem's
+// mount point is made: the root is a read-only squashfs. It is on the
+// state partition rather than a tmpfs because NFSv4 exports every
+// directory above an export as its pseudo root, and the kernel cannot
+// export a tmpfs without an fsid; ext4 has a UUID.
+const dataRootStore = "/var/lib/tandem/srv"
+
+// mountDataRoot bind-mounts dataRootStore on /srv, once.
+func (b *Boot) mountDataRoot() error {
+	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(mi), " "+site.DataRoot+" ") {
+		return nil
+	}
+	if err := os.MkdirAll(dataRootStore, 0o755); err != nil {
+		return fmt.Errorf("data root: %w", err)
+	}
+	if err := unix.Mount(dataRootStore, site.DataRoot, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s on %s: %w", dataRootStore, site.DataRoot, err)
+	}
+	b.addMount(site.DataRoot)
+	return nil
 }

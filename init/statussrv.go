@@ -1,6 +1,7 @@
 package pid1
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -30,12 +31,35 @@ type statusHandler struct{ b *Boot }
 
 func (h statusHandler) Status() status.Status { return h.b.Status() }
 
+func (h statusHandler) Switchover(ctx context.Context) (string, error) {
+	return h.b.switchover(ctx)
+}
+
 func (h statusHandler) Shutdown(op string) error {
 	return h.b.requestShutdown(op, "tandem "+op)
 }
 
-// Status is the node's status as `tandem status` shows it.
+// Status is the node's status as `tandem status` shows it: this head's,
+// with the peer's as it answers over the control channel.
 func (b *Boot) Status() status.Status {
+	st := b.localStatus()
+	if st.Role == "" {
+		return st // the services (and the control channel) do not run
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	defer cancel()
+	peer, err := b.peerStatus(ctx)
+	if err != nil {
+		st.PeerError = err.Error()
+	} else {
+		peer.Peer, peer.PeerError = nil, ""
+		st.Peer = peer
+	}
+	return st
+}
+
+// localStatus is this head's status alone.
+func (b *Boot) localStatus() status.Status {
 	b.mu.Lock()
 	st := status.Status{
 		State:    b.state,
@@ -55,8 +79,12 @@ func (b *Boot) Status() status.Status {
 	if b.Site != nil {
 		st.Pair = b.Site.Pair.Name
 	}
-	sup, details := b.sup, b.details
+	sup, details, stk := b.sup, b.details, b.stack
+	st.Role = b.curRole
 	b.mu.Unlock()
+	if stk != nil {
+		st.RAID, st.DRBD = stk.raidStatus(), stk.drbdStatus()
+	}
 	st.RSSKiB = vmRSS()
 	if sup != nil {
 		for _, r := range sup.Status() {
@@ -76,4 +104,33 @@ func (b *Boot) Status() status.Status {
 		}
 	}
 	return st
+}
+
+func (s *stack) raidStatus() *status.RAID {
+	if s.raid == nil {
+		return nil
+	}
+	r, err := s.raid.Status()
+	out := &status.RAID{Device: s.raid.Device(), UUID: s.raid.UUID()}
+	if err != nil {
+		out.State = "not running: " + err.Error()
+		return out
+	}
+	out.State, out.Health, out.Degraded, out.Disks = r.State, r.Health, r.Degraded, r.RaidDisks
+	if r.SyncAction != "" && r.SyncAction != "idle" {
+		out.Sync = strings.TrimSpace(r.SyncAction + " " + r.Progress)
+	}
+	for _, m := range r.Members {
+		out.Members = append(out.Members, status.RAIDMember{ID: m.ID, Kernel: m.Kernel, State: m.State})
+	}
+	return out
+}
+
+func (s *stack) drbdStatus() *status.DRBD {
+	if s.drbd == nil {
+		return nil
+	}
+	d := s.drbd.State()
+	return &status.DRBD{Resource: s.drbd.Config().Resource, Role: d.Role, PeerRole: d.PeerRole, Connection: d.Connection,
+		Replication: d.Replication, Disk: d.Disk, PeerDisk: d.PeerDisk, SyncPercent: d.SyncPercent}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem.dev/tandem/image/manifest"
 	pid1 "tandem.dev/tandem/init"
 	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/init/status"
@@ -130,15 +132,33 @@ func TestNodeReadyRebootPoweroff(t *testing.T) {
 	}
 	t.Log(blessed)
 	st := nodeStatus(t, ctx, vm)
+	// PID 1 re-executed its copy after switch_root: the initramfs's /init
+	// is no longer pinned.
+	if exe := strings.TrimSpace(guest(t, ctx, vm, "busybox", "readlink", "/proc/1/exe")); exe != manifest.SelfPath {
+		t.Errorf("/proc/1/exe = %q, want %s", exe, manifest.SelfPath)
+	}
 	if st.State != status.Ready || st.Node != "head-a" || st.Config != pid1.SiteOnConfig {
 		t.Errorf("status: state %s node %q config %q", st.State, st.Node, st.Config)
 	}
+	// Alone, the head runs the layers both heads run and waits for its
+	// peer before anything active starts. DRBD is up but unconnected
+	// (degraded once monitored); the ARP-monitored bond has no peer.
 	var names []string
 	for _, s := range st.Services {
-		names = append(names, s.Name+"="+s.State)
+		state := s.State
+		if state == "degraded" {
+			state = "running"
+		}
+		names = append(names, s.Name+"="+state)
 	}
-	if got := strings.Join(names, " "); got != "mgmt=running bond=running" {
-		t.Errorf("services: %s", got)
+	if got, want := strings.Join(names, " "), "mgmt=running bond=running raid10=running drbd=running drbd-primary=stopped lvm=stopped xfs=stopped nfs=stopped vip=stopped"; got != want {
+		t.Errorf("services:\n got %s\nwant %s", got, want)
+	}
+	if st.Role != "standby" || st.PeerError == "" {
+		t.Errorf("alone, the head is %q with peer error %q; want standby and the unreachable peer named", st.Role, st.PeerError)
+	}
+	if !strings.Contains(vm.Console.Text(), "raid10: recorded array UUID") {
+		t.Error("the new array's UUID was not recorded on the state partition")
 	}
 
 	// A clean reboot, then a hard reset: the state survives both.
@@ -162,6 +182,9 @@ func TestNodeReadyRebootPoweroff(t *testing.T) {
 		if strings.Contains(after, "state: formatted") {
 			t.Errorf("after %s the state partition was formatted again", how)
 		}
+		if !strings.Contains(after, "assembled existing array (not created)") || strings.Contains(after, "created new array") {
+			t.Errorf("after %s the RAID10 array was not assembled as it was", how)
+		}
 		if _, err := vm.Console.WaitForAfter(ctx, mark, regexp.MustCompile(`boot: slot already marked good`)); err != nil {
 			t.Errorf("after %s: %v", how, err)
 		}
@@ -178,7 +201,7 @@ func TestNodeReadyRebootPoweroff(t *testing.T) {
 	}
 	waitExit(t, ctx, vm)
 	out := vm.Console.Text()[mark:]
-	order := []string{"shutdown: poweroff requested (power button)", "stop bond ok", "stop mgmt ok", "unmount: ok", "tandem: powering off"}
+	order := []string{"shutdown: poweroff requested (power button)", "stop vip ok", "stop drbd-primary ok", "stop drbd ok", "stop raid10 ok", "stop bond ok", "stop mgmt ok", "unmount: ok", "tandem: powering off"}
 	at := 0
 	for _, want := range order {
 		i := strings.Index(out[at:], want)
@@ -209,18 +232,29 @@ func TestNodeBadSiteConfig(t *testing.T) {
 		// netUp: the management network still comes up (semantic errors
 		// leave it decodable; a syntax error does not).
 		netUp bool
+		// reason, for a config that parses: what maintenance must say.
+		reason string
 	}{
-		{"syntax", bytes.Replace(good, vipLine, []byte(`address = "10.0.0.10/24`), 1), false},
-		{"semantic", bytes.Replace(good, vipLine, []byte(`address = "10.0.0.11/24"`), 1), true},
+		{"syntax", bytes.Replace(good, vipLine, []byte(`address = "10.0.0.10/24`), 1), false, ""},
+		{"semantic", bytes.Replace(good, vipLine, []byte(`address = "10.0.0.11/24"`), 1), true, ""},
+		// A serial that no disk has: the array cannot be found or made.
+		{"wrong disk", bytes.Replace(good, []byte(`"serial:head-a-data3"`), []byte(`"serial:head-a-data9"`), 1), true, "serial:head-a-data9"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, perr := site.Parse(pid1.SiteOnConfig, tt.site)
-			if perr == nil {
+			var want []string
+			switch {
+			case tt.reason != "" && perr != nil:
+				t.Fatalf("the config should parse: %v", perr)
+			case tt.reason != "":
+				perr = errors.New(tt.reason)
+			case perr == nil:
 				t.Fatal("the bad config parses")
+			default:
+				want = strings.Split(perr.Error(), "\n")
 			}
-			want := strings.Split(perr.Error(), "\n")
 			t.Logf("expected: %s", perr)
 
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -232,6 +266,13 @@ func TestNodeBadSiteConfig(t *testing.T) {
 				if _, err := vm.Console.WaitFor(ctx, regexp.MustCompile(`(?m)tandem: ERROR MAINTENANCE: `+regexp.QuoteMeta(line)+`\r?$`)); err != nil {
 					t.Fatal(err)
 				}
+			}
+			if tt.reason != "" {
+				line, err := vm.Console.WaitFor(ctx, regexp.MustCompile(`tandem: ERROR MAINTENANCE: .*`+regexp.QuoteMeta(tt.reason)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("console: %s", line)
 			}
 			netRE := regexp.MustCompile(`maintenance: management network (up for diagnosis|stays down)`)
 			line, err := vm.Console.WaitFor(ctx, netRE)

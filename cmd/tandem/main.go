@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	pid1 "tandem.dev/tandem/init"
 )
 
 // benchStamp lets scripts/bench-build change the binary without editing code.
@@ -26,13 +28,20 @@ var commands = []command{
 	{"status", "show this node's state and services (on a node)", runStatus},
 	{"poweroff", "stop the services top-down and power this node off", runPoweroff},
 	{"reboot", "stop the services top-down and reboot this node", runReboot},
+	{"switchover", "move the active role to the other head (on a node)", runSwitchover},
+	{"drbd-fence-peer", "DRBD's fence-peer handler (run by DRBD, not by hand)", runDRBDHandler(false)},
+	{"drbd-unfence-peer", "DRBD's after-resync-target handler (run by DRBD)", runDRBDHandler(true)},
 	{"workload", "write and verify checksummed records through a mount (lab client)", runWorkload},
+	{"witness", "serve the pair's tiebreaker vote (on a third host)", runWitness},
 	{"version", "print the version", runVersion},
 }
 
 func main() {
 	if os.Getpid() == 1 {
 		runPID1() // never returns
+	}
+	if pid1.IsModprobe(os.Args[0]) { // the kernel loading a module on demand
+		os.Exit(pid1.Modprobe(os.Args[1:]))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

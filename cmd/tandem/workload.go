@@ -23,14 +23,28 @@ func runWorkload(ctx context.Context, args []string) error {
 	size := fs.Int("record-size", 4096, "bytes per record")
 	interval := fs.Duration("interval", 0, "pause between records (0: back to back)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	stall := fs.Duration("stall-threshold", 500*time.Millisecond, "list every gap between two acknowledged records above this")
+	verify := fs.String("verify", "", "only verify FILE, written by an earlier run (e.g. after a reboot of the heads)")
+	acked := fs.Int64("acked", 0, "with --verify: the records that run acknowledged")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
+	}
+	if *verify != "" {
+		lost, corrupt, err := workload.VerifyFile(*verify, *acked, *size)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s: %d records checked, %d lost, %d corrupt\n", *verify, *acked, lost, corrupt)
+		if lost+corrupt > 0 {
+			return fmt.Errorf("%d lost, %d corrupt records", lost, corrupt)
+		}
+		return nil
 	}
 	if *dir == "" || fs.NArg() > 0 {
 		return usageError{errors.New("usage: tandem workload --dir DIR [--duration 30s] [--record-size 4096] [--json]")}
 	}
 	r, err := workload.Run(ctx, workload.Options{
-		Dir: *dir, Duration: *dur, RecordSize: *size, Interval: *interval,
+		Dir: *dir, Duration: *dur, RecordSize: *size, Interval: *interval, StallThreshold: *stall,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {

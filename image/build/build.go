@@ -31,7 +31,7 @@ const Version = "0.1.0"
 // cacheFormat is part of every cache key. Bump it whenever a change alters
 // what the rootfs, squashfs or extract steps produce from the same inputs;
 // TestReproducible (shared cache vs a fresh one) fails when it is forgotten.
-const cacheFormat = 2
+const cacheFormat = 4
 
 // DefaultEpoch is used when neither SOURCE_DATE_EPOCH nor the spec fixes
 // the image's timestamps: a constant keeps builds reproducible.

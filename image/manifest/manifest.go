@@ -31,7 +31,7 @@ const (
 
 // RootMountpoints must exist as directories in the read-only root: init
 // mounts or overlays them and cannot create them there.
-var RootMountpoints = []string{"/dev", "/proc", "/sys", "/run", "/tmp", "/etc", "/var"}
+var RootMountpoints = []string{"/dev", "/proc", "/sys", "/run", "/tmp", "/etc", "/var", "/srv"}
 
 // CLIPath is the CLI's path in the root; it links to SelfPath.
 const CLIPath = "/usr/bin/tandem"

@@ -21,6 +21,7 @@ const (
 	compressionZstd   = 6
 	flagNoXattrs      = 0x0200
 	flagCompOpts      = 0x0400
+	flagExportable    = 0x0080
 	blockUncompressed = 1 << 24
 	metaUncompressed  = 1 << 15
 	noTable           = math.MaxUint64
@@ -205,6 +206,21 @@ func (w *writer) write(ctx context.Context, root *inode) (Stats, error) {
 		pos += uint64(len(index))
 	}
 
+	// The export table (inode number -> inode reference) lets the kernel
+	// decode NFS file handles: nfsd refuses to export a squashfs without
+	// it, and NFSv4 exports the root as the pseudo filesystem's top.
+	refs := make([]uint64, root.number)
+	collectRefs(root, refs)
+	em := newMeta(w.enc)
+	for _, r := range refs {
+		em.write(binary.LittleEndian.AppendUint64(nil, r))
+	}
+	var eindex []byte
+	tail, pos, eindex = appendTable(tail, pos, em)
+	exportStart := pos
+	tail = append(tail, eindex...)
+	pos += uint64(len(eindex))
+
 	im := newMeta(w.enc)
 	for _, id := range ids.list {
 		im.write(binary.LittleEndian.AppendUint32(nil, id))
@@ -233,7 +249,7 @@ func (w *writer) write(ctx context.Context, root *inode) (Stats, error) {
 	le.PutUint32(sb[16:], uint32(len(w.fragments)))
 	le.PutUint16(sb[20:], compressionZstd)
 	le.PutUint16(sb[22:], uint16(bits.TrailingZeros(uint(w.opts.BlockSize))))
-	le.PutUint16(sb[24:], flagNoXattrs|flagCompOpts)
+	le.PutUint16(sb[24:], flagNoXattrs|flagCompOpts|flagExportable)
 	le.PutUint16(sb[26:], uint16(len(ids.list)))
 	le.PutUint16(sb[28:], 4)
 	le.PutUint16(sb[30:], 0)
@@ -244,7 +260,7 @@ func (w *writer) write(ctx context.Context, root *inode) (Stats, error) {
 	le.PutUint64(sb[64:], inodeStart)
 	le.PutUint64(sb[72:], dirStart)
 	le.PutUint64(sb[80:], fragStart)
-	le.PutUint64(sb[88:], noTable) // export table
+	le.PutUint64(sb[88:], exportStart)
 	if _, err := w.f.WriteAt(sb, 0); err != nil {
 		return Stats{}, fmt.Errorf("write superblock: %w", err)
 	}
@@ -252,6 +268,18 @@ func (w *writer) write(ctx context.Context, root *inode) (Stats, error) {
 		Inodes: int(root.number), Fragments: len(w.fragments),
 		Input: w.input, Output: int64(bytesUsed+padTo-1) / padTo * padTo,
 	}, nil
+}
+
+// collectRefs fills refs[number-1] with each inode's reference.
+func collectRefs(d *inode, refs []uint64) {
+	refs[d.number-1] = d.ref
+	for _, e := range d.entries {
+		if e.in.typ == typeDir {
+			collectRefs(e.in, refs)
+		} else {
+			refs[e.in.number-1] = e.in.ref
+		}
+	}
 }
 
 // appendTable appends a table's metadata blocks at pos and returns the

@@ -261,8 +261,16 @@ func checkMountpoint(s string) error {
 			return fmt.Errorf("%q is inside the kernel's %s", s, d)
 		}
 	}
+	// The root is a read-only squashfs; /srv is where PID 1 can make
+	// mount points (a directory of the state partition).
+	if s == DataRoot || !under(s, DataRoot) {
+		return fmt.Errorf("%q is not below %s, the only place on the read-only root where data mounts can be made, e.g. %s", s, DataRoot, DefaultMountpoint)
+	}
 	return nil
 }
+
+// DataRoot is the writable directory that holds data mounts.
+const DataRoot = "/srv"
 
 // parseFSID normalizes an export's fsid: an integer (as TOML or a
 // string writes it) in 1..2^32-1, or a UUID.

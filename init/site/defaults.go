@@ -29,6 +29,7 @@ const (
 	DefaultSMBSecurity         = "ads"
 	DefaultARPCount            = 5
 	DefaultHeartbeatPort       = 7790
+	DefaultControlPort         = 7792
 	DefaultHeartbeatIntervalMS = 500
 	DefaultDeadTimeMS          = 3000
 	DefaultMigrationThreshold  = 3
@@ -137,6 +138,7 @@ func (c *Config) applyDefaults() {
 
 	ha := &c.HA
 	c.defInt("ha.heartbeat_port", &ha.HeartbeatPort, DefaultHeartbeatPort)
+	c.defInt("ha.control_port", &ha.ControlPort, DefaultControlPort)
 	c.defInt("ha.heartbeat_interval_ms", &ha.HeartbeatIntervalMS, DefaultHeartbeatIntervalMS)
 	c.defInt("ha.dead_time_ms", &ha.DeadTimeMS, DefaultDeadTimeMS)
 	c.defInt("ha.migration_threshold", &ha.MigrationThreshold, DefaultMigrationThreshold)

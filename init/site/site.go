@@ -230,6 +230,7 @@ func (v VIP) Prefix() netip.Prefix { return prefixOrZero(v.Address) }
 // HA holds membership and monitoring timings.
 type HA struct {
 	HeartbeatPort         int      `toml:"heartbeat_port"`
+	ControlPort           int      `toml:"control_port"`
 	HeartbeatIntervalMS   int      `toml:"heartbeat_interval_ms"`
 	DeadTimeMS            int      `toml:"dead_time_ms"`
 	MigrationThreshold    int      `toml:"migration_threshold"`

@@ -235,6 +235,10 @@ func TestParseBad(t *testing.T) {
 			`t.toml:55:1: storage.drbd.port: port 2049 is nfsd's`},
 		{"heartbeat port collides with drbd", nil, "[ha]\nheartbeat_port = 7789\n",
 			`t.toml:55:1: ha.heartbeat_port: port 7789 is also storage.drbd.port; each channel needs its own port`},
+		{"control port collides with heartbeat", nil, "[ha]\ncontrol_port = 7790\n",
+			`t.toml:55:1: ha.control_port: port 7790 is also ha.heartbeat_port; each channel needs its own port`},
+		{"control port range", nil, "[ha]\ncontrol_port = 22\n",
+			`t.toml:55:1: ha.control_port: 22 is out of range (1024 to 65535)`},
 		{"witness port collides with drbd", []edit{{"10.0.0.2:7791", "10.0.0.2:7789"}},
 			"", `t.toml:53:1: witness.address: port 7789 is also storage.drbd.port; each channel needs its own port`},
 		{"lv size", nil, "[storage.lvm]\nsize = \"0G\"\n",
@@ -247,6 +251,8 @@ func TestParseBad(t *testing.T) {
 			`t.toml:55:1: storage.filesystem.mountpoint: "/etc" is a system directory; mount the data elsewhere, e.g. /srv/tandem`},
 
 		// NFS.
+		{"mountpoint outside /srv", nil, "[storage.filesystem]\nmountpoint = \"/data\"\n",
+			`t.toml:55:1: storage.filesystem.mountpoint: "/data" is not below /srv, the only place on the read-only root where data mounts can be made, e.g. /srv/tandem`},
 		{"export outside mountpoint", []edit{{`path = "/srv/tandem/b"`, `path = "/data/b"`}},
 			"", `t.toml:35:1: services.nfs.export[1].path: "/data/b" is not under storage.filesystem.mountpoint "/srv/tandem"; only the replicated filesystem follows a failover`},
 		{"export in state dir", []edit{{`path = "/srv/tandem/b"`, `path = "/srv/tandem/.tandem/nfs"`}},

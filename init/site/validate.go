@@ -688,9 +688,11 @@ func (v *validator) witnessAndPorts() {
 	}{
 		{"storage.drbd.port", v.c.Storage.DRBD.Port},
 		{"ha.heartbeat_port", v.c.HA.HeartbeatPort},
+		{"ha.control_port", v.c.HA.ControlPort},
 		{"witness.address", witnessPort},
 	}
 	v.addErr("ha.heartbeat_port", checkRange(v.c.HA.HeartbeatPort, 1024, 65535, "", ""))
+	v.addErr("ha.control_port", checkRange(v.c.HA.ControlPort, 1024, 65535, "", ""))
 	for i, p := range ports {
 		if d, ok := nfsPorts[p.port]; ok {
 			v.add(p.path, "port %d is %s's", p.port, d)

@@ -54,6 +54,47 @@ type Status struct {
 	RSSKiB   int64     `json:"rss_kib,omitempty"`
 	Services []Service `json:"services"`
 	Steps    []Step    `json:"steps"`
+	// Role is this head's part in the pair: active or standby; empty
+	// before the services run.
+	Role string `json:"role,omitempty"`
+	// RAID and DRBD are the health of this head's storage.
+	RAID *RAID `json:"raid,omitempty"`
+	DRBD *DRBD `json:"drbd,omitempty"`
+	// Peer is the other head's status as it answered over the control
+	// channel (its own Peer left out); PeerError says why it is missing.
+	Peer      *Status `json:"peer,omitempty"`
+	PeerError string  `json:"peer_error,omitempty"`
+}
+
+// RAID is the local RAID10 array.
+type RAID struct {
+	Device   string       `json:"device"`
+	UUID     string       `json:"uuid,omitempty"`
+	State    string       `json:"state"`            // md array_state: clean, active, ...
+	Health   string       `json:"health,omitempty"` // "[4/3] [UU_U]"
+	Degraded int          `json:"degraded"`         // members missing or failed
+	Disks    int          `json:"disks"`
+	Sync     string       `json:"sync,omitempty"` // a resync or rebuild and its progress
+	Members  []RAIDMember `json:"members,omitempty"`
+}
+
+// RAIDMember is one member disk of the array.
+type RAIDMember struct {
+	ID     string `json:"id,omitempty"` // as site.toml names it
+	Kernel string `json:"kernel"`
+	State  string `json:"state"`
+}
+
+// DRBD is the replicated device as DRBD reports it.
+type DRBD struct {
+	Resource    string  `json:"resource"`
+	Role        string  `json:"role"`
+	PeerRole    string  `json:"peer_role,omitempty"`
+	Connection  string  `json:"connection"`
+	Replication string  `json:"replication,omitempty"`
+	Disk        string  `json:"disk"`
+	PeerDisk    string  `json:"peer_disk,omitempty"`
+	SyncPercent float64 `json:"sync_percent,omitempty"`
 }
 
 // Service is one node of the service graph.
@@ -78,9 +119,10 @@ type Step struct {
 
 // Ops a client may ask for.
 const (
-	OpStatus   = "status"
-	OpPoweroff = "poweroff"
-	OpReboot   = "reboot"
+	OpStatus     = "status"
+	OpPoweroff   = "poweroff"
+	OpReboot     = "reboot"
+	OpSwitchover = "switchover"
 )
 
 // Request is one client request (one per connection).
@@ -90,9 +132,10 @@ type Request struct {
 
 // Response answers a Request.
 type Response struct {
-	OK     bool    `json:"ok"`
-	Error  string  `json:"error,omitempty"`
-	Status *Status `json:"status,omitempty"`
+	OK      bool    `json:"ok"`
+	Error   string  `json:"error,omitempty"`
+	Message string  `json:"message,omitempty"`
+	Status  *Status `json:"status,omitempty"`
 }
 
 // Handler is what the server asks PID 1.
@@ -100,7 +143,14 @@ type Handler interface {
 	Status() Status
 	// Shutdown starts a poweroff or reboot and returns at once.
 	Shutdown(op string) error
+	// Switchover moves the active role to the other head and says what
+	// it did; it returns when the move is done or refused.
+	Switchover(ctx context.Context) (string, error)
 }
+
+// SwitchoverBudget bounds a switchover: stopping one head's stack and
+// starting the other's.
+const SwitchoverBudget = 5 * time.Minute
 
 // maxRequest bounds a request: they are a few bytes.
 const maxRequest = 4096
@@ -146,7 +196,7 @@ func serveConn(c net.Conn, h Handler, log *slog.Logger) {
 			log.Error("status: handler panic", "panic", fmt.Sprint(r))
 		}
 	}()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(io.LimitReader(c, maxRequest)).ReadBytes('\n')
 	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
 		return
@@ -167,10 +217,21 @@ func serveConn(c net.Conn, h Handler, log *slog.Logger) {
 				resp.OK = true
 				log.Info("status: " + req.Op + " requested over the status socket")
 			}
+		case OpSwitchover:
+			log.Info("status: switchover requested over the status socket")
+			ctx, cancel := context.WithTimeout(context.Background(), SwitchoverBudget)
+			msg, err := h.Switchover(ctx)
+			cancel()
+			if err != nil {
+				resp.Error = err.Error()
+			} else {
+				resp.OK, resp.Message = true, msg
+			}
 		default:
 			resp.Error = fmt.Sprintf("unknown op %q", req.Op)
 		}
 	}
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	json.NewEncoder(c).Encode(resp)
 }
 
@@ -202,7 +263,11 @@ func Call(ctx context.Context, path, op string) (*Response, error) {
 func Format(w io.Writer, st *Status) error {
 	var b strings.Builder
 	state := strings.ToUpper(string(st.State))
-	fmt.Fprintf(&b, "node     %s\n", orDash(st.Node))
+	fmt.Fprintf(&b, "node     %s", orDash(st.Node))
+	if st.Role != "" {
+		fmt.Fprintf(&b, " (%s)", st.Role)
+	}
+	b.WriteString("\n")
 	if st.Pair != "" {
 		fmt.Fprintf(&b, "pair     %s\n", st.Pair)
 	}
@@ -230,20 +295,11 @@ func Format(w io.Writer, st *Status) error {
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
+	if err := formatPair(w, st); err != nil {
+		return err
+	}
 	if len(st.Services) > 0 {
-		fmt.Fprintln(w, "\nservices (start order)")
-		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		for _, s := range st.Services {
-			extra := s.Detail
-			if s.Error != "" {
-				extra = strings.TrimSpace(extra + " error: " + s.Error)
-			}
-			if s.Restarts > 0 {
-				extra = strings.TrimSpace(fmt.Sprintf("%s restarts=%d", extra, s.Restarts))
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.Name, s.State, orDash(s.Role), extra)
-		}
-		if err := tw.Flush(); err != nil {
+		if err := formatServices(w, st); err != nil {
 			return err
 		}
 	}
@@ -271,4 +327,85 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// formatPair prints both heads side by side: role, state, DRBD, RAID.
+func formatPair(w io.Writer, st *Status) error {
+	if st.DRBD == nil && st.RAID == nil && st.Peer == nil && st.PeerError == "" {
+		return nil
+	}
+	fmt.Fprintln(w, "\nheads")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "  node\trole\tstate\tdrbd (role connection disk/peer)\traid\n")
+	row := func(s *Status, mark string) {
+		fmt.Fprintf(tw, "  %s%s\t%s\t%s\t%s\t%s\n", orDash(s.Node), mark, orDash(s.Role), s.State, drbdLine(s.DRBD), raidLine(s.RAID))
+	}
+	row(st, " (this head)")
+	if st.Peer != nil {
+		row(st.Peer, "")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if st.PeerError != "" {
+		fmt.Fprintf(w, "  peer: unreachable: %s\n", st.PeerError)
+	}
+	return nil
+}
+
+func drbdLine(d *DRBD) string {
+	if d == nil {
+		return "-"
+	}
+	out := fmt.Sprintf("%s %s %s/%s", orDash(d.Role), orDash(d.Connection), orDash(d.Disk), orDash(d.PeerDisk))
+	if strings.HasPrefix(d.Replication, "Sync") || strings.HasPrefix(d.Replication, "PausedSync") {
+		out += fmt.Sprintf(" %s %.1f%%", d.Replication, d.SyncPercent)
+	}
+	return out
+}
+
+func raidLine(r *RAID) string {
+	if r == nil {
+		return "-"
+	}
+	out := strings.TrimSpace(r.State + " " + r.Health)
+	if r.Degraded > 0 {
+		out += fmt.Sprintf(" DEGRADED (%d of %d missing or failed)", r.Degraded, r.Disks)
+	}
+	if r.Sync != "" {
+		out += " " + r.Sync
+	}
+	return out
+}
+
+// formatServices prints each layer, where it runs and its state on
+// both heads.
+func formatServices(w io.Writer, st *Status) error {
+	peer := map[string]Service{}
+	head := "  layer\trole\t" + orDash(st.Node)
+	if st.Peer != nil {
+		for _, s := range st.Peer.Services {
+			peer[s.Name] = s
+		}
+		head += "\t" + orDash(st.Peer.Node)
+	}
+	fmt.Fprintln(w, "\nservices (start order)")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, head+"\tdetail (this head)")
+	for _, s := range st.Services {
+		extra := s.Detail
+		if s.Error != "" {
+			extra = strings.TrimSpace(extra + " error: " + s.Error)
+		}
+		if s.Restarts > 0 {
+			extra = strings.TrimSpace(fmt.Sprintf("%s restarts=%d", extra, s.Restarts))
+		}
+		if st.Peer != nil {
+			ps := orDash(peer[s.Name].State)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.Name, orDash(s.Role), s.State, ps, extra)
+		} else {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.Name, orDash(s.Role), s.State, extra)
+		}
+	}
+	return tw.Flush()
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tandem.dev/tandem/internal/golden"
 )
 
 func sample() Status {
@@ -73,6 +75,13 @@ func (f *fakeHandler) Shutdown(op string) error {
 	f.ops = append(f.ops, op)
 	return f.err
 }
+func (f *fakeHandler) Switchover(context.Context) (string, error) {
+	f.ops = append(f.ops, OpSwitchover)
+	if f.err != nil {
+		return "", f.err
+	}
+	return "switchover: head-b is active, head-a standby", nil
+}
 
 func TestServeAndCall(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "status.sock")
@@ -93,6 +102,10 @@ func TestServeAndCall(t *testing.T) {
 	if !reflect.DeepEqual(*resp.Status, sample()) {
 		t.Errorf("status over the socket differs:\n got %+v", *resp.Status)
 	}
+	resp, err = Call(ctx, path, OpSwitchover)
+	if err != nil || resp.Message != "switchover: head-b is active, head-a standby" {
+		t.Fatalf("switchover: %+v, %v", resp, err)
+	}
 	if _, err := Call(ctx, path, OpPoweroff); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +116,10 @@ func TestServeAndCall(t *testing.T) {
 	if _, err := Call(ctx, path, "format-everything"); err == nil || !strings.Contains(err.Error(), "unknown op") {
 		t.Errorf("unknown op: err = %v", err)
 	}
-	if want := []string{OpPoweroff, OpReboot}; !reflect.DeepEqual(h.ops, want) {
+	if _, err := Call(ctx, path, OpSwitchover); err == nil || !strings.Contains(err.Error(), "already shutting down") {
+		t.Errorf("refused switchover: err = %v", err)
+	}
+	if want := []string{OpSwitchover, OpPoweroff, OpReboot, OpSwitchover}; !reflect.DeepEqual(h.ops, want) {
 		t.Errorf("shutdowns %v, want %v", h.ops, want)
 	}
 }
@@ -123,8 +139,8 @@ func TestFormat(t *testing.T) {
 		"node     head-a",
 		"version  0.1.0+abc (slot a, board qemu-x86_64)",
 		"ready after 5292 ms",
-		"mgmt  running   both",
-		"bond  degraded  both",
+		"mgmt   both  running",
+		"bond   both  degraded",
 		"restarts=2",
 		"watchdog (optional): no watchdog",
 	} {
@@ -132,4 +148,38 @@ func TestFormat(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestFormatPair is the view of a healthy pair from the active head,
+// with one RAID member gone on the standby.
+func TestFormatPair(t *testing.T) {
+	peer := Status{State: Ready, Node: "head-b", Role: "standby", Version: "v", Slot: "a",
+		RAID: &RAID{Device: "/dev/md/tandem", State: "clean", Health: "[4/3] [UU_U]", Degraded: 1, Disks: 4},
+		DRBD: &DRBD{Resource: "r0", Role: "Secondary", PeerRole: "Primary", Connection: "Connected", Disk: "UpToDate", PeerDisk: "UpToDate"},
+		Services: []Service{
+			{Name: "raid10", State: "degraded", Role: "both"},
+			{Name: "drbd", State: "running", Role: "both"},
+			{Name: "vip", State: "stopped", Role: "active"},
+		}}
+	st := Status{State: Ready, Node: "head-a", Pair: "lab", Role: "active", Version: "v", Slot: "a", UptimeMS: 60000,
+		RAID: &RAID{Device: "/dev/md/tandem", State: "active", Health: "[4/4] [UUUU]", Disks: 4, Sync: "resync 12.5%"},
+		DRBD: &DRBD{Resource: "r0", Role: "Primary", PeerRole: "Secondary", Connection: "Connected", Disk: "UpToDate", PeerDisk: "UpToDate"},
+		Services: []Service{
+			{Name: "raid10", State: "running", Role: "both", Detail: "md127 raid10 active [4/4] [UUUU]"},
+			{Name: "drbd", State: "running", Role: "both", Detail: "Primary/Secondary Connected UpToDate/UpToDate"},
+			{Name: "vip", State: "running", Role: "active", Detail: "10.0.0.10/24 on eth0"},
+		},
+		Peer: &peer}
+	var b bytes.Buffer
+	if err := Format(&b, &st); err != nil {
+		t.Fatal(err)
+	}
+	golden.Check(t, "pair.txt", b.Bytes())
+
+	st.Peer, st.PeerError = nil, "peer 10.10.0.12:7792: connection refused"
+	b.Reset()
+	if err := Format(&b, &st); err != nil {
+		t.Fatal(err)
+	}
+	golden.Check(t, "pair-peer-unreachable.txt", b.Bytes())
 }

@@ -37,8 +37,21 @@ type Options struct {
 	Interval time.Duration
 	// RetryDelay is the wait after a failed write before the same record is tried again.
 	RetryDelay time.Duration
-	Log        *slog.Logger
+	// StallThreshold: gaps between two acknowledgements longer than this
+	// are listed in Report.Stalls (default 500 ms), e.g. one per failover.
+	StallThreshold time.Duration
+	Log            *slog.Logger
 }
+
+// Stall is one gap between two acknowledged records.
+type Stall struct {
+	From time.Time     `json:"from"`
+	To   time.Time     `json:"to"`
+	Took time.Duration `json:"took_ns"`
+}
+
+// maxStalls bounds Report.Stalls; a run that stalls more is broken anyway.
+const maxStalls = 1000
 
 // Report is what a run saw. A clean run has zero IOErrors, Lost and Corrupt.
 type Report struct {
@@ -53,6 +66,8 @@ type Report struct {
 	LongestStall time.Duration `json:"longest_stall_ns"`
 	StallFrom    time.Time     `json:"stall_from"`
 	StallTo      time.Time     `json:"stall_to"`
+	// Stalls are the gaps above Options.StallThreshold, in order.
+	Stalls []Stall `json:"stalls,omitempty"`
 }
 
 // Clean reports whether the run saw no error of any kind.
@@ -68,6 +83,9 @@ func (r *Report) String() string {
 func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.RecordSize == 0 {
 		o.RecordSize = 4096
+	}
+	if o.StallThreshold == 0 {
+		o.StallThreshold = 500 * time.Millisecond
 	}
 	if o.RecordSize < MinRecordSize {
 		return nil, fmt.Errorf("workload: record size %d is below %d", o.RecordSize, MinRecordSize)
@@ -106,8 +124,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			continue // the same record again, as an application would retry
 		}
 		now := time.Now()
-		if gap := now.Sub(last); gap > r.LongestStall {
+		gap := now.Sub(last)
+		if gap > r.LongestStall {
 			r.LongestStall, r.StallFrom, r.StallTo = gap, last, now
+		}
+		if gap > o.StallThreshold && len(r.Stalls) < maxStalls {
+			r.Stalls = append(r.Stalls, Stall{From: last, To: now, Took: gap})
 		}
 		last = now
 		seq++
@@ -174,4 +196,22 @@ func Verify(f io.ReaderAt, seed uint64, acked int64, size int) (lost, corrupt in
 		}
 	}
 	return lost, corrupt, nil
+}
+
+// VerifyFile checks the first acked records of a file an earlier Run
+// wrote; the seed is the start time its name carries.
+func VerifyFile(path string, acked int64, size int) (lost, corrupt int64, err error) {
+	var start int64
+	if _, err := fmt.Sscanf(filepath.Base(path), "workload-%d.dat", &start); err != nil {
+		return 0, 0, fmt.Errorf("workload: %s is not a workload file name: %w", path, err)
+	}
+	if size == 0 {
+		size = 4096
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, fmt.Errorf("workload: %w", err)
+	}
+	defer f.Close()
+	return Verify(f, uint64(start), acked, size)
 }

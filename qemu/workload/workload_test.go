@@ -64,3 +64,30 @@ func TestRecordSizeTooSmall(t *testing.T) {
 		t.Error("want an error for an 8-byte record")
 	}
 }
+
+// A paced run lists each pause above the threshold as a stall, and a
+// later VerifyFile of its file finds every record.
+func TestStallsAndVerifyFile(t *testing.T) {
+	r, err := Run(context.Background(), Options{Dir: t.TempDir(), Duration: 500 * time.Millisecond, RecordSize: 512,
+		Interval: 120 * time.Millisecond, StallThreshold: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Stalls) < int(r.Acked)-1 || len(r.Stalls) == 0 {
+		t.Errorf("%d stalls for %d records paced 120 ms apart with a 100 ms threshold", len(r.Stalls), r.Acked)
+	}
+	for _, s := range r.Stalls {
+		if s.Took < 100*time.Millisecond || !s.To.After(s.From) {
+			t.Errorf("stall %+v is below the threshold or inverted", s)
+		}
+	}
+	lost, corrupt, err := VerifyFile(r.File, r.Acked, 512)
+	if err != nil || lost != 0 || corrupt != 0 {
+		t.Errorf("VerifyFile: lost %d corrupt %d err %v", lost, corrupt, err)
+	}
+	if _, _, err := VerifyFile(r.File, r.Acked+5, 512); err != nil {
+		t.Fatal(err)
+	} else if lost, _, _ := VerifyFile(r.File, r.Acked+5, 512); lost != 5 {
+		t.Errorf("VerifyFile past the end: lost %d, want 5", lost)
+	}
+}

@@ -52,6 +52,8 @@ type Resource struct {
 
 	mu          sync.Mutex
 	wantPrimary bool
+	inChange    int       // promotes and demotes under way
+	changedAt   time.Time // when the last one ended
 	w           *watcher
 }
 
@@ -151,6 +153,7 @@ func attached(st State) bool {
 // peer is not connected.
 func (r *Resource) Promote(ctx context.Context) error {
 	const op = "promote"
+	defer r.changing()()
 	st, err := r.current(ctx, op)
 	if err != nil {
 		return err
@@ -175,6 +178,7 @@ func (r *Resource) Promote(ctx context.Context) error {
 // still holds the device open.
 func (r *Resource) Demote(ctx context.Context) error {
 	const op = "demote"
+	defer r.changing()()
 	r.setWant(false)
 	st, err := r.current(ctx, op)
 	if err != nil {
@@ -237,11 +241,12 @@ func (r *Resource) Monitor(ctx context.Context) error {
 			}
 		}
 	}
-	return evaluate(st, r.want())
+	want, settled := r.wantSettled()
+	return evaluate(st, want, settled)
 }
 
 // evaluate is Monitor's verdict on a State.
-func evaluate(st State, wantPrimary bool) error {
+func evaluate(st State, wantPrimary, checkRole bool) error {
 	const op = "monitor"
 	fail := func(kind services.Kind, format string, a ...any) error {
 		return services.Errorf(Name, op, kind, format, a...)
@@ -249,9 +254,9 @@ func evaluate(st State, wantPrimary bool) error {
 	switch {
 	case !st.Configured:
 		return fail(services.Failed, "resource is not configured in the kernel")
-	case wantPrimary && st.Role != "Primary":
+	case checkRole && wantPrimary && st.Role != "Primary":
 		return fail(services.Failed, "role is %s, want Primary", orUnknown(st.Role))
-	case !wantPrimary && st.Role == "Primary":
+	case checkRole && !wantPrimary && st.Role == "Primary":
 		return fail(services.Failed, "role is Primary, want Secondary")
 	case st.Suspended != "" && st.Suspended != "no":
 		return fail(services.Failed, "I/O suspended (%s)", st.Suspended)
@@ -282,6 +287,33 @@ func (r *Resource) setWant(p bool) {
 	r.mu.Lock()
 	r.wantPrimary = p
 	r.mu.Unlock()
+}
+
+// roleSettle is how long after a promote or demote the monitor leaves
+// the role alone: the events2 stream reports the change a little later,
+// and a monitor running during the change must not see a half-done one
+// as a failure (and restart DRBD under the switchover).
+const roleSettle = 5 * time.Second
+
+// changing marks a promote or demote under way; call the result when done.
+func (r *Resource) changing() func() {
+	r.mu.Lock()
+	r.inChange++
+	r.mu.Unlock()
+	return func() {
+		r.mu.Lock()
+		r.inChange--
+		r.changedAt = time.Now()
+		r.mu.Unlock()
+	}
+}
+
+// wantSettled returns the wanted role and whether the monitor may judge
+// the role now.
+func (r *Resource) wantSettled() (want, settled bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.wantPrimary, r.inChange == 0 && time.Since(r.changedAt) >= roleSettle
 }
 
 func (r *Resource) want() bool {

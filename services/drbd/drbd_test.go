@@ -219,7 +219,7 @@ func TestEvaluate(t *testing.T) {
 		name    string
 		st      State
 		primary bool
-		kind    services.Kind // -1: healthy
+		kind    services.Kind // -1: healthy; -2: healthy while the role settles
 	}{
 		{"healthy secondary", good, false, -1},
 		{"healthy primary", mod(func(s *State) { s.Role = "Primary" }), true, -1},
@@ -233,10 +233,13 @@ func TestEvaluate(t *testing.T) {
 		{"split brain", mod(func(s *State) { s.Role = "Primary"; s.Connection = "StandAlone" }), true, services.Degraded},
 		{"resync", mod(func(s *State) { s.Replication = "SyncTarget"; s.Disk = "Inconsistent"; s.SyncPercent = 12 }), false, services.Degraded},
 		{"peer outdated", mod(func(s *State) { s.PeerDisk = "Outdated" }), false, services.Degraded},
+		{"still primary while demoting", mod(func(s *State) { s.Role = "Primary" }), false, -2},
+		{"still secondary while promoting", good, true, -2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := evaluate(tc.st, tc.primary)
+			settling := tc.kind == -2 // a role change under way or just done
+			err := evaluate(tc.st, tc.primary, !settling)
 			if tc.kind < 0 {
 				if err != nil {
 					t.Fatalf("unhealthy: %v", err)

@@ -1,6 +1,7 @@
 package drbd
 
 import (
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -22,6 +23,27 @@ type State struct {
 	SyncPercent  float64
 	OutOfSyncKiB uint64
 	Updated      time.Time
+}
+
+// String is the state in one line: "Primary/Secondary Connected UpToDate/UpToDate".
+func (s State) String() string {
+	if !s.Configured {
+		return "not configured"
+	}
+	dash := func(v string) string {
+		if v == "" {
+			return "-"
+		}
+		return v
+	}
+	out := fmt.Sprintf("%s/%s %s %s/%s", dash(s.Role), dash(s.PeerRole), dash(s.Connection), dash(s.Disk), dash(s.PeerDisk))
+	if s.Syncing() {
+		out += fmt.Sprintf(" %s %.1f%%", s.Replication, s.SyncPercent)
+	}
+	if s.Suspended != "" && s.Suspended != "no" {
+		out += " suspended:" + s.Suspended
+	}
+	return out
 }
 
 // Syncing reports whether a resync runs (or is paused) on this device.

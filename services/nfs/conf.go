@@ -45,11 +45,11 @@ func RenderNFSConf(c Config) []byte {
 	return b.Bytes()
 }
 
-// nfsdArgs is rpc.nfsd's command line: the pair's server scope, grace
-// and lease, and exactly the versions the site serves (4.0 never: it has
+// nfsdArgs is rpc.nfsd's command line (the scope comes from inScope):
+// grace and lease, and exactly the versions the site serves (4.0 never: it has
 // no sessions, so its clients recover slowly after a failover).
 func nfsdArgs(c Config) []string {
-	args := []string{"-S", c.Scope, "-G", fmt.Sprint(c.GraceSeconds), "-L", fmt.Sprint(c.LeaseSeconds), "-U"}
+	args := []string{"-G", fmt.Sprint(c.GraceSeconds), "-L", fmt.Sprint(c.LeaseSeconds), "-U"}
 	flag := func(on bool, v string) {
 		if on {
 			args = append(args, "-V", v)

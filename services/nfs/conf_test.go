@@ -99,10 +99,10 @@ func TestNfsdArgs(t *testing.T) {
 		versions []string
 		want     string
 	}{
-		{[]string{"3", "4.1", "4.2"}, "-S lab -G 15 -L 12 -U -V 3 -N 4.0 -V 4.1 -V 4.2 8"},
-		{[]string{"3"}, "-S lab -G 15 -L 12 -U -V 3 -N 4 8"},
-		{[]string{"4.2"}, "-S lab -G 15 -L 12 -U -N 3 -N 4.0 -N 4.1 -V 4.2 8"},
-		{[]string{"4.1"}, "-S lab -G 15 -L 12 -U -N 3 -N 4.0 -V 4.1 -N 4.2 8"},
+		{[]string{"3", "4.1", "4.2"}, "-G 15 -L 12 -U -V 3 -N 4.0 -V 4.1 -V 4.2 8"},
+		{[]string{"3"}, "-G 15 -L 12 -U -V 3 -N 4 8"},
+		{[]string{"4.2"}, "-G 15 -L 12 -U -N 3 -N 4.0 -N 4.1 -V 4.2 8"},
+		{[]string{"4.1"}, "-G 15 -L 12 -U -N 3 -N 4.0 -V 4.1 -N 4.2 8"},
 	}
 	for _, tc := range cases {
 		c := base

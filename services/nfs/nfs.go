@@ -3,7 +3,7 @@
 //
 // What makes it fail over cleanly (DESIGN.md, "NFS and SMB failover
 // essentials"): every export has a fixed fsid; both heads use the pair's
-// name as NFSv4 server scope (rpc.nfsd -S); the v4 client records
+// name as NFSv4 server scope (see inScope); the v4 client records
 // (recovery dir, nfsdcld, nfsdcltrack) and statd's monitor list live on
 // the replicated filesystem, so the new head knows whom to let reclaim;
 // grace and lease are short and written before nfsd starts; NFSv3 clients
@@ -133,6 +133,7 @@ type Server struct {
 	mount   func(src, target, fstype string) error
 	isMount func(path string) (bool, error)
 	binary  func(name string) bool
+	scoped  func(scope string, fn func() error) error // inScope; tests run fn directly
 	ready   time.Duration // how long a daemon may take to register
 
 	mu    sync.Mutex
@@ -152,7 +153,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	return &Server{
 		cfg: cfg, log: log.With("resource", Name), run: execRunner{}, start: execStarter{}, rpc: rpcProber{"127.0.0.1"},
 		mount:   func(src, target, fstype string) error { return syscall.Mount(src, target, fstype, 0, "") },
-		isMount: isMountpoint, binary: haveBinary, ready: 10 * time.Second,
+		isMount: isMountpoint, binary: haveBinary, scoped: inScope, ready: 10 * time.Second,
 		procs: map[string]proc{},
 	}, nil
 }
@@ -227,7 +228,8 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	if !running {
-		if err := s.tool(ctx, op, "rpc.nfsd", nfsdArgs(c)...); err != nil {
+		err := s.scoped(c.Scope, func() error { return s.tool(ctx, op, "rpc.nfsd", nfsdArgs(c)...) })
+		if err != nil {
 			return err
 		}
 	}

@@ -152,6 +152,10 @@ func newWorld(t *testing.T, versions ...string) (*Server, *world) {
 	s.ready = time.Second
 	s.isMount = func(string) (bool, error) { return true, nil }
 	s.binary = func(string) bool { return true }
+	s.scoped = func(scope string, fn func() error) error {
+		w.log = append(w.log, "scope "+scope)
+		return fn()
+	}
 	s.mount = func(src, target, fstype string) error {
 		w.step("mount " + fstype)
 		probe := map[string]string{"nfsd": "threads", "rpc_pipefs": "nfsd"}[fstype]
@@ -181,7 +185,7 @@ func TestStartOrderAndState(t *testing.T) {
 		t.Fatal(err)
 	}
 	order := []string{"mount nfsd", "start rpcbind -f", "start rpc.statd -F --no-notify -P", "mount rpc_pipefs", "start nfsdcld -F",
-		"exportfs -ra", "start rpc.mountd -F", "rpc.nfsd -S lab -G 15 -L 15 -U -V 3 -N 4.0 -V 4.1 -V 4.2 8"}
+		"exportfs -ra", "start rpc.mountd -F", "scope lab", "rpc.nfsd -G 15 -L 15 -U -V 3 -N 4.0 -V 4.1 -V 4.2 8"}
 	last := -1
 	for _, step := range order {
 		i := indexOf(t, w.log, step)

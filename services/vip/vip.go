@@ -10,12 +10,15 @@
 package vip
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -39,7 +42,22 @@ type Config struct {
 	// NFS layer's SM_NOTIFY to NFSv3 clients, which must come from the
 	// VIP. Its failure is logged, not fatal: the address serves.
 	OnUp func(ctx context.Context, addr netip.Addr) error
+	// ClientsFile, on the replicated filesystem, lists the TCP clients
+	// of the VIP on TicklePorts; the head that takes the VIP over sends
+	// them tickle ACKs (tickle.go). Empty: no tickles.
+	ClientsFile string
+	TicklePorts []uint16
+	// ProcNetTCP is /proc/net/tcp; tests point it elsewhere.
+	ProcNetTCP string
 }
+
+// tickleRounds and tickleGap: a client rate-limits its challenge ACKs
+// (net.ipv4.tcp_invalid_ratelimit, 500 ms), so the rounds are spaced
+// wider than that.
+const (
+	tickleRounds = 3
+	tickleGap    = 600 * time.Millisecond
+)
 
 // DefaultARPInterval spaces the announcements like IPaddr2's send_arp.
 const DefaultARPInterval = 200 * time.Millisecond
@@ -95,6 +113,9 @@ type Resource struct {
 	mu      sync.Mutex
 	cancel  context.CancelFunc // repeats of the announcement
 	repeats sync.WaitGroup
+	// recorded is the client list last saved to ClientsFile.
+	recorded     []Conn
+	recordedOnce bool
 }
 
 var _ services.Resource = (*Resource)(nil)
@@ -143,8 +164,15 @@ func (r *Resource) Start(ctx context.Context) error {
 		// The address is up and serves; caches will learn it late.
 		r.log.Warn("gratuitous ARP failed", "link", l.Name, "err", err)
 	}
-	r.repeat(l, ip)
-	r.log.Info("vip up", "address", r.cfg.Address, "link", l.Name, "arp_count", r.cfg.ARPCount)
+	var conns []Conn
+	if r.cfg.ClientsFile != "" {
+		var err error
+		if conns, err = loadConns(r.cfg.ClientsFile); err != nil {
+			r.log.Warn("cannot read the previous head's client list; no tickle ACKs", "file", r.cfg.ClientsFile, "err", err)
+		}
+	}
+	r.repeat(l, ip, conns)
+	r.log.Info("vip up", "address", r.cfg.Address, "link", l.Name, "arp_count", r.cfg.ARPCount, "tickled_clients", len(conns))
 	if r.cfg.OnUp != nil {
 		if err := r.cfg.OnUp(ctx, ip); err != nil {
 			r.log.Warn("after-up hook failed", "err", err)
@@ -155,15 +183,32 @@ func (r *Resource) Start(ctx context.Context) error {
 
 // repeat sends the remaining announcements in the background, so Start
 // (and the switchover it is part of) does not wait arp_count intervals.
-func (r *Resource) repeat(l Link, ip netip.Addr) {
+func (r *Resource) repeat(l Link, ip netip.Addr, conns []Conn) {
 	r.stopRepeats()
-	if r.cfg.ARPCount < 2 {
-		return
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.mu.Lock()
 	r.cancel = cancel
 	r.mu.Unlock()
+	if len(conns) > 0 {
+		r.repeats.Add(1)
+		go func() {
+			defer r.repeats.Done()
+			for i := 0; i < tickleRounds; i++ {
+				if err := sendTickles(conns); err != nil {
+					r.log.Warn("tickle ACKs failed", "err", err)
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(tickleGap):
+				}
+			}
+			r.log.Info("tickled the previous head's clients", "clients", len(conns), "rounds", tickleRounds)
+		}()
+	}
+	if r.cfg.ARPCount < 2 {
+		return
+	}
 	r.repeats.Add(1)
 	go func() {
 		defer r.repeats.Done()
@@ -203,6 +248,7 @@ func (r *Resource) Stop(ctx context.Context) error {
 	} else if err != nil {
 		return r.errorf(op, services.Failed, "service interface %s: %v", r.cfg.Link, err)
 	}
+	r.recordClients() // the last list before the address leaves
 	if err := r.net.DelAddr(l, r.cfg.Address); err != nil {
 		return r.errorf(op, services.Failed, "remove %s from %s: %v", r.cfg.Address, l.Name, err)
 	}
@@ -227,7 +273,42 @@ func (r *Resource) Monitor(ctx context.Context) error {
 	if !has {
 		return r.errorf(op, services.Failed, "%s is not on %s", r.cfg.Address, l.Name)
 	}
+	r.recordClients()
 	return ctx.Err()
+}
+
+// recordClients saves the VIP's TCP clients for the next head, when the
+// list changed. Failing to is logged, never fatal: it only costs a
+// client one RPC timeout after a failover.
+func (r *Resource) recordClients() {
+	if r.cfg.ClientsFile == "" {
+		return
+	}
+	f, err := os.Open(cmp.Or(r.cfg.ProcNetTCP, "/proc/net/tcp"))
+	if err != nil {
+		r.log.Debug("cannot list TCP connections", "err", err)
+		return
+	}
+	conns, err := parseProcNetTCP(f, r.cfg.Address.Addr(), r.cfg.TicklePorts)
+	f.Close()
+	if err != nil {
+		r.log.Debug("cannot list TCP connections", "err", err)
+		return
+	}
+	slices.SortFunc(conns, func(a, b Conn) int { return strings.Compare(a.Client.String(), b.Client.String()) })
+	r.mu.Lock()
+	same := slices.Equal(conns, r.recorded) && r.recordedOnce
+	r.mu.Unlock()
+	if same {
+		return
+	}
+	if err := saveConns(r.cfg.ClientsFile, conns); err != nil {
+		r.log.Warn("cannot record the VIP's clients", "file", r.cfg.ClientsFile, "err", err)
+		return
+	}
+	r.mu.Lock()
+	r.recorded, r.recordedOnce = conns, true
+	r.mu.Unlock()
 }
 
 // matchLink reports whether ref (a name or a MAC) names a link.
