@@ -85,6 +85,9 @@ func TestVethNetns(t *testing.T) {
 	buf := make([]byte, 1500)
 	for i := 0; i < 2*3; i++ {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
+		for err == unix.EINTR { // the Go runtime's preemption signals
+			n, _, err = unix.Recvfrom(fd, buf, 0)
+		}
 		if err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}

@@ -120,6 +120,15 @@ func sendTickles(conns []Conn) error {
 		return fmt.Errorf("raw socket: %w", err)
 	}
 	defer unix.Close(fd)
+	if len(conns) == 0 {
+		return nil
+	}
+	// The source must be the VIP, not the link's primary address: the
+	// client matches the segment to its connection by both ends, and
+	// the checksum covers them.
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: conns[0].Local.Addr().As4()}); err != nil {
+		return fmt.Errorf("bind the raw socket to %s: %w", conns[0].Local.Addr(), err)
+	}
 	var errs []string
 	for _, c := range conns {
 		to := &unix.SockaddrInet4{Addr: c.Client.Addr().As4()}
