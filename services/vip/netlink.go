@@ -82,3 +82,44 @@ func (netlinkOps) DelAddr(l Link, p netip.Prefix) error {
 	}
 	return err
 }
+
+// silenceTable and silencePriority name the policy rule that sends every
+// packet from a released service address to a blackhole. The numbers
+// are Tandem's own; nothing else on a head uses policy routing.
+const (
+	silenceTable    = 0x7444
+	silencePriority = 100
+)
+
+// Silence adds (on) or removes (off) "from <address> lookup 0x7444" and
+// a blackhole default route in that table. Both are idempotent.
+func (netlinkOps) Silence(p netip.Prefix, on bool) error {
+	host := netip.PrefixFrom(p.Addr(), p.Addr().BitLen())
+	family := unix.AF_INET
+	if p.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	rule := netlink.NewRule()
+	rule.Family, rule.Src, rule.Table, rule.Priority = family, ipnet(host), silenceTable, silencePriority
+	zero := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	if p.Addr().Is6() {
+		zero = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	}
+	route := &netlink.Route{Table: silenceTable, Type: unix.RTN_BLACKHOLE, Dst: ipnet(zero), Family: family}
+	if !on {
+		if err := netlink.RuleDel(rule); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove rule: %w", err)
+		}
+		if err := netlink.RouteDel(route); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove blackhole route: %w", err)
+		}
+		return nil
+	}
+	if err := netlink.RouteAdd(route); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("blackhole route: %w", err)
+	}
+	if err := netlink.RuleAdd(rule); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("rule: %w", err)
+	}
+	return nil
+}

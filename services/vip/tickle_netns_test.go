@@ -2,8 +2,10 @@ package vip
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -46,7 +48,15 @@ func TestTickleResetsOrphanedClient(t *testing.T) {
 		}
 		t.Skip("needs root and ip(8) for network namespaces (TANDEM_LOOP_TESTS=1 runs it)")
 	}
-	sfx := fmt.Sprint(os.Getpid())
+	// The old head either dies, or releases the address the way a
+	// switchover does; the client must hear nothing from it either way.
+	for i, how := range []string{"dies", "releases"} {
+		t.Run(how, func(t *testing.T) { orphanAndTickle(t, ipCmd, how, i) })
+	}
+}
+
+func orphanAndTickle(t *testing.T, ipCmd, how string, run int) {
+	sfx := fmt.Sprintf("%d-%d", os.Getpid(), run)
 	ns := map[string]string{"old": "tkold" + sfx, "new": "tknew" + sfx, "client": "tkcli" + sfx, "br": "tkbr" + sfx}
 	ip := func(args ...string) {
 		t.Helper()
@@ -60,7 +70,7 @@ func TestTickleResetsOrphanedClient(t *testing.T) {
 	}
 	ip("-n", ns["br"], "link", "add", "br0", "type", "bridge")
 	ip("-n", ns["br"], "link", "set", "br0", "up")
-	addrs := map[string]string{"old": "10.9.0.10/24", "new": "10.9.0.12/24", "client": "10.9.0.2/24"}
+	addrs := map[string]string{"old": "10.9.0.11/24", "new": "10.9.0.12/24", "client": "10.9.0.2/24"}
 	for i, role := range []string{"old", "new", "client"} {
 		e, p := fmt.Sprintf("tke%d", i), fmt.Sprintf("tkp%d", i)
 		ip("link", "add", e, "netns", ns[role], "type", "veth", "peer", "name", p, "netns", ns["br"])
@@ -70,15 +80,16 @@ func TestTickleResetsOrphanedClient(t *testing.T) {
 		ip("-n", ns[role], "addr", "add", addrs[role], "dev", e)
 	}
 	inNS := func(n, role string, env ...string) *exec.Cmd {
-		c := exec.Command(ipCmd, "netns", "exec", n, os.Args[0], "-test.run=^TestTickleResetsOrphanedClient$")
+		c := exec.Command(ipCmd, "netns", "exec", n, os.Args[0], "-test.run=^TestTickleResetsOrphanedClient$/^dies$")
 		c.Env = append(append(os.Environ(), "TANDEM_TICKLE_ROLE="+role), env...)
 		return c
 	}
 
 	// The old head serves; the client connects and sends a request the
 	// old head reads but never answers.
-	srv := inNS(ns["old"], "server")
+	srv := inNS(ns["old"], "server", "TANDEM_TICKLE_LINK=tke0")
 	srvOut, _ := srv.StdoutPipe()
+	srvIn, _ := srv.StdinPipe()
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -101,15 +112,22 @@ func TestTickleResetsOrphanedClient(t *testing.T) {
 		t.Fatalf("server: %q", line)
 	}
 
-	// The old head dies silently: its link goes, then its namespace.
-	ip("-n", ns["old"], "link", "set", "tke0", "down")
-	srv.Process.Kill()
-	srv.Wait()
-	ip("netns", "del", ns["old"])
+	switch how {
+	case "dies": // silently: its link goes, then its namespace
+		ip("-n", ns["old"], "link", "set", "tke0", "down")
+		srv.Process.Kill()
+		srv.Wait()
+		ip("netns", "del", ns["old"])
+	case "releases": // VIP stop, then the server exits and its sockets close
+		fmt.Fprintln(srvIn, "release")
+		if line := readLine(t, srvOut); line != "released <nil>" {
+			t.Fatalf("old head: %q", line)
+		}
+		srv.Wait()
+	}
 
 	// The new head takes the address and listens, then tickles.
-	ip("-n", ns["new"], "addr", "add", "10.9.0.10/24", "dev", "tke1")
-	srv2 := inNS(ns["new"], "server")
+	srv2 := inNS(ns["new"], "server", "TANDEM_TICKLE_LINK=tke1")
 	srv2Out, _ := srv2.StdoutPipe()
 	if err := srv2.Start(); err != nil {
 		t.Fatal(err)
@@ -169,13 +187,32 @@ func lines(r io.Reader) <-chan string {
 	return c
 }
 
+// tickleServer holds the address with the VIP resource (on link tke*),
+// answers nothing, and on "release" from stdin stops the VIP and exits,
+// closing its sockets as a stopping file server does.
 func tickleServer() {
+	link := os.Getenv("TANDEM_TICKLE_LINK")
+	r, err := New(Config{Address: netip.MustParsePrefix("10.9.0.10/24"), Link: link, ARPCount: 1}, slog.New(slog.DiscardHandler))
+	if err == nil {
+		err = r.Start(context.Background())
+	}
+	if err != nil {
+		fmt.Println("vip:", err)
+		return
+	}
 	l, err := net.Listen("tcp", "10.9.0.10:2049")
 	if err != nil {
 		fmt.Println("listen:", err)
 		return
 	}
 	fmt.Println("listening")
+	go func() {
+		if sc := bufio.NewScanner(os.Stdin); sc.Scan() && sc.Text() == "release" {
+			err := r.Stop(context.Background())
+			fmt.Println("released", err)
+			os.Exit(0) // the kernel closes the connection: a FIN, unless silenced
+		}
+	}()
 	c, err := l.Accept()
 	if err != nil {
 		return

@@ -98,6 +98,9 @@ type netOps interface {
 	HasAddr(l Link, p netip.Prefix) (bool, error)
 	AddAddr(l Link, p netip.Prefix) error // nil if already there
 	DelAddr(l Link, p netip.Prefix) error // nil if already gone
+	// Silence on drops every packet this head would still send from the
+	// address once it is gone; off undoes it (netlink.go).
+	Silence(p netip.Prefix, on bool) error
 }
 
 // ErrNoLink is returned when the service interface does not exist.
@@ -155,6 +158,9 @@ func (r *Resource) Start(ctx context.Context) error {
 	}
 	if !l.Up {
 		return r.errorf(op, services.Failed, "service interface %s is down", l.Name)
+	}
+	if err := r.net.Silence(r.cfg.Address, false); err != nil {
+		return r.errorf(op, services.Failed, "lift the silence on %s: %v", r.cfg.Address, err)
 	}
 	if err := r.net.AddAddr(l, r.cfg.Address); err != nil {
 		return r.errorf(op, services.Failed, "add %s to %s: %v", r.cfg.Address, l.Name, err)
@@ -249,6 +255,13 @@ func (r *Resource) Stop(ctx context.Context) error {
 		return r.errorf(op, services.Failed, "service interface %s: %v", r.cfg.Link, err)
 	}
 	r.recordClients() // the last list before the address leaves
+	// Silence first: when the file services then close their sockets,
+	// no FIN may reach a client, whose reconnect would go nowhere until
+	// its SYN backoff finds the new head. A client that hears nothing
+	// keeps its connection until the new head's tickle resets it.
+	if err := r.net.Silence(r.cfg.Address, true); err != nil {
+		r.log.Warn("cannot silence the address; clients may wait for a reconnect", "err", err)
+	}
 	if err := r.net.DelAddr(l, r.cfg.Address); err != nil {
 		return r.errorf(op, services.Failed, "remove %s from %s: %v", r.cfg.Address, l.Name, err)
 	}

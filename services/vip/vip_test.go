@@ -3,6 +3,7 @@ package vip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -47,6 +48,13 @@ func (f *fakeNet) AddAddr(l Link, p netip.Prefix) error {
 	}
 	f.addrs[p] = true
 	f.order = append(f.order, "add")
+	return nil
+}
+
+func (f *fakeNet) Silence(p netip.Prefix, on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.order = append(f.order, fmt.Sprintf("silence=%v", on))
 	return nil
 }
 
