@@ -33,7 +33,7 @@ import (
 
 const nodeName = "head-a" // the VM name: data disk serials head-a-data0..3, as site.lab.toml says
 
-func labSite(t *testing.T) []byte {
+func labSite(t testing.TB) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "configs", "site.lab.toml"))
 	if err != nil {
@@ -73,7 +73,7 @@ func headConfig(t *testing.T, img string, siteTOML []byte) qemu.Config {
 var readyRE = regexp.MustCompile(`tandem: ready \(node head-a, (\d+) ms since PID 1 start\) rss_kib=(\d+) uptime=`)
 
 // nodeStatus runs `tandem status --json` in the guest.
-func nodeStatus(t *testing.T, ctx context.Context, vm *qemu.VM) status.Status {
+func nodeStatus(t testing.TB, ctx context.Context, vm *qemu.VM) status.Status {
 	t.Helper()
 	if err := vm.WaitAgentPort(ctx); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,8 +99,8 @@ func TestStackFreshPairSwitchoverReboot(t *testing.T) {
 	for i := range switchovers {
 		sleepCtx(ctx, every-5*time.Second)
 		peer := map[string]string{"head-a": "head-b", "head-b": "head-a"}[active]
-		from := active // alternate: the command works on either head
-		if i%2 == 1 {
+		from := active // the command works on either head: try both, from both
+		if (i/2)%2 == 1 {
 			from = peer
 		}
 		at = append(at, time.Since(started))
@@ -185,7 +186,11 @@ func TestStackFreshPairSwitchoverReboot(t *testing.T) {
 	if err := a.RemoveDisk("data3"); err != nil {
 		t.Fatal(err)
 	}
-	st := waitStatus(t, ctx, a, func(s status.Status) bool { return s.RAID != nil && s.RAID.Degraded > 0 })
+	st := waitStatus(t, ctx, a, func(s status.Status) bool {
+		return s.RAID != nil && s.RAID.Degraded > 0 && slices.ContainsFunc(s.Services, func(l status.Service) bool {
+			return l.Name == "raid10" && l.State == "degraded"
+		})
+	})
 	out = guest(t, ctx, a, "tandem", "status")
 	if !strings.Contains(out, "DEGRADED") || !regexp.MustCompile(`raid10\s+both\s+degraded`).MatchString(out) {
 		t.Errorf("status does not say the array is degraded:\n%s", out)
