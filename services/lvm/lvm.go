@@ -254,10 +254,19 @@ func (v *Volume) activate(ctx context.Context, vg VG) error {
 			return v.toolErr("start", err)
 		}
 	}
+	if !vg.Complete() {
+		return v.errorf("start", services.Failed, "volume group %q is incomplete (%s of %s PVs missing, attr %s)", v.vg, vg.MissingPVs, vg.PVCount, vg.Attr)
+	}
 	if err := v.lvm.VGChange(ctx, v.vg, true); err != nil {
 		return v.toolErr("start", err)
 	}
 	v.log.Info("activated existing volume group (not created)", "vg", v.vg, "vg_uuid", vg.UUID, "lv", v.lv, "device", v.Device())
+	// The device node is proof enough here: each lvm run costs a
+	// failover hundreds of milliseconds, and Monitor checks the LV's
+	// attributes right after. Without the node, say precisely why.
+	if _, err := os.Stat(v.Device()); err == nil {
+		return nil
+	}
 	return v.checkActive(ctx, "start")
 }
 
