@@ -18,7 +18,7 @@ import (
 // (local RAID10 only); and 4 KiB O_DSYNC write latency both ways. It is
 // a benchmark, so it runs only with -bench:
 //
-//	go test -run x -bench StackReplication -benchtime 1x -timeout 30m ./qemu
+//	go test -run '^$' -bench StackReplication -benchtime 1x -timeout 30m ./qemu
 func BenchmarkStackReplication(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()

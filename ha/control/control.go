@@ -25,6 +25,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"tandem.dev/tandem/internal/lenprefix"
 )
 
 // Ops a head may ask of its peer.
@@ -187,21 +189,10 @@ func formatStamp(at time.Time, nonce string) string {
 
 func hexMAC(key []byte, fields ...any) string { return hex.EncodeToString(mac(key, fields...)) }
 
-// mac is HMAC-SHA256 over the fields, each length-prefixed so no two
-// field lists give the same input.
+// mac is HMAC-SHA256 over the fields, length-prefixed.
 func mac(key []byte, fields ...any) []byte {
 	m := hmac.New(sha256.New, key)
-	for _, f := range fields {
-		var b []byte
-		switch v := f.(type) {
-		case string:
-			b = []byte(v)
-		case []byte:
-			b = v
-		}
-		fmt.Fprintf(m, "%d:", len(b))
-		m.Write(b)
-	}
+	lenprefix.Write(m, fields...)
 	return m.Sum(nil)
 }
 

@@ -10,7 +10,6 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 
 	"tandem.dev/tandem/board"
 	"tandem.dev/tandem/image/spec"
+	"tandem.dev/tandem/internal/lenprefix"
 )
 
 // Version is the Tandem release the builder stamps into images.
@@ -236,19 +236,7 @@ func fileSHA256(path string) (string, error) {
 // hashOf hashes a list of parts, each length-prefixed, for cache keys.
 func hashOf(parts ...any) string {
 	h := sha256.New()
-	for _, p := range parts {
-		var b []byte
-		switch v := p.(type) {
-		case string:
-			b = []byte(v)
-		case []byte:
-			b = v
-		default:
-			b, _ = json.Marshal(v)
-		}
-		fmt.Fprintf(h, "%d:", len(b))
-		h.Write(b)
-	}
+	lenprefix.Write(h, parts...)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
