@@ -2,6 +2,7 @@ package qemu_test
 
 import (
 	"context"
+	"encoding/json"
 	"regexp"
 	"strconv"
 	"testing"
@@ -9,13 +10,14 @@ import (
 
 	"tandem.dev/tandem/internal/testimage"
 	"tandem.dev/tandem/qemu"
+	"tandem.dev/tandem/qemu/workload"
 )
 
 // BenchmarkStackReplication measures, in one lab run on a fresh pair:
 // each head's time to ready; the replication link's raw TCP throughput
-// (busybox nc over the bond); sequential direct writes through XFS on
+// (tandem linktest over the bond); sequential direct writes through XFS on
 // LVM on DRBD with the peer connected (protocol C) and disconnected
-// (local RAID10 only); and 4 KiB O_DSYNC write latency both ways. It is
+// (local RAID10 only); and 4 KiB write+fsync latency both ways. It is
 // a benchmark, so it runs only with -bench:
 //
 //	go test -run '^$' -bench StackReplication -benchtime 1x -timeout 30m ./qemu
@@ -55,15 +57,26 @@ func BenchmarkStackReplication(b *testing.B) {
 	}
 
 	// The link: 256 MiB over TCP from head-a to head-b's replication address.
-	sh(hb, "(busybox nc -l -p 5001 > /dev/null &) ; true")
-	time.Sleep(time.Second)
-	link := ddRate(b, sh(a, "busybox dd if=/dev/zero bs=1M count=256 2>&1 | busybox nc 10.10.0.12 5001; true"))
+	sh(hb, "(tandem linktest --listen 10.10.0.12:5001 < /dev/null > /dev/null 2>&1 &) ; true")
+	time.Sleep(2 * time.Second)
+	out := sh(a, "tandem linktest --to 10.10.0.12:5001 --mib 256")
+	m := regexp.MustCompile(`: ([\d.]+) MB/s`).FindStringSubmatch(out)
+	if m == nil {
+		b.Fatalf("linktest: %q", out)
+	}
+	link, _ := strconv.ParseFloat(m[1], 64)
 
 	write := func() float64 {
-		return ddRate(b, sh(a, "dd if=/dev/zero of=/srv/tandem/bench.dat bs=1M count=128 oflag=direct 2>&1; busybox rm -f /srv/tandem/bench.dat"))
+		return 128 * (1 << 20) / realSeconds(b, sh(a, "busybox time busybox dd if=/dev/zero of=/srv/tandem/bench.dat bs=1M count=128 oflag=direct 2>&1; busybox rm -f /srv/tandem/bench.dat")) / 1e6
 	}
+	// 4 KiB write + fsync, one at a time: the workload tool's records.
 	latency := func() time.Duration {
-		return perOp(b, sh(a, "dd if=/dev/zero of=/srv/tandem/lat.dat bs=4k count=500 oflag=direct,dsync 2>&1; busybox rm -f /srv/tandem/lat.dat"), 500)
+		out := sh(a, "busybox mkdir -p /srv/tandem/bench && tandem workload --dir /srv/tandem/bench --duration 10s --json; busybox rm -rf /srv/tandem/bench")
+		var r workload.Report
+		if err := json.Unmarshal([]byte(out), &r); err != nil || r.Acked == 0 {
+			b.Fatalf("workload: %v: %s", err, out)
+		}
+		return r.End.Sub(r.Start) / time.Duration(r.Acked)
 	}
 	repl, replLat := write(), latency()
 	drbdadm := "drbdadm -c /run/tandem/drbd/r0.res "
@@ -74,34 +87,27 @@ func BenchmarkStackReplication(b *testing.B) {
 	b.ReportMetric(repl, "drbd-MB/s")
 	b.ReportMetric(local, "local-MB/s")
 	b.ReportMetric(repl/link, "drbd/link")
-	b.ReportMetric(float64(replLat.Microseconds()), "drbd-4k-dsync-us")
-	b.ReportMetric(float64(localLat.Microseconds()), "local-4k-dsync-us")
-	b.Logf("link %.1f MB/s; writes through DRBD (protocol C) %.1f MB/s = %.2f of the link; unreplicated %.1f MB/s; 4 KiB O_DSYNC %v replicated, %v local",
+	b.ReportMetric(float64(replLat.Microseconds()), "drbd-4k-fsync-us")
+	b.ReportMetric(float64(localLat.Microseconds()), "local-4k-fsync-us")
+	b.Logf("link %.1f MB/s; writes through DRBD (protocol C) %.1f MB/s = %.2f of the link; unreplicated %.1f MB/s; 4 KiB write+fsync %v replicated, %v local",
 		link, repl, repl/link, local, replLat, localLat)
 	if st := nodeStatus(b, ctx, a); st.Role != "active" || st.DRBD == nil {
 		b.Fatalf("head-a after the run: %+v", st)
 	}
 }
 
-// ddRate reads dd's "N bytes (...) copied, S s(econds), R" line.
-func ddRate(b *testing.B, out string) float64 {
-	m := regexp.MustCompile(`(\d+) bytes .* copied, ([\d.]+) s`).FindStringSubmatch(out)
+// realSeconds reads busybox time's "real\t0m 3.05s" line.
+func realSeconds(b *testing.B, out string) float64 {
+	m := regexp.MustCompile(`real\s+(\d+)m\s*([\d.]+)s`).FindStringSubmatch(out)
 	if m == nil {
-		b.Fatalf("no dd summary in %q", out)
+		b.Fatalf("no time summary in %q", out)
 	}
-	n, _ := strconv.ParseFloat(m[1], 64)
-	s, _ := strconv.ParseFloat(m[2], 64)
-	return n / s / 1e6
-}
-
-// perOp is dd's elapsed time over n operations.
-func perOp(b *testing.B, out string, n int) time.Duration {
-	m := regexp.MustCompile(`copied, ([\d.]+) s`).FindStringSubmatch(out)
-	if m == nil {
-		b.Fatalf("no dd summary in %q", out)
+	min, _ := strconv.ParseFloat(m[1], 64)
+	sec, _ := strconv.ParseFloat(m[2], 64)
+	if min*60+sec == 0 {
+		b.Fatalf("a zero time in %q", out)
 	}
-	s, _ := strconv.ParseFloat(m[1], 64)
-	return time.Duration(s / float64(n) * float64(time.Second))
+	return min*60 + sec
 }
 
 func benchLab(b *testing.B, ctx context.Context) *qemu.Lab {
