@@ -31,6 +31,7 @@ var commands = []command{
 	{"switchover", "move the active role to the other head (on a node)", runSwitchover},
 	{"drbd-fence-peer", "DRBD's fence-peer handler (run by DRBD, not by hand)", runDRBDHandler(false)},
 	{"drbd-unfence-peer", "DRBD's after-resync-target handler (run by DRBD)", runDRBDHandler(true)},
+	{"linktest", "measure TCP throughput between two hosts (e.g. the replication link)", runLinktest},
 	{"workload", "write and verify checksummed records through a mount (lab client)", runWorkload},
 	{"witness", "serve the pair's tiebreaker vote (on a third host)", runWitness},
 	{"version", "print the version", runVersion},
