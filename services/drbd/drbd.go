@@ -69,7 +69,7 @@ func New(cfg Config, log *slog.Logger) (*Resource, error) {
 	}
 	return &Resource{
 		cfg: cfg, log: log.With("resource", Name), run: execRunner{}, stream: execRunner{},
-		procDRBD: "/proc/drbd", sysBlock: "/sys/block", libDir: "/var/lib/drbd", readAt: readDevice, pollEvery: 200 * time.Millisecond, settleFor: 30 * time.Second,
+		procDRBD: "/proc/drbd", sysBlock: "/sys/block", libDir: "/var/lib/drbd", readAt: readDevice, pollEvery: 200 * time.Millisecond, settleFor: settleFor,
 	}, nil
 }
 

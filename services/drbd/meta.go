@@ -145,6 +145,12 @@ func (r *Resource) clearFresh() {
 // settleFreshPair gives a brand-new pair a short while to connect and
 // skip its initial sync within Start; what it does not finish, Monitor
 // finishes later.
+// settleFor is how long Start waits for a brand-new pair to connect and
+// skip its initial sync. Short: the head is not ready while it waits (a
+// lone head would wait all of it), and the monitor finishes the job;
+// the active role waits for UpToDate/UpToDate anyway.
+const settleFor = 5 * time.Second
+
 func (r *Resource) settleFreshPair(ctx context.Context) {
 	limit := r.settleFor
 	if dl, ok := ctx.Deadline(); ok {
