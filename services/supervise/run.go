@@ -97,6 +97,16 @@ func (s *Supervisor) monitor(ctx context.Context, r *rstate) {
 	}
 	r.lastMon, r.monTook = t0, took
 	kind := services.KindOf(err)
+	if kind == services.Timeout && err != nil && r.monTimeouts < toleratedTimeouts {
+		// A probe that found nothing wrong but ran out of time says more
+		// about a loaded host than about the layer; restarting a bond
+		// for it takes the whole stack above down. Probe again first.
+		r.monTimeouts++
+		s.log.Warn(fmt.Sprintf("monitor %s timed out after %s; probing again before acting", name, roundDur(took)),
+			"resource", name, "err", err.Error())
+		return
+	}
+	r.monTimeouts = 0
 	switch {
 	case err == nil:
 		if r.state != Running {
@@ -122,6 +132,10 @@ func (s *Supervisor) monitor(ctx context.Context, r *rstate) {
 		}
 	}
 }
+
+// toleratedTimeouts is how many monitor timeouts in a row are probed
+// again rather than acted on.
+const toleratedTimeouts = 1
 
 // monitored says whether r is probed now; caller holds mu.
 func (r *rstate) monitored() bool {

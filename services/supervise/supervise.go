@@ -81,17 +81,18 @@ type ResourceStatus struct {
 
 // rstate is the supervisor's view of one resource; guarded by mu.
 type rstate struct {
-	node       graph.Node
-	state      State
-	want       bool // should be up: set by Start, cleared by Stop
-	lastErr    error
-	failures   []time.Time // within the failure timeout
-	escalated  bool
-	recovering bool // being cycled by a restart: monitors keep off
-	restarts   int
-	lastMon    time.Time
-	monTook    time.Duration
-	gen        uint64 // bumped on every start and stop: dates monitor results
+	node        graph.Node
+	state       State
+	want        bool // should be up: set by Start, cleared by Stop
+	lastErr     error
+	failures    []time.Time // within the failure timeout
+	escalated   bool
+	recovering  bool // being cycled by a restart: monitors keep off
+	restarts    int
+	lastMon     time.Time
+	monTimeouts int // monitor timeouts in a row, not yet acted on
+	monTook     time.Duration
+	gen         uint64 // bumped on every start and stop: dates monitor results
 }
 
 // event is a monitor failure waiting for the action loop.

@@ -214,6 +214,9 @@ func TestMonitorOutcomes(t *testing.T) {
 			f := h.f["xfs"]
 			f.set("monitor", f.fail("monitor", tt.kind))
 			h.tick()
+			if tt.kind == services.Timeout {
+				h.tick() // one timeout is probed again; two in a row count
+			}
 			switch {
 			case tt.restart:
 				h.backoff(time.Second)
@@ -538,5 +541,22 @@ func TestConcurrency(t *testing.T) {
 		if s.State != Stopped {
 			t.Errorf("%s is %s after the final Stop", s.Name, s.State)
 		}
+	}
+}
+
+// One monitor timeout followed by a good probe is only logged: a loaded
+// host must not restart a layer (and the stack above it) for it.
+func TestMonitorTimeoutOnceIsProbedAgain(t *testing.T) {
+	h := newHarness(t, testPolicy())
+	h.start()
+	h.run()
+	f := h.f["xfs"]
+	f.set("monitor", f.fail("monitor", services.Timeout), nil)
+	h.tick()
+	h.tick()
+	h.tick()
+	h.wantCalls("no action", nil)
+	if s := h.status("xfs"); s.State != Running || s.FailCount != 0 || s.Restarts != 0 {
+		t.Errorf("xfs after one timeout and good probes: %+v", s)
 	}
 }
