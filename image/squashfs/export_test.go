@@ -20,12 +20,7 @@ import (
 // wrong reference opens another inode, a missing table fails. It runs
 // with TANDEM_LOOP_TESTS=1 (root, loop devices), never skipped then.
 func TestExportTableDecodesHandles(t *testing.T) {
-	if os.Getenv("TANDEM_LOOP_TESTS") != "1" {
-		t.Skip("set TANDEM_LOOP_TESTS=1 (root, loop devices) to mount the image for real")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("TANDEM_LOOP_TESTS=1 needs root")
-	}
+	hosttool.RequireRootKernel(t, "loop devices, squashfs in the kernel")
 	losetup := hosttool.Require(t, "losetup", "mount")
 	src, _ := makeTree(t, DefaultBlockSize)
 	dir := t.TempDir()

@@ -34,3 +34,17 @@ func RequireFile(t testing.TB, path, pkg string) {
 		t.Fatalf("%s missing (CI=%q): run scripts/setup or apt-get install -y %s", path, os.Getenv("CI"), pkg)
 	}
 }
+
+// RequireRootKernel gates a test that needs root and the host's kernel
+// (loop devices, mounts, network namespaces): it runs only with
+// TANDEM_LOOP_TESTS=1, as scripts/test sets it, and then a missing
+// privilege is a failure, never a skip. what says what the test needs.
+func RequireRootKernel(t testing.TB, what string) {
+	t.Helper()
+	if os.Getenv("TANDEM_LOOP_TESTS") != "1" {
+		t.Skipf("set TANDEM_LOOP_TESTS=1 (root; %s) to run this on the host's kernel", what)
+	}
+	if os.Geteuid() != 0 {
+		t.Fatalf("TANDEM_LOOP_TESTS=1 needs root (%s)", what)
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tandem.dev/tandem/internal/hosttool"
 )
 
 // TestTickleResetsOrphanedClient is the failover the tickle exists for,
@@ -41,13 +43,8 @@ func TestTickleResetsOrphanedClient(t *testing.T) {
 		}
 		return
 	}
-	ipCmd, err := exec.LookPath("ip")
-	if err != nil || os.Geteuid() != 0 || testing.Short() {
-		if os.Getenv("TANDEM_LOOP_TESTS") == "1" {
-			t.Fatalf("TANDEM_LOOP_TESTS=1 but no root or no ip(8): %v", err)
-		}
-		t.Skip("needs root and ip(8) for network namespaces (TANDEM_LOOP_TESTS=1 runs it)")
-	}
+	hosttool.RequireRootKernel(t, "network namespaces")
+	ipCmd := hosttool.Require(t, "ip", "iproute2")
 	// The old head either dies, or releases the address the way a
 	// switchover does; the client must hear nothing from it either way.
 	for i, how := range []string{"dies", "releases"} {

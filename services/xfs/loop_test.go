@@ -22,12 +22,7 @@ import (
 // with TANDEM_LOOP_TESTS=1; once asked for, a refusal is a failure,
 // never a skip. The QEMU scenarios cover the whole stack.
 func TestLoopXFS(t *testing.T) {
-	if os.Getenv("TANDEM_LOOP_TESTS") != "1" {
-		t.Skip("set TANDEM_LOOP_TESTS=1 (root, loop devices, xfs in the kernel) to run on a real loop device")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("TANDEM_LOOP_TESTS=1 needs root")
-	}
+	hosttool.RequireRootKernel(t, "loop devices, xfs in the kernel")
 	mkfs := hosttool.Require(t, "mkfs.xfs", "xfsprogs")
 	admin := hosttool.Require(t, "xfs_admin", "xfsprogs")
 	losetup := hosttool.Require(t, "losetup", "mount")
