@@ -68,6 +68,7 @@ type Boot struct {
 	stack    *stack                   // this head's layers, once the services run
 	curRole  string                   // roleActive or roleStandby
 	roleMu   sync.Mutex               // one role change at a time
+	ha       *haSup                   // the HA supervisor, once the services run
 	siteRaw  []byte                   // the site config as read, even if invalid
 	mounts   []string                 // mounted after the root, unmounted in reverse
 	watchdog *watchdog

@@ -14,12 +14,10 @@ import (
 	"tandem.dev/tandem/services/graph"
 )
 
-// Roles. Until the HA supervisor decides, the rule is simple and safe:
-// at boot the first [[node]] of site.toml takes the active role once
-// DRBD is connected with both disks UpToDate and the peer is not
-// Primary; `tandem switchover` moves it. A head never promotes without
-// a connected, UpToDate peer here, so two primaries cannot happen (and
-// DRBD itself refuses a second Primary).
+// Roles. The HA supervisor (ha.go) decides which head is active: at
+// boot, on a failure, and when the peer falls silent; `tandem switchover`
+// moves the role by hand over the control channel, and the supervisor
+// stands aside meanwhile.
 const (
 	roleStandby = "standby"
 	roleActive  = "active"
@@ -45,9 +43,21 @@ func (b *Boot) setRole(r string) {
 	b.mu.Unlock()
 }
 
+// roleChange describes one change of this head's role, for the log and
+// the failover timeline in status.
+type roleChange struct {
+	kind string // start, takeover, failover, switchover, quorum lost, ...
+	why  string
+	// start is when the failover began (e.g. the peer's last heartbeat);
+	// zero: when the stack starts changing.
+	start time.Time
+	// steps came before the stack changed (detect, vote, wait, fence).
+	steps []status.FailoverStep
+}
+
 // acquire starts the active layers bottom-up. Role changes are
 // serialised; an acquire on an active head is a no-op.
-func (b *Boot) acquire(ctx context.Context, why string) error {
+func (b *Boot) acquire(ctx context.Context, rc roleChange) error {
 	b.roleMu.Lock()
 	defer b.roleMu.Unlock()
 	if b.stopping.Load() {
@@ -63,9 +73,12 @@ func (b *Boot) acquire(ctx context.Context, why string) error {
 	if st := b.stack.drbd.State(); st.Disk != "UpToDate" {
 		return fmt.Errorf("this head's DRBD disk is %s, not UpToDate: it may hold stale data", orDash(st.Disk))
 	}
-	b.Log.Info("role: becoming active (" + why + ")")
+	b.Log.Info("role: becoming active (" + rc.why + ")")
 	t0 := time.Now()
-	if err := sup.StartRoles(ctx, graph.Both, graph.ActiveOnly); err != nil {
+	w := watchSteps(b.serviceSupervisor(), true)
+	err := sup.StartRoles(ctx, graph.Both, graph.ActiveOnly)
+	b.recordRoleChange(rc, roleActive, t0, w.finish(), err)
+	if err != nil {
 		b.Log.Error("role: could not become active", "err", err)
 		return err
 	}
@@ -75,23 +88,35 @@ func (b *Boot) acquire(ctx context.Context, why string) error {
 }
 
 // release stops the active layers top-down: VIP first, DRBD demoted last.
-func (b *Boot) release(ctx context.Context, why string) error {
+func (b *Boot) release(ctx context.Context, rc roleChange) error {
 	b.roleMu.Lock()
 	defer b.roleMu.Unlock()
 	sup := b.supervisor()
 	if sup == nil {
 		return errors.New("the services are not running")
 	}
-	b.Log.Info("role: releasing the active role (" + why + ")")
+	b.Log.Info("role: releasing the active role (" + rc.why + ")")
 	t0 := time.Now()
+	w := watchSteps(b.serviceSupervisor(), false)
 	err := sup.StopRoles(ctx, graph.ActiveOnly)
 	b.setRole(roleStandby) // every active layer was told to stop, even if one hung
+	b.recordRoleChange(rc, roleStandby, t0, w.finish(), err)
 	if err != nil {
 		b.Log.Error("role: release did not finish", "err", err)
 		return err
 	}
 	b.Log.Info(fmt.Sprintf("role: standby after %d ms", time.Since(t0).Milliseconds()))
 	return nil
+}
+
+// recordRoleChange hands a finished role change to the HA supervisor's
+// failover list.
+func (b *Boot) recordRoleChange(rc roleChange, role string, t0 time.Time, done []layerDone, err error) {
+	if rc.start.IsZero() {
+		rc.start = t0
+	}
+	rc.steps = append(rc.steps, stackSteps(rc.start, t0, done, role == roleActive)...)
+	b.haSup().addFailover(rc, role, time.Now(), err)
 }
 
 func (b *Boot) supervisor() interface {
@@ -104,50 +129,6 @@ func (b *Boot) supervisor() interface {
 		return nil
 	}
 	return b.sup
-}
-
-// preferred reports whether this head takes the active role at boot.
-func (b *Boot) preferred() bool { return b.Site.Nodes[0].Name == b.Node }
-
-// activateAtBoot waits until the preferred head may safely take the
-// active role, then takes it. It returns once the role is settled.
-func (b *Boot) activateAtBoot(ctx context.Context) {
-	if !b.preferred() {
-		b.Log.Info("role: standby; " + b.Site.Nodes[0].Name + " takes the active role at boot")
-		return
-	}
-	b.Log.Info("role: waiting for DRBD to connect with both disks UpToDate before becoming active")
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if b.stopping.Load() || b.role() == roleActive {
-			return
-		}
-		st := b.stack.drbd.State()
-		if st.PeerRole == "Primary" {
-			b.Log.Info("role: the peer is already Primary; staying standby")
-			return
-		}
-		if st.Connection != "Connected" || st.Disk != "UpToDate" || st.PeerDisk != "UpToDate" {
-			continue
-		}
-		actx, cancel := context.WithTimeout(ctx, acquireBudget)
-		err := b.acquire(actx, "boot: preferred head, DRBD connected and UpToDate/UpToDate")
-		cancel()
-		if err == nil {
-			return
-		}
-		select { // a failed start was rolled back; try again a little later
-		case <-ctx.Done():
-			return
-		case <-time.After(10 * time.Second):
-		}
-	}
 }
 
 // peerClient is the control channel to the other head, on its
@@ -209,15 +190,28 @@ func (b *Boot) serveControl() error {
 type controlHandler struct{ b *Boot }
 
 func (h controlHandler) Status(context.Context) (any, error) { return h.b.localStatus(), nil }
+
+// Release hands the service to the peer (a switchover run there): this
+// head yields until the peer is active, so that the HA loop does not
+// start the service here again in between.
 func (h controlHandler) Release(ctx context.Context) error {
+	ha := h.b.haSup()
+	defer ha.manualOp()()
+	ha.handOver(true)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseBudget)
 	defer cancel()
-	return h.b.release(ctx, "asked by the peer")
+	return h.b.release(ctx, roleChange{kind: "switchover", why: "asked by the peer"})
 }
+
+// Acquire takes the service (a switchover, or the peer handing it back
+// after one failed).
 func (h controlHandler) Acquire(ctx context.Context) error {
+	ha := h.b.haSup()
+	defer ha.manualOp()()
+	ha.handOver(false)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), acquireBudget)
 	defer cancel()
-	return h.b.acquire(ctx, "asked by the peer")
+	return h.b.acquire(ctx, roleChange{kind: "switchover", why: "asked by the peer"})
 }
 
 // peerStatus asks the other head for its status.
@@ -240,10 +234,16 @@ func (b *Boot) peerStatus(ctx context.Context) (*status.Status, error) {
 // refuses unless the head that will be active has an UpToDate disk and
 // DRBD is connected, so no write is ever served from stale data. If the
 // new head fails to start, the old one takes the role back.
+//
+// The HA supervisor starts no role change of its own while a switchover
+// runs, and the head giving the service away yields (announces none)
+// until the peer is active.
 func (b *Boot) switchover(ctx context.Context) (string, error) {
 	if b.stack == nil || b.supervisor() == nil {
 		return "", errors.New("the services are not running on this head")
 	}
+	ha := b.haSup()
+	defer ha.manualOp()()
 	peer, err := b.peerStatus(ctx)
 	if err != nil {
 		return "", fmt.Errorf("cannot reach the peer, so no switchover: %w", err)
@@ -265,8 +265,9 @@ func (b *Boot) switchover(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("refused: %s is %s, not ready", peer.Node, peer.State)
 		}
 		t0 := time.Now()
+		ha.handOver(true)
 		rctx, cancel := context.WithTimeout(ctx, releaseBudget)
-		err := b.release(rctx, "switchover to "+peer.Node)
+		err := b.release(rctx, roleChange{kind: "switchover", why: "switchover to " + peer.Node})
 		cancel()
 		if err != nil {
 			b.takeBack(ctx)
@@ -295,10 +296,10 @@ func (b *Boot) switchover(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("%s did not stop its stack, so it stays there: %w", peer.Node, err)
 		}
 		actx, cancel := context.WithTimeout(ctx, acquireBudget)
-		err = b.acquire(actx, "switchover from "+peer.Node)
+		err = b.acquire(actx, roleChange{kind: "switchover", why: "switchover from " + peer.Node})
 		cancel()
 		if err != nil {
-			b.release(context.WithoutCancel(ctx), "switchover failed; handing back")
+			b.release(context.WithoutCancel(ctx), roleChange{kind: "switchover", why: "switchover failed; handing back"})
 			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), acquireBudget)
 			defer cancel()
 			if berr := c.Call(bctx, control.OpAcquire, nil); berr != nil {
@@ -312,9 +313,10 @@ func (b *Boot) switchover(ctx context.Context) (string, error) {
 
 // takeBack restarts the stack here after a failed switchover.
 func (b *Boot) takeBack(ctx context.Context) {
+	b.haSup().handOver(false)
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), acquireBudget)
 	defer cancel()
-	if err := b.acquire(actx, "switchover failed; taking the stack back"); err != nil {
+	if err := b.acquire(actx, roleChange{kind: "switchover", why: "switchover failed; taking the stack back"}); err != nil {
 		b.Log.Error("role: could not take the stack back: no head is active", "err", err)
 	}
 }

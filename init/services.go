@@ -336,14 +336,18 @@ func (b *Boot) startServices() error {
 		}()
 		sup.Run(run)
 	}()
-	go b.activateAtBoot(run)
-	return nil
+	// The HA supervisor decides the role from here on (ha.go).
+	return b.startHA(run)
 }
 
-// onEscalate is where the HA layer will fail over; today the failure is
-// logged (by the supervisor) and shows in status.
+// onEscalate hands a layer that failed past its migration threshold to
+// the HA supervisor, which fails over when the peer can take over.
 func (b *Boot) onEscalate(name string, err error) {
-	b.Log.Error("service "+name+" needs attention (no HA layer yet to fail over)", "err", err)
+	if h := b.haSup(); h != nil {
+		h.escalate(name, err)
+		return
+	}
+	b.Log.Error("service "+name+" needs attention (the HA supervisor is not running)", "err", err)
 }
 
 // loopbackUp brings lo up: rpcbind, mountd and the NFS monitor's RPC

@@ -86,6 +86,9 @@ func (b *Boot) localStatus() status.Status {
 		st.RAID, st.DRBD = stk.raidStatus(), stk.drbdStatus()
 	}
 	st.RSSKiB = vmRSS()
+	if h := b.haSup(); h != nil {
+		st.HA = h.statusView()
+	}
 	if sup != nil {
 		for _, r := range sup.Status() {
 			s := status.Service{Name: r.Name, State: string(r.State), Role: r.Role.String(),

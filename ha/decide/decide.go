@@ -32,7 +32,9 @@
 //     within WatchdogTimeout).
 //   - A local failure escalated past the migration threshold fails over
 //     on the active head (when the peer can take over) and only alerts on
-//     the standby; so do bad local disk states.
+//     the standby, which then does not start the service beside a seen
+//     peer (it still takes over from a silent one); so do bad local disk
+//     states.
 //   - Maintenance: monitor only, no action, with one exception: the
 //     quorum rule above (and two-primaries resolution) still applies,
 //     because a partitioned peer may be taking over meanwhile and "never
@@ -437,6 +439,12 @@ func standby(p Params, in Inputs, el Elapsed, d Decision) Decision {
 		// Neither head is active: one of them starts the service.
 		peerCould := in.PeerRole == ha.Standby && in.PeerDisk == ha.UpToDate
 		switch {
+		case in.Escalated && peerCould:
+			// This head yields (it announces none): starting here too
+			// would race the peer, and would run the failed layer again.
+			return d.with(None, "no head is active; a local layer failed past its migration threshold, so the peer starts the service")
+		case in.Escalated:
+			return d.with(Alert, "no head is active and none can start: a local layer failed past its migration threshold, peer %s with disk %s", in.PeerRole, in.PeerDisk)
 		case in.Disk != ha.UpToDate && peerCould:
 			return d.with(None, "no head is active; local disk is %s, the peer starts the service", in.Disk)
 		case in.Disk != ha.UpToDate:

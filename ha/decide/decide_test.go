@@ -249,6 +249,23 @@ func TestStandbySpecialCases(t *testing.T) {
 			in.PeerAlive = true
 			in.PeerRole = ha.Active
 		}), past, al, "on the standby", 0, false, ha.None},
+		// A standby that failed over for a local failure yields: it does
+		// not start the service again beside its peer, preferred or not.
+		{"escalated standby, nobody active", params, mod(func(in *Inputs) {
+			in.Escalated = true
+			in.PeerSeen = true
+			in.PeerAlive = true
+			in.PeerRole = ha.Standby
+			in.PeerDisk = ha.UpToDate
+			in.Preferred = true
+		}), past, no, "the peer starts the service", 0, false, ha.None},
+		{"escalated standby, peer cannot start", params, mod(func(in *Inputs) {
+			in.Escalated = true
+			in.PeerSeen = true
+			in.PeerAlive = true
+			in.PeerRole = ha.None
+			in.PeerDisk = ha.UpToDate
+		}), past, al, "none can start", 0, false, ha.None},
 		// The peer is heard but does not hear us: it may be active on its
 		// vote, so no takeover, and the vote is left to it.
 		{"one-way contact", params, mod(func(in *Inputs) { in.PeerAlive = true }), past, al, "one-way", 0, false, ha.Standby},
@@ -331,6 +348,8 @@ func checkInvariants(t *testing.T, p Params, in Inputs, el Elapsed, d Decision) 
 			fail("promote only with the local disk UpToDate")
 		case in.Mode != Normal || in.Switchover:
 			fail("no promotion in maintenance, node standby or a switchover")
+		case in.PeerSeen && d.Announce == ha.None:
+			fail("a head that yields (announces none) does not start the service beside a seen peer")
 		}
 		if !in.PeerSeen {
 			switch {

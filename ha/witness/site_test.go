@@ -21,7 +21,7 @@ func TestFromSite(t *testing.T) {
 	}
 	want, _ := site.DecodeKey(lab.Pair.Key)
 	if c.Pair != lab.Pair.Name || string(c.Key) != string(want) || len(c.Nodes) != 2 || c.Nodes[0] != lab.Nodes[0].Name ||
-		c.Lease != 3*time.Duration(lab.HA.DeadTimeMS)*time.Millisecond || port <= 0 {
+		c.Lease != time.Duration(lab.Witness.LeaseMS)*time.Millisecond || c.Lease == 0 || port <= 0 {
 		t.Errorf("lab: %+v port %d", c, port)
 	}
 	if _, err := NewServer(c); err != nil {

@@ -32,6 +32,7 @@ const (
 	DefaultControlPort         = 7792
 	DefaultHeartbeatIntervalMS = 500
 	DefaultDeadTimeMS          = 3000
+	DefaultStopBoundMS         = 20000
 	DefaultMigrationThreshold  = 3
 	DefaultFailureTimeoutSec   = 600
 )
@@ -141,6 +142,12 @@ func (c *Config) applyDefaults() {
 	c.defInt("ha.control_port", &ha.ControlPort, DefaultControlPort)
 	c.defInt("ha.heartbeat_interval_ms", &ha.HeartbeatIntervalMS, DefaultHeartbeatIntervalMS)
 	c.defInt("ha.dead_time_ms", &ha.DeadTimeMS, DefaultDeadTimeMS)
+	c.defInt("ha.stop_bound_ms", &ha.StopBoundMS, DefaultStopBoundMS)
+	// A lease of three dead times rides out a witness that misses a
+	// few renewals; it only matters with a witness address.
+	if c.Witness.Address != "" {
+		c.defInt("witness.lease_ms", &c.Witness.LeaseMS, 3*ha.DeadTimeMS)
+	}
 	c.defInt("ha.migration_threshold", &ha.MigrationThreshold, DefaultMigrationThreshold)
 	c.defInt("ha.failure_timeout_seconds", &ha.FailureTimeoutSeconds, DefaultFailureTimeoutSec)
 	defs := DefaultMonitors

@@ -229,10 +229,14 @@ func (v VIP) Prefix() netip.Prefix { return prefixOrZero(v.Address) }
 
 // HA holds membership and monitoring timings.
 type HA struct {
-	HeartbeatPort         int      `toml:"heartbeat_port"`
-	ControlPort           int      `toml:"control_port"`
-	HeartbeatIntervalMS   int      `toml:"heartbeat_interval_ms"`
-	DeadTimeMS            int      `toml:"dead_time_ms"`
+	HeartbeatPort       int `toml:"heartbeat_port"`
+	ControlPort         int `toml:"control_port"`
+	HeartbeatIntervalMS int `toml:"heartbeat_interval_ms"`
+	DeadTimeMS          int `toml:"dead_time_ms"`
+	// StopBoundMS is the longest the active stack may take to stop once
+	// the head has lost quorum; past it the head resets itself. The peer
+	// waits it out (with the watchdog timeout) before taking over.
+	StopBoundMS           int      `toml:"stop_bound_ms"`
 	MigrationThreshold    int      `toml:"migration_threshold"`
 	FailureTimeoutSeconds int      `toml:"failure_timeout_seconds"`
 	Monitor               Monitors `toml:"monitor"`
@@ -260,6 +264,9 @@ type Monitor struct {
 type Witness struct {
 	Address    string `toml:"address"` // host:port
 	PingTarget string `toml:"ping_target"`
+	// LeaseMS is how long one grant of the witness's vote lasts
+	// (`tandem witness --site` reads it); default three dead times.
+	LeaseMS int `toml:"lease_ms"`
 }
 
 // Diagnostics are switches for field debugging.

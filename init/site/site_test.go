@@ -347,6 +347,14 @@ func TestParseBad(t *testing.T) {
 			`t.toml:55:1: ha.monitor.nfs.timeout_ms: 50 ms is out of range (100 to 600000 ms)`},
 		{"migration threshold", nil, "[ha]\nmigration_threshold = 0\n",
 			`t.toml:55:1: ha.migration_threshold: 0 is out of range (1 to 100)`},
+		{"stop bound", nil, "[ha]\nstop_bound_ms = 500\n",
+			`t.toml:55:1: ha.stop_bound_ms: 500 ms is out of range (1000 to 600000 ms); it must really bound stopping the active stack (VIP, NFS, unmount, LVM, DRBD demote)`},
+		{"witness lease out of range", nil, "lease_ms = 100\n",
+			`t.toml:54:1: witness.lease_ms: 100 ms is out of range (500 to 600000 ms)`},
+		{"witness lease under two intervals", nil, "lease_ms = 800\n",
+			`t.toml:54:1: witness.lease_ms: 800 ms must be more than twice ha.heartbeat_interval_ms (500 ms): the holder renews its lease every interval`},
+		{"lease with a ping target", []edit{{`address = "10.0.0.2:7791"`, `ping_target = "10.0.0.1"`}}, "lease_ms = 6000\n",
+			`t.toml:54:1: witness.lease_ms: a ping target grants no lease; lease_ms applies to a witness address only`},
 		{"witness missing", []edit{comment(`address = "10.0.0.2:7791"`)},
 			"", `t.toml:52:2: witness: missing; set address (a tandem witness on a third host) or ping_target: a head takes over only with a tiebreaker vote`},
 		{"witness and ping target", nil, "ping_target = \"10.0.0.1\"\n",
@@ -442,6 +450,8 @@ func TestParseGood(t *testing.T) {
 				"netbios":       c.Services.SMB.NetBIOSName == "TP",
 				"arp count":     c.VIP.ARPCount == 5,
 				"dead time":     c.HA.DeadTimeMS == 3000,
+				"stop bound":    c.HA.StopBoundMS == DefaultStopBoundMS,
+				"witness lease": c.Witness.LeaseMS == 9000,
 				"monitor":       c.HA.Monitor == DefaultMonitors,
 				"no consent":    !c.Storage.RAID.CreateIfBlank && !c.Storage.Filesystem.MkfsIfBlank,
 				"no shell":      !c.Diagnostics.RescueShell,
@@ -452,6 +462,16 @@ func TestParseGood(t *testing.T) {
 				if ok != true {
 					t.Errorf("%s: not as expected", k)
 				}
+			}
+		}},
+		{"ha timing", nil, "lease_ms = 6000\n[ha]\ndead_time_ms = 4000\nstop_bound_ms = 8000\n", func(t *testing.T, c *Config) {
+			if c.Witness.LeaseMS != 6000 || c.HA.StopBoundMS != 8000 || c.HA.DeadTimeMS != 4000 {
+				t.Errorf("witness %+v, ha %+v", c.Witness, c.HA)
+			}
+		}},
+		{"lease follows the dead time", nil, "[ha]\ndead_time_ms = 4000\n", func(t *testing.T, c *Config) {
+			if c.Witness.LeaseMS != 12000 {
+				t.Errorf("lease %d ms, want three dead times", c.Witness.LeaseMS)
 			}
 		}},
 		{"dhcp management", []edit{{`address = "10.0.0.12/24"`, `dhcp = true`}}, "", func(t *testing.T, c *Config) {

@@ -613,6 +613,7 @@ func (v *validator) ha() {
 	} else if h.DeadTimeMS <= 2*h.HeartbeatIntervalMS {
 		v.add("ha.dead_time_ms", "%d ms must be more than twice heartbeat_interval_ms (%d ms), or one late heartbeat declares the peer dead", h.DeadTimeMS, h.HeartbeatIntervalMS)
 	}
+	v.addErr("ha.stop_bound_ms", checkRange(h.StopBoundMS, 1000, 600000, " ms", "it must really bound stopping the active stack (VIP, NFS, unmount, LVM, DRBD demote)"))
 	v.addErr("ha.migration_threshold", checkRange(h.MigrationThreshold, 1, 100, "", ""))
 	v.addErr("ha.failure_timeout_seconds", checkRange(h.FailureTimeoutSeconds, 0, 86400, " s", ""))
 	m := h.Monitor
@@ -679,6 +680,17 @@ func (v *validator) witnessAndPorts() {
 			v.add("witness.ping_target", "%s", err)
 		} else if role := v.nodeAddr(a); role != "" {
 			v.add("witness.ping_target", "%s is %s%s", a, role, notTie)
+		}
+	}
+
+	switch {
+	case w.Address == "" && w.PingTarget != "" && v.has("witness.lease_ms"):
+		v.add("witness.lease_ms", "a ping target grants no lease; lease_ms applies to a witness address only")
+	case w.Address != "" && v.has("witness.lease_ms"):
+		if err := checkRange(w.LeaseMS, 500, 600000, " ms", ""); err != nil {
+			v.add("witness.lease_ms", "%s", err)
+		} else if iv := v.c.HA.HeartbeatIntervalMS; w.LeaseMS <= 2*iv {
+			v.add("witness.lease_ms", "%d ms must be more than twice ha.heartbeat_interval_ms (%d ms): the holder renews its lease every interval", w.LeaseMS, iv)
 		}
 	}
 

@@ -64,6 +64,9 @@ type Status struct {
 	// channel (its own Peer left out); PeerError says why it is missing.
 	Peer      *Status `json:"peer,omitempty"`
 	PeerError string  `json:"peer_error,omitempty"`
+	// HA is the HA supervisor's view: quorum, heartbeat paths, the vote
+	// and the last failovers; nil before it runs.
+	HA *HA `json:"ha,omitempty"`
 }
 
 // RAID is the local RAID10 array.
@@ -297,6 +300,11 @@ func Format(w io.Writer, st *Status) error {
 	}
 	if err := formatPair(w, st); err != nil {
 		return err
+	}
+	if st.HA != nil {
+		if err := formatHA(w, st); err != nil {
+			return err
+		}
 	}
 	if len(st.Services) > 0 {
 		if err := formatServices(w, st); err != nil {

@@ -183,3 +183,67 @@ func TestFormatPair(t *testing.T) {
 	}
 	golden.Check(t, "pair-peer-unreachable.txt", b.Bytes())
 }
+
+// TestFormatHA is the new active head right after a takeover: the peer
+// silent on both paths, the witness vote held, and the takeover's
+// timeline from the peer's last heartbeat to the VIP.
+func TestFormatHA(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	st := Status{State: Ready, Node: "head-b", Pair: "lab", Role: "active", Version: "v", Slot: "a", UptimeMS: 300000,
+		PeerError: "peer 10.10.0.11:7792: i/o timeout",
+		HA: &HA{
+			At: at, Quorum: true, QuorumBy: "witness vote", Mode: "normal", Announce: "active", Epoch: 3,
+			Decision: Decision{Action: "none", Reason: "active; peer not seen, witness vote held", Since: at.Add(-2 * time.Second)},
+			Timing:   Timing{IntervalMS: 500, DeadTimeMS: 5000, StopBoundMS: 20000, WatchdogMS: 30000, MarginMS: 1000, TakeoverDelayMS: 51500},
+			Heartbeat: Heartbeat{
+				Peer: &HeartbeatPeer{Node: "head-a", Role: "active", Disk: "UpToDate", HoldsVote: true, Epoch: 2, Boots: 1, LastHeard: at.Add(-80 * time.Second)},
+				Paths: []HeartbeatPath{
+					{Name: "replication", Local: "10.10.0.12:7790", Peer: "10.10.0.11:7790", LastHeard: at.Add(-80 * time.Second), Received: 1200, Sent: 1360, Loss: 1, RTTMS: 2.4},
+					{Name: "management", Local: "10.0.0.12:7790", Peer: "10.0.0.11:7790", LastHeard: at.Add(-80 * time.Second), Received: 1190, Sent: 1360, SendErrors: 3, Loss: 1},
+				},
+				Dropped: HeartbeatDrops{Forged: 4, Replayed: 2, Unproven: 1},
+			},
+			Vote: Vote{Tiebreaker: "witness", Address: "10.0.0.2:7791", Want: true, Held: true, ExpiresInMS: 13400, Holder: "head-b", Last: "granted", LastAt: at.Add(-300 * time.Millisecond)},
+			Failovers: []Failover{{Kind: "takeover", Role: "active", Reason: "peer silent for 51.5s with the witness vote held: outdate the peer, then take over",
+				Start: at.Add(-80 * time.Second), TotalMS: 72300, OK: true, Steps: []FailoverStep{
+					{Name: "detect", StartMS: 0, MS: 5000}, {Name: "vote", StartMS: 5000, MS: 10100}, {Name: "wait", StartMS: 15100, MS: 51500},
+					{Name: "fence", StartMS: 66600, MS: 12}, {Name: "promote", StartMS: 66612, MS: 640}, {Name: "lvm", StartMS: 67252, MS: 1020},
+					{Name: "mount", StartMS: 68272, MS: 210}, {Name: "nfsd up", StartMS: 68482, MS: 700}, {Name: "VIP up", StartMS: 69182, MS: 70},
+				}}},
+		},
+	}
+	var b bytes.Buffer
+	if err := Format(&b, &st); err != nil {
+		t.Fatal(err)
+	}
+	golden.Check(t, "ha-takeover.txt", b.Bytes())
+	raw, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Status
+	if err := json.Unmarshal(raw, &back); err != nil || !reflect.DeepEqual(back, st) {
+		t.Errorf("the HA view does not survive JSON (%v):\n%s", err, raw)
+	}
+	for _, key := range []string{`"quorum":true`, `"forged":4`, `"replayed":2`, `"holder":"head-b"`, `"name":"VIP up"`, `"takeover_delay_ms":51500`} {
+		if !bytes.Contains(raw, []byte(key)) {
+			t.Errorf("JSON lacks %s", key)
+		}
+	}
+	out := b.String()
+	for _, want := range []string{"quorum (witness vote)", "SILENT", "forged 4, replayed 2", "vote HELD by this head", "takeover → active", "VIP up"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+
+	// The same view without quorum says so first.
+	st.HA.Quorum, st.HA.Vote.Held, st.HA.Vote.Holder = false, false, "head-a"
+	b.Reset()
+	if err := Format(&b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); !strings.Contains(out, "head-b: NO QUORUM") || !strings.Contains(out, "vote held by head-a") {
+		t.Errorf("no-quorum view:\n%s", out)
+	}
+}

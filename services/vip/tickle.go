@@ -142,7 +142,7 @@ func sendTickles(conns []Conn) error {
 	return nil
 }
 
-// saveConns writes the list atomically; it is small (one line a client).
+// saveConns writes the list atomically and durably; it is small.
 func saveConns(path string, conns []Conn) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
@@ -151,11 +151,34 @@ func saveConns(path string, conns []Conn) error {
 	if err != nil {
 		return err
 	}
+	// Durable, not just atomic: after a power pull the next head reads
+	// what reached the replicated disk, and an empty list means no
+	// tickles and clients waiting out their timeouts.
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func loadConns(path string) ([]Conn, error) {
