@@ -13,6 +13,7 @@ import (
 	"tandem.dev/tandem/board"
 	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/internal/atomicfile"
 )
 
 // afterRootSteps bring the node up once the root is mounted. Everything
@@ -115,7 +116,7 @@ func (b *Boot) setHostname() error {
 	if err := unix.Sethostname([]byte(b.Node)); err != nil {
 		return err
 	}
-	return writeFileAtomic("/etc/hosts", hostsFile(b.Site), 0o644)
+	return atomicfile.Write("/etc/hosts", hostsFile(b.Site), 0o644)
 }
 
 // hostsFile names the pair's addresses without DNS: rpc.statd and

@@ -22,6 +22,7 @@ import (
 	"tandem.dev/tandem/ha/heartbeat"
 	"tandem.dev/tandem/ha/witness"
 	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/internal/atomicfile"
 	"tandem.dev/tandem/services/drbd"
 	"tandem.dev/tandem/services/graph"
 	"tandem.dev/tandem/services/supervise"
@@ -812,7 +813,7 @@ func writeEpoch(path string, e uint64) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, []byte(strconv.FormatUint(e, 10)+"\n"), 0o644)
+	return atomicfile.Write(path, []byte(strconv.FormatUint(e, 10)+"\n"), 0o644)
 }
 
 // addFailover keeps a role change for status, newest first.

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/internal/atomicfile"
 	"tandem.dev/tandem/services/drbd"
 	"tandem.dev/tandem/services/graph"
 	"tandem.dev/tandem/services/lvm"
@@ -203,7 +204,7 @@ func (b *Boot) rememberRAID(r *raid.RAID) {
 	if old, _ := os.ReadFile(raidUUIDFile); strings.TrimSpace(string(old)) == u {
 		return
 	}
-	if err := writeFileAtomic(raidUUIDFile, []byte(u+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(raidUUIDFile, []byte(u+"\n"), 0o600); err != nil {
 		b.Log.Warn("could not record the RAID UUID", "err", err)
 		return
 	}

@@ -16,6 +16,7 @@ import (
 
 	"tandem.dev/tandem/image/manifest"
 	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/internal/atomicfile"
 	"tandem.dev/tandem/services/network"
 )
 
@@ -50,7 +51,7 @@ func (b *Boot) loadSite() error {
 	}
 	b.Site, b.SiteSource = cfg, name
 	if name == SiteOnConfig {
-		if err := writeFileAtomic(SiteState, data, 0o600); err != nil {
+		if err := atomicfile.Write(SiteState, data, 0o600); err != nil {
 			return fmt.Errorf("copy %s to %s: %w", name, SiteState, err)
 		}
 		b.Log.Info("site config: copied to the state partition", "from", name, "to", SiteState)
@@ -105,41 +106,6 @@ func readLimited(path string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(io.LimitReader(f, site.MaxSize+1))
-}
-
-// writeFileAtomic writes path so that a power cut leaves the old file or
-// the new one, never a torn one.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // identifyNode decides which node of the site config this head is.

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"tandem.dev/tandem/internal/atomicfile"
 	"tandem.dev/tandem/services"
 )
 
@@ -103,7 +104,7 @@ func (r *Resource) writeConfig(op string) error {
 			return services.Errorf(Name, op, services.Failed, "%v", err)
 		}
 	}
-	if err := writeAtomic(r.cfg.ResFile(), data, 0o600); err != nil {
+	if err := atomicfile.Write(r.cfg.ResFile(), data, 0o600); err != nil {
 		return services.Errorf(Name, op, services.Failed, "write %s: %v", r.cfg.ResFile(), err)
 	}
 	return nil
@@ -469,25 +470,4 @@ func (r *Resource) follow(ctx context.Context, w *watcher) {
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}
-}
-
-// writeAtomic replaces path so that a reader never sees half a file.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem.dev/tandem/internal/atomicfile"
 	"tandem.dev/tandem/services"
 )
 
@@ -125,7 +126,7 @@ func TestSkipInitialSync(t *testing.T) {
 			f := newFake().on("drbdsetup events2 --now --statistics r0", ok(tc.state)).on("drbdsetup get-gi 0", ok(tc.gi))
 			r := newTest(t, labConfig(t, tc.self), f, tc.state)
 			if tc.fresh {
-				if err := writeAtomic(r.freshFile(), []byte("x"), 0o600); err != nil {
+				if err := atomicfile.Write(r.freshFile(), []byte("x"), 0o600); err != nil {
 					t.Fatal(err)
 				}
 			}

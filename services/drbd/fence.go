@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"tandem.dev/tandem/internal/atomicfile"
 )
 
 // Fence-peer handler exit codes. DRBD runs the fence-peer handler when it
@@ -116,7 +118,7 @@ func WriteVerdict(runDir, resource string, v Verdict) error {
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return err
 	}
-	return writeAtomic(VerdictFile(runDir, resource), b, 0o600)
+	return atomicfile.Write(VerdictFile(runDir, resource), b, 0o600)
 }
 
 // FencePeer is the fence-peer handler: it answers DRBD from the
@@ -143,7 +145,7 @@ func (h Handler) FencePeer(ctx context.Context) int {
 	fenced := rec.Exit == FencePeerOutdated || rec.Exit == FencePeerDown || rec.Exit == FencePeerStonithed
 	if fenced {
 		b, _ := json.Marshal(rec)
-		if err := os.MkdirAll(h.StateDir, 0o700); err != nil || writeAtomic(FenceFile(h.StateDir, res), append(b, '\n'), 0o600) != nil {
+		if err := os.MkdirAll(h.StateDir, 0o700); err != nil || atomicfile.Write(FenceFile(h.StateDir, res), append(b, '\n'), 0o600) != nil {
 			// An unrecorded fence could be forgotten across a reboot:
 			// do not claim it.
 			h.Log.Error("fence-peer: cannot record the fence; refusing", "resource", res, "err", err)

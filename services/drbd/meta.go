@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"tandem.dev/tandem/internal/atomicfile"
 	"tandem.dev/tandem/services"
 )
 
@@ -73,7 +74,7 @@ func (r *Resource) ensureMetadata(ctx context.Context, op string) error {
 	if _, err := r.adm(ctx, op, "--", "--force", "create-md", r.cfg.Resource); err != nil {
 		return err
 	}
-	if err := writeAtomic(r.freshFile(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(r.freshFile(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
 		return services.Errorf(Name, op, services.Failed, "record first activation: %v", err)
 	}
 	return nil

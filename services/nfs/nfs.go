@@ -134,7 +134,7 @@ type Server struct {
 	isMount func(path string) (bool, error)
 	binary  func(name string) bool
 	scoped  func(scope string, fn func() error) error // inScope; tests run fn directly
-	ready   time.Duration // how long a daemon may take to register
+	ready   time.Duration                             // how long a daemon may take to register
 
 	mu    sync.Mutex
 	procs map[string]proc // daemons we started, by program name

@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"tandem.dev/tandem/internal/atomicfile"
 )
 
 // Tickle ACKs. When the VIP moves, a client may have a request in flight
@@ -154,31 +156,7 @@ func saveConns(path string, conns []Conn) error {
 	// Durable, not just atomic: after a power pull the next head reads
 	// what reached the replicated disk, and an empty list means no
 	// tickles and clients waiting out their timeouts.
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(path, b, 0o644)
 }
 
 func loadConns(path string) ([]Conn, error) {
