@@ -65,13 +65,15 @@ type haSup struct {
 	tbAddr string // the witness or ping target address
 	kick   chan struct{}
 	epochs string // epochFile, replaced in tests
+	modes  string // modeFile, replaced in tests
 
 	wantVote atomic.Bool
 	voteKick chan struct{}
 
 	mu          sync.Mutex
 	epoch       uint64
-	peerEpoch   uint64    // the peer's, as last announced
+	peerEpoch   uint64 // the peer's, as last announced
+	mode        operatorMode
 	handover    time.Time // a switchover hands the service over until then
 	manual      int       // operator role changes under way (switchover)
 	acting      string    // the loop's role change under way: promote or demote
@@ -103,7 +105,7 @@ func haParams(sc siteHA) decide.Params {
 		Interval:        time.Duration(sc.intervalMS) * time.Millisecond,
 		DeadTime:        time.Duration(sc.deadMS) * time.Millisecond,
 		StopBound:       time.Duration(sc.stopBoundMS) * time.Millisecond,
-		WatchdogTimeout: watchdogTimeout,
+		WatchdogTimeout: sc.watchdog,
 		Tiebreaker:      decide.Witness,
 	}
 	if sc.pingTarget != "" {
@@ -116,6 +118,7 @@ func haParams(sc siteHA) decide.Params {
 type siteHA struct {
 	intervalMS, deadMS, stopBoundMS int
 	pingTarget                      string
+	watchdog                        time.Duration
 }
 
 // startHA opens the heartbeat, the witness client or ping target, and
@@ -127,7 +130,16 @@ func (b *Boot) startHA(ctx context.Context) error {
 	if peer == nil {
 		return errors.New("HA: the site config names no peer")
 	}
-	p := haParams(siteHA{sc.HA.HeartbeatIntervalMS, sc.HA.DeadTimeMS, sc.HA.StopBoundMS, sc.Witness.PingTarget})
+	b.mu.Lock()
+	wd := b.watchdog
+	b.mu.Unlock()
+	wdTimeout := time.Duration(sc.HA.WatchdogTimeoutSeconds) * time.Second
+	if wd == nil {
+		b.Log.Warn("HA: no hardware watchdog: a hung PID 1 cannot be reset; a stop that overruns its bound still restarts the kernel")
+	} else {
+		wdTimeout = wd.setTimeout(wdTimeout, b.Log)
+	}
+	p := haParams(siteHA{sc.HA.HeartbeatIntervalMS, sc.HA.DeadTimeMS, sc.HA.StopBoundMS, sc.Witness.PingTarget, wdTimeout})
 	m, err := decide.NewMachine(p)
 	if err != nil {
 		return fmt.Errorf("HA: %w", err)
@@ -146,7 +158,8 @@ func (b *Boot) startHA(ctx context.Context) error {
 		return fmt.Errorf("HA: %w", err)
 	}
 	h := &haSup{b: b, log: b.Log, params: p, m: m, hb: hb, peer: peer.Name, kick: make(chan struct{}, 1),
-		voteKick: make(chan struct{}, 1), epochs: epochFile, escalatedAt: map[string]time.Time{}}
+		voteKick: make(chan struct{}, 1), epochs: epochFile, modes: modeFile, escalatedAt: map[string]time.Time{}}
+	h.loadMode()
 	h.epoch, err = readEpoch(h.epochs)
 	if err != nil {
 		// A lost epoch only makes this head yield in a tie: the safe side.
@@ -169,12 +182,6 @@ func (b *Boot) startHA(ctx context.Context) error {
 			return fmt.Errorf("HA: %w", err)
 		}
 		h.ping = pg
-	}
-	b.mu.Lock()
-	wd := b.watchdog
-	b.mu.Unlock()
-	if wd == nil {
-		b.Log.Warn("HA: no hardware watchdog: a hung PID 1 cannot be reset; a stop that overruns its bound still restarts the kernel")
 	}
 	b.mu.Lock()
 	b.ha = h
@@ -278,7 +285,10 @@ func (h *haSup) observe(now time.Time, snap heartbeat.Snapshot) decide.Inputs {
 		PeerFenced: fenced,
 		Vote:       vote,
 	}
-	if sup != nil && sup.InMaintenance() {
+	if h.mode.Standby {
+		in.Mode = decide.NodeStandby
+	}
+	if h.mode.Maintenance || sup != nil && sup.InMaintenance() {
 		in.Mode = decide.Maintenance
 	}
 	if b.role() == roleActive || h.acting != "" {

@@ -21,13 +21,14 @@ func TestHAParams(t *testing.T) {
 		tb    decide.Tiebreaker
 	}{
 		// The defaults: 0.5 + 1 + 20 + 30 s, as docs/ha.md says.
-		{"defaults", siteHA{500, 3000, 20000, ""}, 51500 * time.Millisecond, decide.Witness},
-		{"short stop bound", siteHA{500, 5000, 8000, ""}, 39500 * time.Millisecond, decide.Witness},
-		{"ping target", siteHA{1000, 3000, 20000, "192.0.2.1"}, 52 * time.Second, decide.PingTarget},
+		{"defaults", siteHA{500, 3000, 20000, "", 30 * time.Second}, 51500 * time.Millisecond, decide.Witness},
+		{"short stop bound", siteHA{500, 5000, 8000, "", 30 * time.Second}, 39500 * time.Millisecond, decide.Witness},
+		{"short watchdog", siteHA{500, 5000, 5000, "", 6 * time.Second}, 12500 * time.Millisecond, decide.Witness},
+		{"ping target", siteHA{1000, 3000, 20000, "192.0.2.1", 30 * time.Second}, 52 * time.Second, decide.PingTarget},
 	}
 	for _, tc := range tests {
 		p := haParams(tc.in)
-		if got := p.TakeoverDelay(); got != tc.delay || p.Tiebreaker != tc.tb || p.WatchdogTimeout != watchdogTimeout {
+		if got := p.TakeoverDelay(); got != tc.delay || p.Tiebreaker != tc.tb || p.WatchdogTimeout != tc.in.watchdog {
 			t.Errorf("%s: takeover delay %v (want %v), tiebreaker %v, watchdog %v", tc.name, got, tc.delay, p.Tiebreaker, p.WatchdogTimeout)
 		}
 		if err := p.Validate(); err != nil {

@@ -35,6 +35,10 @@ func (h statusHandler) Switchover(ctx context.Context) (string, error) {
 	return h.b.switchover(ctx)
 }
 
+func (h statusHandler) SetMode(ctx context.Context, req status.Request) (string, error) {
+	return h.b.setMode(ctx, req)
+}
+
 func (h statusHandler) Shutdown(op string) error {
 	return h.b.requestShutdown(op, "tandem "+op)
 }

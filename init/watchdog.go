@@ -3,6 +3,7 @@ package pid1
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,14 +14,16 @@ import (
 )
 
 // Hardware watchdog policy: the board resets when PID 1 stops petting for
-// watchdogTimeout. While the node runs, a goroutine pets every
-// watchdogPet, so a hung kernel or a stalled Go runtime resets the board.
-// A shutdown gives itself shutdownBudget; a stop that hangs past it stops
-// the petting, and the watchdog resets the board.
+// the timeout: watchdogTimeout until the site config's
+// ha.watchdog_timeout_seconds applies (setTimeout). While the node runs, a
+// goroutine pets every watchdogPet, so a hung kernel or a stalled Go
+// runtime resets the board. A shutdown gives itself shutdownBudget; a stop
+// that hangs past it stops the petting, and the watchdog resets the board.
 const (
 	watchdogTimeout = 30 * time.Second
-	watchdogPet     = 5 * time.Second
-	shutdownBudget  = 90 * time.Second
+	// Well under the shortest timeout the site config allows (2 s).
+	watchdogPet    = 500 * time.Millisecond
+	shutdownBudget = 90 * time.Second
 )
 
 type watchdog struct {
@@ -107,6 +110,26 @@ func (w *watchdog) pet() {
 		return // a shutdown is overdue: let the board reset
 	}
 	unix.IoctlWatchdogKeepalive(int(w.f.Fd()))
+}
+
+// setTimeout asks the driver for d and returns the timeout in force:
+// drivers round or clamp, and the takeover delay must use the real one.
+func (w *watchdog) setTimeout(d time.Duration, log *slog.Logger) time.Duration {
+	fd := int(w.f.Fd())
+	want := int((d + time.Second - 1) / time.Second)
+	if err := unix.IoctlSetPointerInt(fd, unix.WDIOC_SETTIMEOUT, want); err != nil {
+		log.Warn("watchdog: cannot set the site's timeout", "dev", w.dev, "want_s", want, "err", err)
+	}
+	got, err := unix.IoctlGetInt(fd, unix.WDIOC_GETTIMEOUT)
+	if err != nil || got <= 0 {
+		log.Warn("watchdog: cannot read the timeout back; assuming the site's", "dev", w.dev, "err", err)
+		return d
+	}
+	if got != want {
+		log.Warn("watchdog: the driver set another timeout than ha.watchdog_timeout_seconds", "dev", w.dev, "want_s", want, "got_s", got)
+	}
+	w.pet() // restart the count with the new timeout
+	return time.Duration(got) * time.Second
 }
 
 // petUntil bounds the petting: past t the board resets.

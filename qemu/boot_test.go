@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 
 // requireQEMU: with -short a scenario may skip; otherwise (and always in
 // CI) a missing QEMU or OVMF is a failure, never a silent skip.
-func requireQEMU(t *testing.T) {
+func requireQEMU(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("QEMU scenario; runs without -short")

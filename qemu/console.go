@@ -21,8 +21,12 @@ type Console struct {
 	err    error
 }
 
-func newConsole(path string) (*Console, error) {
-	f, err := os.Create(path)
+func newConsole(path string, appendTo bool) (*Console, error) {
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if appendTo {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	}
+	f, err := os.OpenFile(path, flags, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: console log: %w", err)
 	}

@@ -23,7 +23,7 @@ import (
 // go test ./qemu/ -run TestFailover -args -ha.site=/tmp/site.toml
 var haSiteFlag = flag.String("ha.site", "", "site.toml for the HA scenarios (default configs/site.lab.toml)")
 
-func haSite(t *testing.T) ([]byte, *site.Config) {
+func haSite(t testing.TB) ([]byte, *site.Config) {
 	t.Helper()
 	raw := labSite(t)
 	if *haSiteFlag != "" {
@@ -39,47 +39,54 @@ func haSite(t *testing.T) ([]byte, *site.Config) {
 	return raw, sc
 }
 
-// R1 of issue 6: the active head loses power under the client's writes.
+// longFlag runs the long forms of the HA scenarios (20 power pulls).
+var longFlag = flag.Bool("long", false, "run the long forms of the HA scenarios")
+
+// R1 and R9 of issue 6: the active head loses power again and again
+// under the client's writes, and the pair carries the service back and
+// forth.
 //
 //  1. The full lab boots with the witness on the client (10.0.0.2, as the
 //     site config says). head-a takes the service and the witness vote;
 //     each head sees the other on both heartbeat paths.
-//  2. The client mounts the export hard over NFSv3 through the VIP and
-//     writes checksummed records.
-//  3. head-a is killed (QMP quit: a power pull). head-b gets the vote once
-//     head-a's lease has run out, waits until head-a would certainly be
-//     stopped or reset (the takeover delay: never less), outdates it
-//     through DRBD's fence-peer hook and starts the service.
-//  4. The client's writes went on: no error, nothing lost or corrupt. The
-//     stall and head-b's takeover timeline are logged.
+//  2. The client mounts the export hard over NFSv3 through the VIP.
+//  3. Ten times (twenty with -long), while the client writes checksummed
+//     records: the active head is killed (QMP quit: a power pull). The
+//     standby gets the vote once the old head's lease has run out, waits
+//     until the old head would certainly be stopped or reset (the
+//     takeover delay: never less), outdates it through DRBD's fence-peer
+//     hook and starts the service. The dead head is powered on again,
+//     resyncs and becomes the standby for the next kill.
+//  4. After every kill the client's writes went on: no error, nothing
+//     lost or corrupt, and every record of every earlier round still
+//     reads back. The stalls and takeover timelines are logged, with
+//     their median and maximum.
 func TestFailoverActiveHeadKilled(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	kills := 10
+	if *longFlag {
+		kills = 20
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute+time.Duration(kills)*4*time.Minute)
 	defer cancel()
 	raw, sc := haSite(t)
 	interval := time.Duration(sc.HA.HeartbeatIntervalMS) * time.Millisecond
 	dead := time.Duration(sc.HA.DeadTimeMS) * time.Millisecond
 	lease := time.Duration(sc.Witness.LeaseMS) * time.Millisecond
 	lab := startLabWith(t, ctx, qemu.LabConfig{Topology: qemu.Full, SiteTOML: raw})
-	a, b, client := lab.VM("head-a"), lab.VM("head-b"), lab.VM("client")
+	client := lab.VM("client")
 
 	// 1. The witness runs on the client; head-a serves and holds its vote.
 	clientUp(t, ctx, lab, client)
 	startWitness(t, ctx, client, raw)
 	activeRE := regexp.MustCompile(`tandem: role: active after (\d+) ms`)
-	if _, err := a.Console.WaitFor(ctx, activeRE); err != nil {
+	if _, err := lab.VM("head-a").Console.WaitFor(ctx, activeRE); err != nil {
 		t.Fatal(err)
 	}
-	stA := waitStatus(t, ctx, a, func(s status.Status) bool {
-		return s.Role == "active" && s.DRBD != nil && s.DRBD.Connection == "Connected" && s.DRBD.PeerDisk == "UpToDate" &&
-			s.HA != nil && s.HA.Vote.Held && s.HA.Heartbeat.Seen && pathsUp(s.HA) == 2
-	})
-	if stA.HA.QuorumBy != "peer and witness" || stA.Peer == nil || stA.Peer.HA == nil || stA.Peer.HA.Announce != "standby" {
-		t.Fatalf("head-a's view of the pair: quorum by %q, peer %+v", stA.HA.QuorumBy, stA.Peer)
-	}
+	stA := pairReady(t, ctx, lab.VM("head-a"))
 	delay := time.Duration(stA.HA.Timing.TakeoverDelayMS) * time.Millisecond
 	t.Logf("pair up: head-a active with the witness vote (%d ms left), epoch %d; takeover delay %v, dead time %v, lease %v",
 		stA.HA.Vote.ExpiresInMS, stA.HA.Epoch, delay, dead, lease)
-	out := guest(t, ctx, b, "tandem", "status")
+	out := guest(t, ctx, lab.VM("head-b"), "tandem", "status")
 	for _, want := range []string{`quorum \(peer\)`, `head-a: quorum \(peer and witness\)`, `heartbeat\s+SEEN head-a: active`,
 		`replication\s+10\.10\.0\.12:\d+\s+10\.10\.0\.11:\d+\s+up`, `management\s+10\.0\.0\.12:\d+\s+10\.0\.0\.11:\d+\s+up`,
 		`dropped: forged 0, replayed 0`} {
@@ -87,89 +94,148 @@ func TestFailoverActiveHeadKilled(t *testing.T) {
 			t.Errorf("tandem status on head-b does not match %q:\n%s", want, out)
 		}
 	}
-	if out := guest(t, ctx, a, "tandem", "status"); !regexp.MustCompile(`witness\s+10\.0\.0\.2:7791: vote HELD by this head`).MatchString(out) {
+	if out := guest(t, ctx, lab.VM("head-a"), "tandem", "status"); !regexp.MustCompile(`witness\s+10\.0\.0\.2:7791: vote HELD by this head`).MatchString(out) {
 		t.Errorf("tandem status on head-a does not show the witness vote:\n%s", out)
 	}
 
-	// 2. The client writes through the VIP over a hard NFSv3 mount. The
-	// run spans the takeover's worst case and some writing after it.
+	// 2. A hard NFSv3 mount through the VIP.
 	guest(t, ctx, client, "busybox", "mkdir", "-p", "/tmp/v3")
 	guest(t, ctx, client, "mount.nfs", "10.0.0.10:/srv/tandem/vm", "/tmp/v3", "-o", "vers=3,hard,proto=tcp,nolock")
-	const before, after = 15 * time.Second, 30 * time.Second
+
+	// 3. The kills.
+	const before = 8 * time.Second
 	worst := max(dead, lease) + interval + delay + time.Minute // the stack's start and the client's reconnect
-	startWorkload(t, ctx, client, "/tmp/v3", before+worst+after)
-	sleepCtx(ctx, before)
+	activeName, standbyName := "head-a", "head-b"
+	epoch := stA.HA.Epoch
+	var stalls, takeovers []time.Duration
+	var done []*workload.Report
+	for k := 1; k <= kills; k++ {
+		active, standby := lab.VM(activeName), lab.VM(standbyName)
+		dir := fmt.Sprintf("/tmp/v3/k%02d", k)
+		startWorkload(t, ctx, client, dir, worst+10*time.Minute) // stopped below, once the pair is whole again
+		sleepCtx(ctx, before)
 
-	// 3. Power pull on the active head.
-	mark := b.Console.Len()
-	killed := time.Now()
-	if err := a.Quit(); err != nil {
-		t.Fatal(err)
+		mark := standby.Console.Len()
+		killed := time.Now()
+		if err := active.Quit(); err != nil {
+			t.Fatal(err)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, worst+time.Minute)
+		line, err := standby.Console.WaitForAfter(wctx, mark, activeRE)
+		wcancel()
+		if err != nil {
+			t.Fatalf("kill %d: %s did not take over within %v of the kill: %v", k, standbyName, worst+time.Minute, err)
+		}
+		took := time.Since(killed)
+		// Safety: the takeover waits out the takeover delay after the
+		// silence; an earlier one could meet a live old active.
+		if took < delay {
+			t.Errorf("kill %d: %s took over %.1f s after the kill, before the takeover delay of %v", k, standbyName, took.Seconds(), delay)
+		}
+		st := waitStatus(t, ctx, standby, func(s status.Status) bool {
+			return s.Role == "active" && s.HA != nil && len(s.HA.Failovers) > 0 && s.HA.Failovers[0].Kind == "takeover" &&
+				s.DRBD != nil && s.DRBD.Role == "Primary"
+		})
+		f := st.HA.Failovers[0]
+		var steps []string
+		for _, s := range f.Steps {
+			steps = append(steps, fmt.Sprintf("%s %.2fs", s.Name, float64(s.MS)/1000))
+		}
+		t.Logf("kill %d: %s took over %.1f s after the kill (%s); its timeline, %.1f s from %s's last heartbeat: %s",
+			k, standbyName, took.Seconds(), strings.TrimSpace(line), float64(f.TotalMS)/1000, activeName, strings.Join(steps, ", "))
+		takeovers = append(takeovers, time.Duration(f.TotalMS)*time.Millisecond)
+		for _, want := range []string{"detect", "vote", "wait", "fence", "promote", "mount", "nfsd up", "VIP up"} {
+			if !slices.ContainsFunc(f.Steps, func(s status.FailoverStep) bool { return s.Name == want }) {
+				t.Errorf("kill %d: the takeover's timeline lacks %q: %+v", k, want, f.Steps)
+			}
+		}
+		if !f.OK || st.HA.Epoch <= epoch || !st.HA.Vote.Held || st.HA.Heartbeat.Alive {
+			t.Errorf("kill %d: %s after the takeover: ok %v, epoch %d (before %d), vote held %v, peer alive %v",
+				k, standbyName, f.OK, st.HA.Epoch, epoch, st.HA.Vote.Held, st.HA.Heartbeat.Alive)
+		}
+		epoch = st.HA.Epoch
+		// The new head outdated the dead one through DRBD's fence-peer hook.
+		if rec := guest(t, ctx, standby, "busybox", "cat", "/var/lib/tandem/drbd/r0.fenced"); !strings.Contains(rec, `"verdict":"down"`) {
+			t.Errorf("kill %d: no fence record for %s on %s: %s", k, activeName, standbyName, rec)
+		}
+
+		// The dead head comes back from its own disks and rejoins as
+		// the standby, while the client goes on writing.
+		back, err := lab.PowerOn(activeName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pairReady(t, ctx, standby)
+		mustLog(t, back, "assembled existing array (not created)")
+		mustNotLog(t, back, "creating a new RAID10 array")
+		stopWorkload(t, ctx, client, dir)
+		r := waitWorkload(t, ctx, client, dir, 3*time.Minute)
+		if !r.Clean() || r.Acked == 0 {
+			t.Errorf("kill %d: the client saw errors or lost records: %s", k, r)
+		}
+		stall := stallAt(r, before)
+		if stall == nil {
+			t.Errorf("kill %d: no stall at the kill (%v into the run): %+v", k, before, r.Stalls)
+		} else {
+			stalls = append(stalls, stall.Took)
+			t.Logf("kill %d: client stall %.1f s; NFSv3: %s", k, stall.Took.Seconds(), r)
+		}
+		// Every record acknowledged in every round so far reads back.
+		done = append(done, r)
+		for _, old := range done {
+			res, err := client.Agent().Run(ctx, "tandem", "workload", "--verify", old.File, "--acked", fmt.Sprint(old.Acked))
+			if err != nil || res.Exit != 0 {
+				t.Errorf("kill %d: verifying %s: %v %s%s", k, old.File, err, res.Stdout, res.Stderr)
+			}
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+		activeName, standbyName = standbyName, activeName
 	}
-	t.Logf("head-a killed (QMP quit)")
-	wctx, wcancel := context.WithTimeout(ctx, worst+time.Minute)
-	line, err := b.Console.WaitForAfter(wctx, mark, activeRE)
-	wcancel()
-	if err != nil {
-		t.Fatalf("head-b did not take over within %v of the kill: %v", worst+time.Minute, err)
-	}
-	took := time.Since(killed)
-	t.Logf("head-b active %.1f s after the kill (%s)", took.Seconds(), strings.TrimSpace(line))
-	// Safety: the takeover waits out the takeover delay after the
-	// silence; an earlier one could meet a live old active.
-	if took < delay {
-		t.Errorf("head-b took over %.1f s after the kill, before the takeover delay of %v", took.Seconds(), delay)
-	}
-	stB := waitStatus(t, ctx, b, func(s status.Status) bool {
-		return s.Role == "active" && s.HA != nil && len(s.HA.Failovers) > 0 && s.DRBD != nil && s.DRBD.Role == "Primary"
+	t.Logf("R1/R9: %d power pulls; client stall median %.1f s, max %.1f s; takeover median %.1f s, max %.1f s",
+		kills, median(stalls).Seconds(), slices.Max(stalls).Seconds(), median(takeovers).Seconds(), slices.Max(takeovers).Seconds())
+}
+
+// pairReady waits until active serves with the witness vote, sees its
+// peer on both paths as a standby, and DRBD is Connected with both disks
+// UpToDate: ready for the next fault.
+func pairReady(t testing.TB, ctx context.Context, active *qemu.VM) status.Status {
+	t.Helper()
+	st := waitStatus(t, ctx, active, func(s status.Status) bool {
+		return s.Role == "active" && s.DRBD != nil && s.DRBD.Connection == "Connected" && s.DRBD.Disk == "UpToDate" &&
+			s.DRBD.PeerDisk == "UpToDate" && s.HA != nil && s.HA.Vote.Held && s.HA.Heartbeat.Seen && pathsUp(s.HA) == 2 &&
+			s.Peer != nil && s.Peer.HA != nil && s.Peer.HA.Announce == "standby"
 	})
-	f := stB.HA.Failovers[0]
-	var steps []string
-	for _, s := range f.Steps {
-		steps = append(steps, fmt.Sprintf("%s %.2fs", s.Name, float64(s.MS)/1000))
+	if st.HA.QuorumBy != "peer and witness" {
+		t.Fatalf("%s: quorum by %q, want peer and witness", active.Name, st.HA.QuorumBy)
 	}
-	t.Logf("head-b's takeover: %s in %.1f s (from head-a's last heartbeat): %s", f.Kind, float64(f.TotalMS)/1000, strings.Join(steps, ", "))
-	for _, want := range []string{"detect", "vote", "wait", "fence", "promote", "mount", "nfsd up", "VIP up"} {
-		if !slices.ContainsFunc(f.Steps, func(s status.FailoverStep) bool { return s.Name == want }) {
-			t.Errorf("the takeover's timeline lacks %q: %+v", want, f.Steps)
-		}
-	}
-	if f.Kind != "takeover" || !f.OK || stB.HA.Epoch <= stA.HA.Epoch || !stB.HA.Vote.Held || stB.HA.Heartbeat.Alive {
-		t.Errorf("head-b after the takeover: kind %s ok %v, epoch %d (head-a had %d), vote held %v, peer alive %v",
-			f.Kind, f.OK, stB.HA.Epoch, stA.HA.Epoch, stB.HA.Vote.Held, stB.HA.Heartbeat.Alive)
-	}
-	// head-b outdated head-a through DRBD's fence-peer hook.
-	if rec := guest(t, ctx, b, "busybox", "cat", "/var/lib/tandem/drbd/r0.fenced"); !strings.Contains(rec, `"verdict":"down"`) {
-		t.Errorf("no fence record for head-a on head-b: %s", rec)
-	}
-	if wlog := guest(t, ctx, client, "busybox", "cat", "/tmp/witness.log"); !regexp.MustCompile(`witness: granted.*holder=head-b`).MatchString(wlog) {
-		t.Errorf("the witness never granted head-b its vote:\n%s", wlog)
-	}
+	return st
+}
 
-	// 4. The client's writes rode it out.
-	r := waitWorkload(t, ctx, client, "/tmp/v3", worst+after+3*time.Minute)
-	t.Logf("NFSv3: %s", r)
-	if !r.Clean() || r.Acked == 0 {
-		t.Errorf("the client saw errors or lost records across the takeover: %+v", r)
-	}
-	var stall *workload.Stall
+// stallAt is the first stall that began around at (an offset from the
+// workload's start; host and guest clocks only share that start).
+func stallAt(r *workload.Report, at time.Duration) *workload.Stall {
 	for i, s := range r.Stalls {
-		if off := s.From.Sub(r.Start); off >= before-5*time.Second && off <= before+5*time.Second {
-			stall = &r.Stalls[i]
+		if off := s.From.Sub(r.Start); off >= at-5*time.Second && off <= at+5*time.Second {
+			return &r.Stalls[i]
 		}
 	}
-	if stall == nil {
-		t.Fatalf("no stall at the kill (%v into the run): %+v", before, r.Stalls)
+	return nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
 	}
-	t.Logf("R1 stall: %.1f s (the kill to the client's next acknowledged write)", stall.Took.Seconds())
-	if r.End.Sub(stall.To) < 5*time.Second {
-		t.Errorf("the client barely wrote after the takeover: stall ended %v before the run's end", r.End.Sub(stall.To))
-	}
+	return s[len(s)/2]
 }
 
 // startWitness puts the site config on the client and runs `tandem
 // witness` there in the background, logging to /tmp/witness.log.
-func startWitness(t *testing.T, ctx context.Context, client *qemu.VM, siteTOML []byte) {
+func startWitness(t testing.TB, ctx context.Context, client *qemu.VM, siteTOML []byte) {
 	t.Helper()
 	res, err := client.Agent().Do(ctx, agent.Request{Argv: []string{"busybox", "sh", "-c", "busybox cat > /tmp/site.toml"}, Stdin: siteTOML})
 	if err != nil || res.Exit != 0 {

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,9 +29,18 @@ type Hub struct {
 	// if from one more port (see SetDHCP).
 	dhcp *DHCPServer
 
+	// tap, when set, sees a copy of every frame a member sends.
+	tap atomic.Pointer[func([]byte)]
+	// filter, when set, decides which members get a frame (see SetFilter).
+	filter atomic.Pointer[func(frame []byte, from, to string) bool]
+
 	Forwarded, Flooded, Dropped atomic.Uint64
-	running                     atomic.Bool
-	done                        chan struct{}
+	// Filtered counts the deliveries the filter refused: one per frame
+	// and member it kept the frame from.
+	Filtered atomic.Uint64
+
+	running atomic.Bool
+	done    chan struct{}
 }
 
 // SetDHCP puts a DHCP server on the segment; call it before Run.
@@ -38,6 +48,41 @@ func (h *Hub) SetDHCP(s *DHCPServer) { h.dhcp = s }
 
 // DHCP is the segment's DHCP server, nil if it has none.
 func (h *Hub) DHCP() *DHCPServer { return h.dhcp }
+
+// SetTap makes f see a copy of every frame a member sends from now on
+// (nil: none), as a mirror port would: for a test that captures traffic.
+// f runs on the hub's goroutine and must not block.
+func (h *Hub) SetTap(f func(frame []byte)) {
+	if f == nil {
+		h.tap.Store(nil)
+		return
+	}
+	h.tap.Store(&f)
+}
+
+// SetFilter makes the hub deliver a frame from member from to member to
+// only while f returns true (nil: deliver everything), as a managed
+// switch's port ACL would: for a test that cuts some paths across the
+// segment and keeps others, e.g. a partition between two members that
+// both still reach a third. from is "" for a frame of Inject or the DHCP
+// server. f runs on the hub's goroutine for every delivery and must not
+// block; the deliveries it refuses are counted in Filtered.
+func (h *Hub) SetFilter(f func(frame []byte, from, to string) bool) {
+	if f == nil {
+		h.filter.Store(nil)
+		return
+	}
+	h.filter.Store(&f)
+}
+
+// Inject puts a frame on the segment as if from a host outside the lab
+// (a test's attacker): it is switched like any other frame.
+func (h *Hub) Inject(frame []byte) {
+	if len(frame) < 14 {
+		return
+	}
+	h.forward(frame, netip.AddrPort{})
+}
 
 // NewHub listens on 127.0.0.1:port for the members (name → their
 // netdev's localaddr port). Frames from anyone else are dropped.
@@ -79,6 +124,9 @@ func (h *Hub) Run(ctx context.Context) {
 			h.Dropped.Add(1)
 			continue
 		}
+		if tap := h.tap.Load(); tap != nil {
+			(*tap)(bytes.Clone(buf[:n]))
+		}
 		h.forward(buf[:n], from)
 		if h.dhcp != nil {
 			if reply := h.dhcp.Handle(buf[:n]); reply != nil {
@@ -99,18 +147,28 @@ func (h *Hub) forward(frame []byte, from netip.AddrPort) {
 	to, known := h.macs[dst]
 	h.mu.Unlock()
 	if known && dst[0]&1 == 0 {
-		if to != from {
+		if to != from && h.allowed(frame, from, to) {
 			h.send(frame, to)
 			h.Forwarded.Add(1)
 		}
 		return
 	}
 	for m := range h.members { // broadcast, multicast, or not yet learned
-		if m != from {
+		if m != from && h.allowed(frame, from, m) {
 			h.send(frame, m)
 		}
 	}
 	h.Flooded.Add(1)
+}
+
+// allowed asks the filter, if any, whether the frame from goes to to.
+func (h *Hub) allowed(frame []byte, from, to netip.AddrPort) bool {
+	f := h.filter.Load()
+	if f == nil || (*f)(frame, h.members[from], h.members[to]) {
+		return true
+	}
+	h.Filtered.Add(1)
+	return false
 }
 
 func (h *Hub) send(frame []byte, to netip.AddrPort) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 )
@@ -69,6 +70,8 @@ type Lab struct {
 	// without a host network, which the lab does not have.
 	Witness string
 
+	ctx       context.Context // NewLab's: PowerOn's VMs live as long as the first ones
+	mu        sync.Mutex      // VMs and state, which PowerOn changes
 	state     LabState
 	ports     *PortBlock
 	removeDir bool
@@ -153,7 +156,7 @@ func NewLab(ctx context.Context, c LabConfig) (_ *Lab, err error) {
 	if c.DataDiskSize == 0 {
 		c.DataDiskSize = 256 << 20
 	}
-	l := &Lab{Topology: c.Topology, log: c.Log}
+	l := &Lab{Topology: c.Topology, log: c.Log, ctx: ctx}
 	if c.Dir == "" {
 		if l.Dir, err = os.MkdirTemp("", "tandem-lab-"); err != nil {
 			return nil, fmt.Errorf("qemu: lab: %w", err)
@@ -290,8 +293,11 @@ func must(b []byte, err error) []byte {
 	return b
 }
 
-// VM returns the VM named name (head-a, head-b, client), or nil.
+// VM returns the VM named name (head-a, head-b, client), or nil. After
+// PowerOn it is the new QEMU.
 func (l *Lab) VM(name string) *VM {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for _, vm := range l.VMs {
 		if vm.Name == name {
 			return vm
@@ -300,8 +306,49 @@ func (l *Lab) VM(name string) *VM {
 	return nil
 }
 
+// vms is a snapshot of l.VMs.
+func (l *Lab) vms() []*VM {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.VMs)
+}
+
 // State is what the state file says.
-func (l *Lab) State() LabState { return l.state }
+func (l *Lab) State() LabState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state
+}
+
+// PowerOn boots a VM of the lab that has exited (after Quit, or a
+// poweroff) again with the same disks and NICs (VM.PowerOn), and makes it
+// the lab's VM of that name.
+func (l *Lab) PowerOn(name string) (*VM, error) {
+	old := l.VM(name)
+	if old == nil {
+		return nil, fmt.Errorf("qemu: lab: no VM %q", name)
+	}
+	vm, err := old.PowerOn(l.ctx)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range l.VMs {
+		if l.VMs[i] == old {
+			l.VMs[i] = vm
+		}
+	}
+	for i := range l.state.VMs {
+		if l.state.VMs[i].Name == name {
+			l.state.VMs[i].PID = vm.PID()
+		}
+	}
+	if err := writeAtomic(filepath.Join(l.Dir, StateFile), must(json.MarshalIndent(l.state, "", "  "))); err != nil {
+		return vm, fmt.Errorf("qemu: lab state: %w", err)
+	}
+	return vm, nil
+}
 
 // WaitAll waits until every VM's console matches re and returns how long
 // each took from the start of the lab.
@@ -312,7 +359,7 @@ func (l *Lab) WaitAll(ctx context.Context, re *regexp.Regexp) (map[string]time.D
 		errs []error
 		wg   sync.WaitGroup
 	)
-	for _, vm := range l.VMs {
+	for _, vm := range l.vms() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -333,7 +380,7 @@ func (l *Lab) WaitAll(ctx context.Context, re *regexp.Regexp) (map[string]time.D
 // Tails returns the last n console lines of every VM, for a failed test.
 func (l *Lab) Tails(n int) string {
 	var s string
-	for _, vm := range l.VMs {
+	for _, vm := range l.vms() {
 		s += fmt.Sprintf("--- last %d console lines of %s (%s) ---\n%s\n", n, vm.Name, vm.Console.Path(), vm.Console.Tail(n))
 	}
 	return s
@@ -347,7 +394,7 @@ func (l *Lab) Close() error {
 		delete(liveLabs, l)
 		liveLabsMu.Unlock()
 		var wg sync.WaitGroup
-		for _, vm := range l.VMs {
+		for _, vm := range l.vms() {
 			wg.Add(1)
 			go func() { defer wg.Done(); vm.Kill() }()
 		}
@@ -391,4 +438,38 @@ func ReadLabState(dir string) (*LabState, error) {
 		return nil, fmt.Errorf("qemu: lab state %s: %w", dir, err)
 	}
 	return &s, nil
+}
+
+// powerOnRequest is the file another process (tandem lab fault VM
+// poweron) creates in a lab's Dir to have the lab's own process, which
+// alone can start its QEMUs, power a VM on again.
+func powerOnRequest(dir, vm string) string { return filepath.Join(dir, "poweron-"+vm) }
+
+// RequestPowerOn asks the process that runs the lab in dir to power vm
+// on again (see ServePowerOn).
+func RequestPowerOn(dir, vm string) error {
+	return writeAtomic(powerOnRequest(dir, vm), []byte(time.Now().Format(time.RFC3339Nano)+"\n"))
+}
+
+// ServePowerOn carries out RequestPowerOn's requests until ctx ends,
+// calling started with each VM it starts (or the error).
+func (l *Lab) ServePowerOn(ctx context.Context, started func(name string, vm *VM, err error)) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, vm := range l.vms() {
+			req := powerOnRequest(l.Dir, vm.Name)
+			if _, err := os.Stat(req); err != nil {
+				continue
+			}
+			os.Remove(req)
+			nvm, err := l.PowerOn(vm.Name)
+			started(vm.Name, nvm, err)
+		}
+	}
 }

@@ -27,7 +27,7 @@ func startLab(t *testing.T, ctx context.Context, topo qemu.Topology) *qemu.Lab {
 }
 
 // startLabWith is startLab with more of the lab's config (a site.toml).
-func startLabWith(t *testing.T, ctx context.Context, c qemu.LabConfig) *qemu.Lab {
+func startLabWith(t testing.TB, ctx context.Context, c qemu.LabConfig) *qemu.Lab {
 	t.Helper()
 	requireQEMU(t)
 	c.Image, c.Log = testimage.Default(t).Path, testLogger(t)
@@ -46,7 +46,7 @@ func startLabWith(t *testing.T, ctx context.Context, c qemu.LabConfig) *qemu.Lab
 }
 
 // noQEMULeft fails if any process still names the lab's dir.
-func noQEMULeft(t *testing.T, dir string) {
+func noQEMULeft(t testing.TB, dir string) {
 	t.Helper()
 	out, _ := exec.Command("pgrep", "-af", regexp.QuoteMeta(dir)).Output()
 	if s := strings.TrimSpace(string(out)); s != "" {
@@ -55,14 +55,14 @@ func noQEMULeft(t *testing.T, dir string) {
 }
 
 // testLogger logs to t until the test ends (later lines are dropped).
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	var over atomic.Bool
 	t.Cleanup(func() { over.Store(true) })
 	return slog.New(slog.NewTextHandler(logWriter{t, &over}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 type logWriter struct {
-	t    *testing.T
+	t    testing.TB
 	over *atomic.Bool
 }
 
@@ -282,7 +282,7 @@ func run(ctx context.Context, vm *qemu.VM, argv ...string) (agent.Result, error)
 }
 
 // guest runs a command that must succeed and returns its stdout.
-func guest(t *testing.T, ctx context.Context, vm *qemu.VM, argv ...string) string {
+func guest(t testing.TB, ctx context.Context, vm *qemu.VM, argv ...string) string {
 	t.Helper()
 	res, err := run(ctx, vm, argv...)
 	if err != nil {
@@ -296,7 +296,7 @@ func guest(t *testing.T, ctx context.Context, vm *qemu.VM, argv ...string) strin
 
 // ifaceByMAC names the guest interface with this MAC: the lab's MACs are
 // stable, interface names are not.
-func ifaceByMAC(t *testing.T, ctx context.Context, vm *qemu.VM, mac string) string {
+func ifaceByMAC(t testing.TB, ctx context.Context, vm *qemu.VM, mac string) string {
 	t.Helper()
 	name := strings.TrimSpace(guest(t, ctx, vm, "busybox", "sh", "-c",
 		`for i in /sys/class/net/*; do [ "$(busybox cat $i/address 2>/dev/null)" = "$0" ] && echo ${i##*/}; done; true`, mac))

@@ -206,7 +206,7 @@ func TestStackFreshPairSwitchoverReboot(t *testing.T) {
 }
 
 // clientUp gives the client 10.0.0.2 on the service network.
-func clientUp(t *testing.T, ctx context.Context, lab *qemu.Lab, client *qemu.VM) {
+func clientUp(t testing.TB, ctx context.Context, lab *qemu.Lab, client *qemu.VM) {
 	t.Helper()
 	if err := client.WaitAgentPort(ctx); err != nil {
 		t.Fatal(err)
@@ -232,8 +232,16 @@ func startWorkload(t *testing.T, ctx context.Context, client *qemu.VM, dir strin
 	base := reportBase(dir)
 	guest(t, ctx, client, "busybox", "sh", "-c", fmt.Sprintf(
 		"busybox mkdir -p %[1]s/w && busybox rm -f %[2]s.json && "+
-			"(tandem workload --dir %[1]s/w --duration %[3]s --json > %[2]s.tmp 2> %[2]s.err < /dev/null; busybox mv %[2]s.tmp %[2]s.json) > /dev/null 2>&1 &",
+			"(tandem workload --dir %[1]s/w --duration %[3]s --json > %[2]s.tmp 2> %[2]s.err < /dev/null & "+
+			"echo $! > %[2]s.pid; wait $!; busybox mv %[2]s.tmp %[2]s.json) > /dev/null 2>&1 &",
 		dir, base, d))
+}
+
+// stopWorkload ends the workload on dir early: it stops writing, checks
+// what it wrote and reports (waitWorkload).
+func stopWorkload(t *testing.T, ctx context.Context, client *qemu.VM, dir string) {
+	t.Helper()
+	guest(t, ctx, client, "busybox", "sh", "-c", "kill -TERM $(busybox cat "+reportBase(dir)+".pid)")
 }
 
 func reportBase(dir string) string { return "/tmp/report" + strings.ReplaceAll(dir, "/", "-") }
@@ -282,7 +290,7 @@ func mustNotLog(t *testing.T, vm *qemu.VM, bad ...string) {
 }
 
 // waitStatus polls `tandem status --json` until ok holds (3 minutes).
-func waitStatus(t *testing.T, ctx context.Context, vm *qemu.VM, ok func(status.Status) bool) status.Status {
+func waitStatus(t testing.TB, ctx context.Context, vm *qemu.VM, ok func(status.Status) bool) status.Status {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	var last status.Status

@@ -60,8 +60,11 @@ type Config struct {
 	SiteTOML []byte
 	// Interactive connects the serial console to this terminal instead of a log.
 	Interactive bool
-	Extra       []string
-	Log         *slog.Logger
+	// reuse boots the disks, firmware variables and console log of an
+	// earlier Start with this Config again (PowerOn).
+	reuse bool
+	Extra []string
+	Log   *slog.Logger
 }
 
 // NIC is one guest network card and its host-side backend.
@@ -148,7 +151,7 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	if c.Interactive {
 		args = append(args, "-serial", "mon:stdio")
 	} else {
-		con, err := newConsole(filepath.Join(c.Dir, c.Name+"-console.log"))
+		con, err := newConsole(filepath.Join(c.Dir, c.Name+"-console.log"), c.reuse)
 		if err != nil {
 			return nil, err
 		}
@@ -225,7 +228,11 @@ func (vm *VM) args(ctx context.Context) ([]string, error) {
 	}
 	if c.Image != "" {
 		overlay := filepath.Join(c.Dir, c.Name+"-boot.qcow2")
-		if err := makeOverlay(ctx, c.Image, overlay, c.SiteTOML); err != nil {
+		if c.reuse {
+			if _, err := os.Stat(overlay); err != nil {
+				return nil, fmt.Errorf("qemu %s: power on: %w", c.Name, err)
+			}
+		} else if err := makeOverlay(ctx, c.Image, overlay, c.SiteTOML); err != nil {
 			return nil, err
 		}
 		dev := "virtio-blk-pci,drive=boot,serial=tandem-boot"
@@ -243,7 +250,11 @@ func (vm *VM) args(ctx context.Context) ([]string, error) {
 		}
 	} else {
 		vars := filepath.Join(c.Dir, c.Name+"-OVMF_VARS.fd")
-		if err := copyFile(OVMFVars, vars); err != nil {
+		if c.reuse {
+			if _, err := os.Stat(vars); err != nil {
+				return nil, fmt.Errorf("qemu %s: power on: %w", c.Name, err)
+			}
+		} else if err := copyFile(OVMFVars, vars); err != nil {
 			return nil, fmt.Errorf("qemu: OVMF (apt-get install ovmf): %w", err)
 		}
 		args = append(args,
@@ -262,7 +273,11 @@ func (vm *VM) args(ctx context.Context) ([]string, error) {
 	}
 	for i := 0; i < c.DataDisks; i++ {
 		p := filepath.Join(c.Dir, fmt.Sprintf("%s-data%d.raw", c.Name, i))
-		if err := makeSparse(p, c.DataDiskSize); err != nil {
+		if c.reuse {
+			if _, err := os.Stat(p); err != nil {
+				return nil, fmt.Errorf("qemu %s: power on: %w", c.Name, err)
+			}
+		} else if err := makeSparse(p, c.DataDiskSize); err != nil {
 			return nil, fmt.Errorf("qemu: data disk: %w", err)
 		}
 		id := fmt.Sprintf("data%d", i)
@@ -422,6 +437,25 @@ func (vm *VM) Quit() error {
 	case <-ctx.Done():
 		return fmt.Errorf("qemu %s: quit: still running after %v", vm.Name, qmpTimeout)
 	}
+}
+
+// PowerOn starts a VM that has exited (a Quit, or a guest poweroff) again
+// from the same disks: the boot overlay with everything the guest wrote,
+// the data disks, the firmware variables. Disks unplugged with RemoveDisk
+// are plugged back in, as after reseating them. The console log goes on
+// in the same file; the returned VM's Console starts empty. ctx governs
+// the new QEMU as Start's does.
+func (vm *VM) PowerOn(ctx context.Context) (*VM, error) {
+	if !vm.Exited() {
+		return nil, fmt.Errorf("qemu %s: power on: still running", vm.Name)
+	}
+	if vm.cfg.Interactive {
+		return nil, fmt.Errorf("qemu %s: power on: not for interactive VMs", vm.Name)
+	}
+	c := vm.cfg
+	c.reuse = true
+	vm.log.Info("fault: power on")
+	return Start(ctx, c)
 }
 
 // SetLink cuts (up=false) or restores a NIC's link by netdev id; the

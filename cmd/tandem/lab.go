@@ -24,7 +24,7 @@ const labUsage = `usage:
   tandem lab node|pair|full [--image out/tandem.img] [--site site.toml] [--name NAME] [--uefi]
   tandem lab exec [--lab NAME] [--timeout 5m] VM -- COMMAND [ARG...]
   tandem lab fault [--lab NAME] VM link NETDEV off|on
-  tandem lab fault [--lab NAME] VM kill|reset|powerdown
+  tandem lab fault [--lab NAME] VM kill|poweron|reset|powerdown
   tandem lab fault [--lab NAME] VM remove-disk data0..data3
   tandem lab list`
 
@@ -111,19 +111,30 @@ func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
 	defer lab.Close()
 	printLab(os.Stdout, lab, *name)
 
-	for _, vm := range lab.VMs {
+	follow := func(vm *qemu.VM, since time.Time) {
 		go func() {
 			if _, err := vm.Console.WaitFor(ctx, regexp.MustCompile(`tandem: early boot done`)); err == nil {
-				fmt.Printf("%s: early boot done after %.1fs\n", vm.Name, time.Since(start).Seconds())
+				fmt.Printf("%s: early boot done after %.1fs\n", vm.Name, time.Since(since).Seconds())
 			}
 		}()
 		go func() {
 			<-vm.Done()
 			if ctx.Err() == nil {
-				fmt.Printf("%s: QEMU exited: %v (console %s)\n", vm.Name, vm.Wait(), vm.Console.Path())
+				fmt.Printf("%s: QEMU exited: %v (console %s); tandem lab fault %s poweron starts it again\n", vm.Name, vm.Wait(), vm.Console.Path(), vm.Name)
 			}
 		}()
 	}
+	for _, vm := range lab.VMs {
+		follow(vm, start)
+	}
+	go lab.ServePowerOn(ctx, func(name string, vm *qemu.VM, err error) {
+		if err != nil {
+			fmt.Printf("%s: power on: %v\n", name, err)
+			return
+		}
+		fmt.Printf("%s: powered on\n", name)
+		follow(vm, time.Now())
+	})
 	<-ctx.Done()
 	fmt.Println("\nstopping the lab")
 	return nil
@@ -158,7 +169,7 @@ func printLab(w io.Writer, lab *qemu.Lab, name string) {
 	}
 	fmt.Fprintf(w, "run a command:  tandem lab exec%s %s -- busybox uname -a   (the image has busybox, ip, ping; no shell links)\n", lf, first.Name)
 	fmt.Fprintf(w, "faults:         tandem lab fault%s %s link %s off|on   (netdevs: %s)\n", lf, first.Name, netdevs[len(netdevs)-1], strings.Join(netdevs, " "))
-	fmt.Fprintf(w, "                tandem lab fault%s %s kill|reset|powerdown|remove-disk data3\n", lf, first.Name)
+	fmt.Fprintf(w, "                tandem lab fault%s %s kill|poweron|reset|powerdown|remove-disk data3\n", lf, first.Name)
 	fmt.Fprintln(w, "stop:           Ctrl-C (stops every VM and removes the lab dir)")
 }
 
@@ -286,6 +297,28 @@ func labExec(ctx context.Context, args []string) error {
 	return nil
 }
 
+// labPowerOn asks the lab's process to start a VM that quit again, and
+// waits until it runs.
+func labPowerOn(ctx context.Context, st *qemu.LabState, vm *qemu.VMState) error {
+	if alive(vm.PID) {
+		return fmt.Errorf("%s is running; power it off first (tandem lab fault %s kill)", vm.Name, vm.Name)
+	}
+	if err := qemu.RequestPowerOn(st.Dir, vm.Name); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if now, err := qemu.ReadLabState(st.Dir); err == nil {
+			if nvm, err := findVM(now, vm.Name); err == nil && nvm.PID != vm.PID && alive(nvm.PID) {
+				fmt.Printf("%s: poweron: done (pid %d)\n", vm.Name, nvm.PID)
+				return nil
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: the lab's process (pid %d) did not power it on within 30 s", vm.Name, st.PID)
+}
+
 // labFault injects a fault through the VM's control QMP socket.
 func labFault(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("lab fault", flag.ContinueOnError)
@@ -305,8 +338,11 @@ func labFault(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if len(rest) == 2 && rest[1] == "poweron" {
+		return labPowerOn(ctx, st, vm)
+	}
 	if !alive(vm.PID) {
-		return fmt.Errorf("%s is not running", vm.Name)
+		return fmt.Errorf("%s is not running (tandem lab fault %s poweron starts it again)", vm.Name, vm.Name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -64,3 +64,28 @@ func TestUnknownCommand(t *testing.T) {
 		t.Errorf("exit %d, want 2", code)
 	}
 }
+
+// The mode commands check their words before they reach PID 1, and tell
+// what they need when PID 1 does not answer.
+func TestModeCommands(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	tests := []struct {
+		name string
+		run  func(context.Context, []string) error
+		args []string
+		want string
+	}{
+		{"no word", runStandby, nil, "usage: tandem standby [--force] on|off"},
+		{"wrong word", runMaintenance, []string{"maybe"}, "usage: tandem maintenance on|off"},
+		{"maintenance has no force", runMaintenance, []string{"--force", "on"}, "flag provided but not defined: -force"},
+		{"no PID 1", runStandby, []string{"--socket", sock, "--force", "on"}, "connect to PID 1"},
+		{"no PID 1, off", runMaintenance, []string{"--socket", sock, "off"}, "connect to PID 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.run(context.Background(), tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -33,6 +33,7 @@ const (
 	DefaultHeartbeatIntervalMS = 500
 	DefaultDeadTimeMS          = 3000
 	DefaultStopBoundMS         = 20000
+	DefaultWatchdogTimeoutSec  = 30
 	DefaultMigrationThreshold  = 3
 	DefaultFailureTimeoutSec   = 600
 )
@@ -143,6 +144,7 @@ func (c *Config) applyDefaults() {
 	c.defInt("ha.heartbeat_interval_ms", &ha.HeartbeatIntervalMS, DefaultHeartbeatIntervalMS)
 	c.defInt("ha.dead_time_ms", &ha.DeadTimeMS, DefaultDeadTimeMS)
 	c.defInt("ha.stop_bound_ms", &ha.StopBoundMS, DefaultStopBoundMS)
+	c.defInt("ha.watchdog_timeout_seconds", &ha.WatchdogTimeoutSeconds, DefaultWatchdogTimeoutSec)
 	// A lease of three dead times rides out a witness that misses a
 	// few renewals; it only matters with a witness address.
 	if c.Witness.Address != "" {

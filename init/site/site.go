@@ -236,10 +236,14 @@ type HA struct {
 	// StopBoundMS is the longest the active stack may take to stop once
 	// the head has lost quorum; past it the head resets itself. The peer
 	// waits it out (with the watchdog timeout) before taking over.
-	StopBoundMS           int      `toml:"stop_bound_ms"`
-	MigrationThreshold    int      `toml:"migration_threshold"`
-	FailureTimeoutSeconds int      `toml:"failure_timeout_seconds"`
-	Monitor               Monitors `toml:"monitor"`
+	StopBoundMS int `toml:"stop_bound_ms"`
+	// WatchdogTimeoutSeconds is the hardware watchdog's timeout: how long
+	// a hung head runs on before the board resets it. The peer waits it
+	// out too, so it is part of every takeover from a silent head.
+	WatchdogTimeoutSeconds int      `toml:"watchdog_timeout_seconds"`
+	MigrationThreshold     int      `toml:"migration_threshold"`
+	FailureTimeoutSeconds  int      `toml:"failure_timeout_seconds"`
+	Monitor                Monitors `toml:"monitor"`
 }
 
 // Monitors has one entry per monitored layer.

@@ -349,6 +349,8 @@ func TestParseBad(t *testing.T) {
 			`t.toml:55:1: ha.migration_threshold: 0 is out of range (1 to 100)`},
 		{"stop bound", nil, "[ha]\nstop_bound_ms = 500\n",
 			`t.toml:55:1: ha.stop_bound_ms: 500 ms is out of range (1000 to 600000 ms); it must really bound stopping the active stack (VIP, NFS, unmount, LVM, DRBD demote)`},
+		{"watchdog timeout", nil, "[ha]\nwatchdog_timeout_seconds = 1\n",
+			`t.toml:55:1: ha.watchdog_timeout_seconds: 1 s is out of range (2 to 600 s); the board resets a head that stops petting its watchdog for this long`},
 		{"witness lease out of range", nil, "lease_ms = 100\n",
 			`t.toml:54:1: witness.lease_ms: 100 ms is out of range (500 to 600000 ms)`},
 		{"witness lease under two intervals", nil, "lease_ms = 800\n",
@@ -464,12 +466,15 @@ func TestParseGood(t *testing.T) {
 				}
 			}
 		}},
-		{"ha timing", nil, "lease_ms = 6000\n[ha]\ndead_time_ms = 4000\nstop_bound_ms = 8000\n", func(t *testing.T, c *Config) {
-			if c.Witness.LeaseMS != 6000 || c.HA.StopBoundMS != 8000 || c.HA.DeadTimeMS != 4000 {
+		{"ha timing", nil, "lease_ms = 6000\n[ha]\ndead_time_ms = 4000\nstop_bound_ms = 8000\nwatchdog_timeout_seconds = 6\n", func(t *testing.T, c *Config) {
+			if c.Witness.LeaseMS != 6000 || c.HA.StopBoundMS != 8000 || c.HA.DeadTimeMS != 4000 || c.HA.WatchdogTimeoutSeconds != 6 {
 				t.Errorf("witness %+v, ha %+v", c.Witness, c.HA)
 			}
 		}},
 		{"lease follows the dead time", nil, "[ha]\ndead_time_ms = 4000\n", func(t *testing.T, c *Config) {
+			if c.HA.WatchdogTimeoutSeconds != DefaultWatchdogTimeoutSec {
+				t.Errorf("watchdog timeout %d s, want the default", c.HA.WatchdogTimeoutSeconds)
+			}
 			if c.Witness.LeaseMS != 12000 {
 				t.Errorf("lease %d ms, want three dead times", c.Witness.LeaseMS)
 			}

@@ -614,6 +614,8 @@ func (v *validator) ha() {
 		v.add("ha.dead_time_ms", "%d ms must be more than twice heartbeat_interval_ms (%d ms), or one late heartbeat declares the peer dead", h.DeadTimeMS, h.HeartbeatIntervalMS)
 	}
 	v.addErr("ha.stop_bound_ms", checkRange(h.StopBoundMS, 1000, 600000, " ms", "it must really bound stopping the active stack (VIP, NFS, unmount, LVM, DRBD demote)"))
+	// Below 2 s a loaded head could miss a pet and reset for nothing.
+	v.addErr("ha.watchdog_timeout_seconds", checkRange(h.WatchdogTimeoutSeconds, 2, 600, " s", "the board resets a head that stops petting its watchdog for this long"))
 	v.addErr("ha.migration_threshold", checkRange(h.MigrationThreshold, 1, 100, "", ""))
 	v.addErr("ha.failure_timeout_seconds", checkRange(h.FailureTimeoutSeconds, 0, 86400, " s", ""))
 	m := h.Monitor

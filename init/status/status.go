@@ -126,11 +126,19 @@ const (
 	OpPoweroff   = "poweroff"
 	OpReboot     = "reboot"
 	OpSwitchover = "switchover"
+	// The operator's modes of this head (tandem maintenance, tandem standby).
+	OpMaintenanceOn  = "maintenance-on"
+	OpMaintenanceOff = "maintenance-off"
+	OpStandbyOn      = "standby-on"
+	OpStandbyOff     = "standby-off"
 )
 
 // Request is one client request (one per connection).
 type Request struct {
 	Op string `json:"op"`
+	// Force: standby-on even when the peer cannot take the service over,
+	// so that the service stops.
+	Force bool `json:"force,omitempty"`
 }
 
 // Response answers a Request.
@@ -149,6 +157,10 @@ type Handler interface {
 	// Switchover moves the active role to the other head and says what
 	// it did; it returns when the move is done or refused.
 	Switchover(ctx context.Context) (string, error)
+	// SetMode switches an operator's mode (the OpMaintenance* and
+	// OpStandby* ops) and says what it did; standby-on on the active head
+	// returns once the service has moved or stopped.
+	SetMode(ctx context.Context, req Request) (string, error)
 }
 
 // SwitchoverBudget bounds a switchover: stopping one head's stack and
@@ -220,10 +232,16 @@ func serveConn(c net.Conn, h Handler, log *slog.Logger) {
 				resp.OK = true
 				log.Info("status: " + req.Op + " requested over the status socket")
 			}
-		case OpSwitchover:
-			log.Info("status: switchover requested over the status socket")
+		case OpSwitchover, OpMaintenanceOn, OpMaintenanceOff, OpStandbyOn, OpStandbyOff:
+			log.Info("status: "+req.Op+" requested over the status socket", "force", req.Force)
 			ctx, cancel := context.WithTimeout(context.Background(), SwitchoverBudget)
-			msg, err := h.Switchover(ctx)
+			var msg string
+			var err error
+			if req.Op == OpSwitchover {
+				msg, err = h.Switchover(ctx)
+			} else {
+				msg, err = h.SetMode(ctx, req)
+			}
 			cancel()
 			if err != nil {
 				resp.Error = err.Error()
@@ -240,6 +258,12 @@ func serveConn(c net.Conn, h Handler, log *slog.Logger) {
 
 // Call sends one request to the socket at path and returns the response.
 func Call(ctx context.Context, path, op string) (*Response, error) {
+	return Send(ctx, path, Request{Op: op})
+}
+
+// Send is Call with a whole request.
+func Send(ctx context.Context, path string, req Request) (*Response, error) {
+	op := req.Op
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -249,7 +273,7 @@ func Call(ctx context.Context, path, op string) (*Response, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	if err := json.NewEncoder(c).Encode(Request{Op: op}); err != nil {
+	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return nil, fmt.Errorf("send %s: %w", op, err)
 	}
 	var resp Response

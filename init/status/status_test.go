@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -83,6 +84,11 @@ func (f *fakeHandler) Switchover(context.Context) (string, error) {
 	return "switchover: head-b is active, head-a standby", nil
 }
 
+func (f *fakeHandler) SetMode(_ context.Context, req Request) (string, error) {
+	f.ops = append(f.ops, fmt.Sprintf("%s force=%v", req.Op, req.Force))
+	return "mode set", f.err
+}
+
 func TestServeAndCall(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "status.sock")
 	l, err := Listen(path)
@@ -109,6 +115,12 @@ func TestServeAndCall(t *testing.T) {
 	if _, err := Call(ctx, path, OpPoweroff); err != nil {
 		t.Fatal(err)
 	}
+	if resp, err := Send(ctx, path, Request{Op: OpStandbyOn, Force: true}); err != nil || resp.Message != "mode set" {
+		t.Fatalf("standby-on: %+v, %v", resp, err)
+	}
+	if _, err := Call(ctx, path, OpMaintenanceOff); err != nil {
+		t.Fatal(err)
+	}
 	h.err = errors.New("already shutting down")
 	if _, err := Call(ctx, path, OpReboot); err == nil || !strings.Contains(err.Error(), "already shutting down") {
 		t.Errorf("reboot: err = %v", err)
@@ -119,7 +131,7 @@ func TestServeAndCall(t *testing.T) {
 	if _, err := Call(ctx, path, OpSwitchover); err == nil || !strings.Contains(err.Error(), "already shutting down") {
 		t.Errorf("refused switchover: err = %v", err)
 	}
-	if want := []string{OpSwitchover, OpPoweroff, OpReboot, OpSwitchover}; !reflect.DeepEqual(h.ops, want) {
+	if want := []string{OpSwitchover, OpPoweroff, "standby-on force=true", "maintenance-off force=false", OpReboot, OpSwitchover}; !reflect.DeepEqual(h.ops, want) {
 		t.Errorf("shutdowns %v, want %v", h.ops, want)
 	}
 }
