@@ -74,6 +74,7 @@ type haSup struct {
 	epoch       uint64
 	peerEpoch   uint64 // the peer's, as last announced
 	mode        operatorMode
+	replica     replicaWatch
 	handover    time.Time // a switchover hands the service over until then
 	manual      int       // operator role changes under way (switchover)
 	acting      string    // the loop's role change under way: promote or demote
@@ -321,6 +322,22 @@ func (h *haSup) observe(now time.Time, snap heartbeat.Snapshot) decide.Inputs {
 		}
 	}
 	h.drbdState = st
+	var lastHeard time.Time
+	if snap.Peer != nil {
+		lastHeard = snap.Peer.LastHeard
+	}
+	stale, changed := h.replica.update(now, st.Connection == "Connected", st.Disk == "UpToDate", in.Local == ha.Active,
+		in.PeerRole == ha.Active, lastHeard, h.params.Interval)
+	switch {
+	case changed && stale:
+		h.log.Warn("HA: DRBD lost " + h.peer + " while it went on serving: this head's data may lack its writes; " +
+			"it counts as Outdated, and this head does not take over, until DRBD has reconnected and resynced")
+	case changed:
+		h.log.Info("HA: DRBD reconnected and resynced: this head's data is current again")
+	}
+	if stale && in.Local != ha.Active && in.Disk == ha.UpToDate {
+		in.Disk = ha.Outdated
+	}
 	if !h.handover.IsZero() && (now.After(h.handover) || snap.Seen && in.PeerRole == ha.Active) {
 		h.handover = time.Time{} // the peer has the service (or never took it)
 	}

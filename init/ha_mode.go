@@ -174,3 +174,39 @@ func (h *haSup) busy() bool {
 	defer h.mu.Unlock()
 	return h.acting != ""
 }
+
+// cleanup forgets the failures and escalation of one layer ("" for all):
+// the operator has fixed the cause, and the head may serve it again.
+func (b *Boot) cleanup(layer string) (string, error) {
+	sup := b.serviceSupervisor()
+	if sup == nil {
+		return "", errors.New("the services are not running on this head")
+	}
+	var names []string
+	for _, r := range sup.Status() {
+		if layer == "" || r.Name == layer {
+			names = append(names, r.Name)
+		}
+	}
+	if len(names) == 0 {
+		return "", fmt.Errorf("no layer %q on this head", layer)
+	}
+	h := b.haSup()
+	for _, n := range names {
+		if err := sup.Cleanup(n); err != nil {
+			return "", err
+		}
+		if h != nil {
+			h.mu.Lock()
+			delete(h.escalatedAt, n)
+			h.mu.Unlock()
+		}
+	}
+	if h != nil {
+		h.poke()
+	}
+	if layer == "" {
+		return fmt.Sprintf("cleanup on %s: the failures of every layer are forgotten", b.Node), nil
+	}
+	return fmt.Sprintf("cleanup on %s: the failures of %s are forgotten", b.Node, layer), nil
+}

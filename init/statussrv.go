@@ -35,7 +35,10 @@ func (h statusHandler) Switchover(ctx context.Context) (string, error) {
 	return h.b.switchover(ctx)
 }
 
-func (h statusHandler) SetMode(ctx context.Context, req status.Request) (string, error) {
+func (h statusHandler) Operate(ctx context.Context, req status.Request) (string, error) {
+	if req.Op == status.OpCleanup {
+		return h.b.cleanup(req.Layer)
+	}
 	return h.b.setMode(ctx, req)
 }
 
@@ -96,7 +99,7 @@ func (b *Boot) localStatus() status.Status {
 	if sup != nil {
 		for _, r := range sup.Status() {
 			s := status.Service{Name: r.Name, State: string(r.State), Role: r.Role.String(),
-				Error: r.LastError, Restarts: r.Restarts}
+				Error: r.LastError, Restarts: r.Restarts, FailCount: r.FailCount, Escalated: r.Escalated}
 			if r.ErrorKind != "" && s.Error != "" && !strings.Contains(s.Error, r.ErrorKind) {
 				s.Error = r.ErrorKind + ": " + s.Error
 			}

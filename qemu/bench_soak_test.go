@@ -1,7 +1,6 @@
 package qemu_test
 
 import (
-	"context"
 	"flag"
 	"regexp"
 	"testing"
@@ -25,13 +24,8 @@ func BenchmarkIdleSoak(b *testing.B) {
 }
 
 func soak(b *testing.B) {
-	ctx, cancel := context.WithTimeout(context.Background(), *soakFlag+20*time.Minute)
-	defer cancel()
-	raw, _ := haSite(b)
-	lab := startLabWith(b, ctx, qemu.LabConfig{Topology: qemu.Full, SiteTOML: raw})
-	a, hb, client := lab.VM("head-a"), lab.VM("head-b"), lab.VM("client")
-	clientUp(b, ctx, lab, client)
-	startWitness(b, ctx, client, raw)
+	ctx, lab, _ := startHALab(b, *soakFlag+20*time.Minute)
+	a, hb := lab.VM("head-a"), lab.VM("head-b")
 	pairReady(b, ctx, a)
 	marks := map[*qemu.VM]int{a: a.Console.Len(), hb: hb.Console.Len()}
 	b.Logf("pair up; idle for %v", *soakFlag)

@@ -42,16 +42,11 @@ import (
 //     takeover delay.
 //  8. The client saw no error and lost nothing.
 func TestFailoverOperatorModesAndFaultsThatMoveNothing(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	raw, sc := haSite(t)
+	ctx, lab, sc := startHALab(t, 20*time.Minute)
 	dead := time.Duration(sc.HA.DeadTimeMS) * time.Millisecond
-	lab := startLabWith(t, ctx, qemu.LabConfig{Topology: qemu.Full, SiteTOML: raw})
 	a, b, client := lab.VM("head-a"), lab.VM("head-b"), lab.VM("client")
 
 	// 1. The pair serves; the client writes.
-	clientUp(t, ctx, lab, client)
-	startWitness(t, ctx, client, raw)
 	before := pairReady(t, ctx, a)
 	failoversA := len(before.HA.Failovers)
 	guest(t, ctx, client, "busybox", "mkdir", "-p", "/tmp/v3")
@@ -183,7 +178,7 @@ func TestFailoverOperatorModesAndFaultsThatMoveNothing(t *testing.T) {
 		return -1, ""
 	}
 	r0, _ := restarts(nodeStatus(t, ctx, b), "drbd")
-	guest(t, ctx, b, "drbdadm", "down", "all")
+	guest(t, ctx, b, "drbdadm", "-c", "/run/tandem/drbd/r0.res", "down", "r0")
 	st := waitStatus(t, ctx, b, func(s status.Status) bool {
 		n, state := restarts(s, "drbd")
 		return n > r0 && state == "running" && s.DRBD != nil && s.DRBD.Connection == "Connected" && s.DRBD.Disk == "UpToDate"
@@ -223,6 +218,7 @@ func TestFailoverOperatorModesAndFaultsThatMoveNothing(t *testing.T) {
 		return false
 	}
 	vipFail := func(s status.Status) bool { return vipIs(s, "failed") }
+	vipGone := time.Now()
 	guest(t, ctx, b, "ip", "addr", "del", sc.VIP.Address, "dev", "eth0")
 	st = waitStatus(t, ctx, b, vipFail)
 	if st.HA.Mode != "maintenance" || st.Role != "active" {
@@ -232,12 +228,14 @@ func TestFailoverOperatorModesAndFaultsThatMoveNothing(t *testing.T) {
 	if st := nodeStatus(t, ctx, b); !vipFail(st) || strings.Contains(guest(t, ctx, b, "ip", "addr", "show", "dev", "eth0"), sc.VIP.Prefix().Addr().String()+"/") {
 		t.Fatalf("in maintenance, something put the VIP back or the monitor stopped reporting: %+v", st.Services)
 	}
+	maintOff := time.Now()
 	guest(t, ctx, b, "tandem", "maintenance", "off")
 	waitStatus(t, ctx, b, func(s status.Status) bool { return vipIs(s, "running") && s.HA.Mode == "normal" })
 	if !strings.Contains(guest(t, ctx, b, "ip", "addr", "show", "dev", "eth0"), sc.VIP.Prefix().Addr().String()+"/") {
 		t.Fatalf("maintenance off: the VIP is still missing on head-b")
 	}
 	pairReady(t, ctx, b)
+	clientWrites(t, ctx, client, "/tmp/v3")
 	t.Logf("maintenance on head-b: the deleted VIP stayed down and reported; restored after maintenance off")
 
 	// 7. A planned poweroff hands the service over first.
@@ -271,6 +269,38 @@ func TestFailoverOperatorModesAndFaultsThatMoveNothing(t *testing.T) {
 	t.Logf("NFSv3: %s", r)
 	if !r.Clean() || r.Acked == 0 {
 		t.Errorf("the client saw errors or lost records: %s", r)
+	}
+	// The stalls, on the client's clock (it boots from the host's): the
+	// VIP deleted in maintenance stalls the client on purpose; the
+	// handover at the poweroff must not.
+	for _, s := range r.Stalls {
+		if s.Took < 2*time.Second {
+			continue
+		}
+		t.Logf("client stall %.1f s from %s", s.Took.Seconds(), s.From.UTC().Format("15:04:05.0"))
+		if s.From.After(off.Add(-2*time.Second)) && s.From.Before(off.Add(handover)) && s.Took >= delay {
+			t.Errorf("the client stalled %.1f s across the planned poweroff, as long as a takeover from a dead head", s.Took.Seconds())
+		}
+	}
+	t.Logf("phases (host clock): VIP deleted in maintenance %s, maintenance off %s, poweroff %s",
+		vipGone.UTC().Format("15:04:05.0"), maintOff.UTC().Format("15:04:05.0"), off.UTC().Format("15:04:05.0"))
+}
+
+// clientWrites waits until the workload on dir writes again (its file
+// grows), e.g. after an outage made on purpose.
+func clientWrites(t testing.TB, ctx context.Context, client *qemu.VM, dir string) {
+	t.Helper()
+	size := func() string {
+		res, _ := run(ctx, client, "busybox", "sh", "-c", "busybox stat -c %s "+dir+"/w/workload-*.dat")
+		return strings.TrimSpace(string(res.Stdout))
+	}
+	first := size()
+	deadline := time.Now().Add(3 * time.Minute)
+	for size() == first {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client's writes to %s did not resume", dir)
+		}
+		sleepCtx(ctx, time.Second)
 	}
 }
 

@@ -66,18 +66,13 @@ func TestFailoverActiveHeadKilled(t *testing.T) {
 	if *longFlag {
 		kills = 20
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute+time.Duration(kills)*4*time.Minute)
-	defer cancel()
-	raw, sc := haSite(t)
+	ctx, lab, sc := startHALab(t, 10*time.Minute+time.Duration(kills)*4*time.Minute)
 	interval := time.Duration(sc.HA.HeartbeatIntervalMS) * time.Millisecond
 	dead := time.Duration(sc.HA.DeadTimeMS) * time.Millisecond
 	lease := time.Duration(sc.Witness.LeaseMS) * time.Millisecond
-	lab := startLabWith(t, ctx, qemu.LabConfig{Topology: qemu.Full, SiteTOML: raw})
 	client := lab.VM("client")
 
 	// 1. The witness runs on the client; head-a serves and holds its vote.
-	clientUp(t, ctx, lab, client)
-	startWitness(t, ctx, client, raw)
 	activeRE := regexp.MustCompile(`tandem: role: active after (\d+) ms`)
 	if _, err := lab.VM("head-a").Console.WaitFor(ctx, activeRE); err != nil {
 		t.Fatal(err)
@@ -137,12 +132,8 @@ func TestFailoverActiveHeadKilled(t *testing.T) {
 				s.DRBD != nil && s.DRBD.Role == "Primary"
 		})
 		f := st.HA.Failovers[0]
-		var steps []string
-		for _, s := range f.Steps {
-			steps = append(steps, fmt.Sprintf("%s %.2fs", s.Name, float64(s.MS)/1000))
-		}
 		t.Logf("kill %d: %s took over %.1f s after the kill (%s); its timeline, %.1f s from %s's last heartbeat: %s",
-			k, standbyName, took.Seconds(), strings.TrimSpace(line), float64(f.TotalMS)/1000, activeName, strings.Join(steps, ", "))
+			k, standbyName, took.Seconds(), strings.TrimSpace(line), float64(f.TotalMS)/1000, activeName, failoverSteps(f))
 		takeovers = append(takeovers, time.Duration(f.TotalMS)*time.Millisecond)
 		for _, want := range []string{"detect", "vote", "wait", "fence", "promote", "mount", "nfsd up", "VIP up"} {
 			if !slices.ContainsFunc(f.Steps, func(s status.FailoverStep) bool { return s.Name == want }) {
@@ -265,4 +256,28 @@ func pathsUp(h *status.HA) int {
 		}
 	}
 	return n
+}
+
+// startHALab boots the full lab on the HA site config (haSite), gives
+// the client 10.0.0.2 and runs the witness there: where every HA
+// scenario starts. ctx ends with the test, or after timeout.
+func startHALab(t testing.TB, timeout time.Duration) (context.Context, *qemu.Lab, *site.Config) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	raw, sc := haSite(t)
+	lab := startLabWith(t, ctx, qemu.LabConfig{Topology: qemu.Full, SiteTOML: raw})
+	client := lab.VM("client")
+	clientUp(t, ctx, lab, client)
+	startWitness(t, ctx, client, raw)
+	return ctx, lab, sc
+}
+
+// failoverSteps renders a role change's timeline for a log line.
+func failoverSteps(f status.Failover) string {
+	var steps []string
+	for _, s := range f.Steps {
+		steps = append(steps, fmt.Sprintf("%s %.2fs", s.Name, float64(s.MS)/1000))
+	}
+	return strings.Join(steps, ", ")
 }

@@ -65,6 +65,25 @@ func TestReservePorts(t *testing.T) {
 	}
 }
 
+// testHub runs a hub whose members a, b and c are these sockets, until
+// the test ends, and returns it with its address.
+func testHub(t *testing.T, a, b, c *net.UDPConn) (*Hub, *net.UDPAddr) {
+	t.Helper()
+	port := func(u *net.UDPConn) int { return u.LocalAddr().(*net.UDPAddr).Port }
+	probe := udp(t)
+	hubPort := port(probe)
+	probe.Close()
+	h, err := NewHub(hubPort, map[string]int{"a": port(a), "b": port(b), "c": port(c)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go h.Run(ctx)
+	t.Cleanup(h.Close)
+	return h, net.UDPAddrFromAddrPort(h.Addr())
+}
+
 func udp(t *testing.T) *net.UDPConn {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -98,19 +117,7 @@ func recv(c *net.UDPConn) string {
 // unicast only to the member that owns the MAC, and ignores strangers.
 func TestHub(t *testing.T) {
 	a, b, c, stranger := udp(t), udp(t), udp(t), udp(t)
-	port := func(u *net.UDPConn) int { return u.LocalAddr().(*net.UDPAddr).Port }
-	probe := udp(t)
-	hubPort := port(probe)
-	probe.Close()
-	h, err := NewHub(hubPort, map[string]int{"a": port(a), "b": port(b), "c": port(c)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go h.Run(ctx)
-	defer h.Close()
-	hub := net.UDPAddrFromAddrPort(h.Addr())
+	h, hub := testHub(t, a, b, c)
 
 	a.WriteToUDP(frame(0xff, 0xa0, "hello all"), hub)
 	if got := recv(b); got != "hello all" {

@@ -31,6 +31,7 @@ var commands = []command{
 	{"switchover", "move the active role to the other head (on a node)", runSwitchover},
 	{"standby", "on|off: this head hands the service over and never takes it (on a node)", runStandby},
 	{"maintenance", "on|off: monitor only; nothing restarted, moved or started (on a node)", runMaintenance},
+	{"cleanup", "[LAYER]: forget a layer's failures and escalation once fixed (on a node)", runCleanup},
 	{"drbd-fence-peer", "DRBD's fence-peer handler (run by DRBD, not by hand)", runDRBDHandler(false)},
 	{"drbd-unfence-peer", "DRBD's after-resync-target handler (run by DRBD)", runDRBDHandler(true)},
 	{"linktest", "measure TCP throughput between two hosts (e.g. the replication link)", runLinktest},

@@ -80,6 +80,8 @@ func TestModeCommands(t *testing.T) {
 		{"maintenance has no force", runMaintenance, []string{"--force", "on"}, "flag provided but not defined: -force"},
 		{"no PID 1", runStandby, []string{"--socket", sock, "--force", "on"}, "connect to PID 1"},
 		{"no PID 1, off", runMaintenance, []string{"--socket", sock, "off"}, "connect to PID 1"},
+		{"cleanup of two layers", runCleanup, []string{"nfs", "vip"}, "usage: tandem cleanup [LAYER]"},
+		{"cleanup, no PID 1", runCleanup, []string{"--socket", sock, "nfs"}, "connect to PID 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -64,3 +64,24 @@ func runMode(ctx context.Context, name string, args []string, onOp, offOp string
 	fmt.Println(resp.Message)
 	return nil
 }
+
+// runCleanup forgets a layer's failures and escalation on this head, once
+// the operator has fixed the cause: the head may serve it again.
+func runCleanup(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
+	sock := fs.String("socket", status.Socket, "PID 1's status socket")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() > 1 {
+		return usageError{fmt.Errorf("usage: tandem cleanup [LAYER]   (a layer of tandem status; none: every layer)")}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := status.Send(ctx, *sock, status.Request{Op: status.OpCleanup, Layer: fs.Arg(0)})
+	if err != nil {
+		return err
+	}
+	fmt.Println(resp.Message)
+	return nil
+}

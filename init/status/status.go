@@ -102,13 +102,18 @@ type DRBD struct {
 
 // Service is one node of the service graph.
 type Service struct {
-	Name     string    `json:"name"`
-	State    string    `json:"state"`
-	Role     string    `json:"role,omitempty"`
-	Detail   string    `json:"detail,omitempty"`
-	Error    string    `json:"error,omitempty"`
-	Restarts int       `json:"restarts,omitempty"`
-	Since    time.Time `json:"since,omitzero"`
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	Role     string `json:"role,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Restarts int    `json:"restarts,omitempty"`
+	// FailCount is the failures within ha.failure_timeout_seconds; at
+	// ha.migration_threshold the layer escalates (Escalated): restarts
+	// stop and the head fails over if its peer can take the service.
+	FailCount int       `json:"fail_count,omitempty"`
+	Escalated bool      `json:"escalated,omitempty"`
+	Since     time.Time `json:"since,omitzero"`
 }
 
 // Step is the outcome of one boot step.
@@ -131,6 +136,9 @@ const (
 	OpMaintenanceOff = "maintenance-off"
 	OpStandbyOn      = "standby-on"
 	OpStandbyOff     = "standby-off"
+	// OpCleanup forgets a layer's failures and escalation (Request.Layer;
+	// "" for every layer), as Pacemaker's resource cleanup does.
+	OpCleanup = "cleanup"
 )
 
 // Request is one client request (one per connection).
@@ -139,6 +147,8 @@ type Request struct {
 	// Force: standby-on even when the peer cannot take the service over,
 	// so that the service stops.
 	Force bool `json:"force,omitempty"`
+	// Layer names the layer of OpCleanup.
+	Layer string `json:"layer,omitempty"`
 }
 
 // Response answers a Request.
@@ -157,10 +167,10 @@ type Handler interface {
 	// Switchover moves the active role to the other head and says what
 	// it did; it returns when the move is done or refused.
 	Switchover(ctx context.Context) (string, error)
-	// SetMode switches an operator's mode (the OpMaintenance* and
-	// OpStandby* ops) and says what it did; standby-on on the active head
-	// returns once the service has moved or stopped.
-	SetMode(ctx context.Context, req Request) (string, error)
+	// Operate carries out an operator's request (OpMaintenance*,
+	// OpStandby*, OpCleanup) and says what it did; standby-on on the
+	// active head returns once the service has moved or stopped.
+	Operate(ctx context.Context, req Request) (string, error)
 }
 
 // SwitchoverBudget bounds a switchover: stopping one head's stack and
@@ -232,7 +242,7 @@ func serveConn(c net.Conn, h Handler, log *slog.Logger) {
 				resp.OK = true
 				log.Info("status: " + req.Op + " requested over the status socket")
 			}
-		case OpSwitchover, OpMaintenanceOn, OpMaintenanceOff, OpStandbyOn, OpStandbyOff:
+		case OpSwitchover, OpMaintenanceOn, OpMaintenanceOff, OpStandbyOn, OpStandbyOff, OpCleanup:
 			log.Info("status: "+req.Op+" requested over the status socket", "force", req.Force)
 			ctx, cancel := context.WithTimeout(context.Background(), SwitchoverBudget)
 			var msg string
@@ -240,7 +250,7 @@ func serveConn(c net.Conn, h Handler, log *slog.Logger) {
 			if req.Op == OpSwitchover {
 				msg, err = h.Switchover(ctx)
 			} else {
-				msg, err = h.SetMode(ctx, req)
+				msg, err = h.Operate(ctx, req)
 			}
 			cancel()
 			if err != nil {
@@ -431,6 +441,12 @@ func formatServices(w io.Writer, st *Status) error {
 		}
 		if s.Restarts > 0 {
 			extra = strings.TrimSpace(fmt.Sprintf("%s restarts=%d", extra, s.Restarts))
+		}
+		if s.FailCount > 0 {
+			extra = strings.TrimSpace(fmt.Sprintf("%s fail-count=%d", extra, s.FailCount))
+		}
+		if s.Escalated {
+			extra = strings.TrimSpace(extra + " ESCALATED (tandem cleanup " + s.Name + " clears it)")
 		}
 		if st.Peer != nil {
 			ps := orDash(peer[s.Name].State)

@@ -33,7 +33,7 @@ func sample() Status {
 		Services: []Service{
 			{Name: "mgmt", State: "running", Role: "both", Detail: "10.0.0.11/24"},
 			{Name: "bond", State: "degraded", Role: "both", Detail: "active eth1; eth1 up, eth2 down", Error: "degraded: bond0 runs on eth1 only", Restarts: 2,
-				Since: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+				FailCount: 3, Escalated: true, Since: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 		},
 		Steps: []Step{
 			{Name: "state", OK: true, MS: 328},
@@ -84,7 +84,7 @@ func (f *fakeHandler) Switchover(context.Context) (string, error) {
 	return "switchover: head-b is active, head-a standby", nil
 }
 
-func (f *fakeHandler) SetMode(_ context.Context, req Request) (string, error) {
+func (f *fakeHandler) Operate(_ context.Context, req Request) (string, error) {
 	f.ops = append(f.ops, fmt.Sprintf("%s force=%v", req.Op, req.Force))
 	return "mode set", f.err
 }
@@ -153,7 +153,7 @@ func TestFormat(t *testing.T) {
 		"ready after 5292 ms",
 		"mgmt   both  running",
 		"bond   both  degraded",
-		"restarts=2",
+		"restarts=2 fail-count=3 ESCALATED (tandem cleanup bond clears it)",
 		"watchdog (optional): no watchdog",
 	} {
 		if !strings.Contains(out, want) {

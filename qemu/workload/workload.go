@@ -17,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -139,6 +141,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	r.End = time.Now()
+	if err := dropCache(f); err != nil {
+		return r, err
+	}
 	lost, corrupt, err := Verify(f, seed, r.Acked, o.RecordSize)
 	if err != nil {
 		return r, err
@@ -213,5 +218,21 @@ func VerifyFile(path string, acked int64, size int) (lost, corrupt int64, err er
 		return 0, 0, fmt.Errorf("workload: %w", err)
 	}
 	defer f.Close()
+	if err := dropCache(f); err != nil {
+		return 0, 0, err
+	}
 	return Verify(f, uint64(start), acked, size)
+}
+
+// dropCache makes the read-back come from the server, not from the pages
+// this client wrote the records from: on a failover that lost data, the
+// cache would still hold the records and hide the loss.
+func dropCache(f *os.File) error {
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("workload: sync before verifying: %w", err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("workload: dropping the cached pages before verifying: %w", err)
+	}
+	return nil
 }

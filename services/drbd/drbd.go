@@ -50,12 +50,20 @@ type Resource struct {
 	readAt    func(dev string, off int64, n int) ([]byte, error)
 	pollEvery time.Duration
 	settleFor time.Duration // how long Start waits for a new pair to initialise
+	now       func() time.Time
+	// reconnectAfter is how long a StandAlone connection is left alone
+	// before the monitor reconnects it (reconnectGrace).
+	reconnectAfter time.Duration
 
 	mu          sync.Mutex
 	wantPrimary bool
 	inChange    int       // promotes and demotes under way
 	changedAt   time.Time // when the last one ended
 	w           *watcher
+
+	standAloneSince time.Time // when the monitor first saw StandAlone
+	reconnects      int       // attempts since the last connection
+	nextReconnect   time.Time
 }
 
 var _ services.Promoter = (*Resource)(nil)
@@ -71,6 +79,7 @@ func New(cfg Config, log *slog.Logger) (*Resource, error) {
 	return &Resource{
 		cfg: cfg, log: log.With("resource", Name), run: execRunner{}, stream: execRunner{},
 		procDRBD: "/proc/drbd", sysBlock: "/sys/block", libDir: "/var/lib/drbd", readAt: readDevice, pollEvery: 200 * time.Millisecond, settleFor: settleFor,
+		now: time.Now, reconnectAfter: reconnectGrace,
 	}, nil
 }
 
@@ -168,12 +177,48 @@ func (r *Resource) Promote(ctx context.Context) error {
 			Err: fmt.Errorf("%w: local disk is %s (peer %s, connection %s)", ErrNoUpToDateDisk, orUnknown(st.Disk), orUnknown(st.PeerDisk), orUnknown(st.Connection))}
 	}
 	if _, err := r.adm(ctx, op, "primary", r.cfg.Resource); err != nil {
-		return err
+		if !errors.Is(err, ErrPeerNotOutdated) || st.Connection != "Connected" || !r.peerDropped(ctx, op) {
+			return err
+		}
+		// The HA supervisor promotes once the peer has been silent for
+		// longer than DRBD's own ping takes to notice (ping-int, 10 s),
+		// yet an idle DRBD may still count the lost peer as Connected:
+		// the request then goes to the peer, DRBD drops the connection
+		// for want of an answer, and refuses before the fence-peer
+		// handler could outdate the peer. Now that the connection is
+		// down, the handler decides: ask once more.
+		r.log.Warn("drbd promote refused while DRBD was dropping the lost peer; trying again", "err", err)
+		if _, err := r.adm(ctx, op, "primary", r.cfg.Resource); err != nil {
+			return err
+		}
 	}
 	r.setWant(true)
 	r.log.Info("drbd primary")
 	return nil
 }
+
+// peerDropped polls DRBD dropPolls times, pollEvery apart (3 s), for it
+// to leave Connected after a refused promotion that raced its loss of
+// the peer, and reports whether it did. The refusal itself comes from
+// DRBD giving up on the peer, so the state follows within moments.
+func (r *Resource) peerDropped(ctx context.Context, op string) bool {
+	for i := 0; ; i++ {
+		st, err := r.oneshot(ctx, op)
+		if err == nil && st.Configured && st.Connection != "Connected" {
+			return true
+		}
+		if i == dropPolls {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(r.pollEvery):
+		}
+	}
+}
+
+const dropPolls = 15
 
 // Demote makes this head Secondary again; it fails while the stack above
 // still holds the device open.
@@ -242,8 +287,58 @@ func (r *Resource) Monitor(ctx context.Context) error {
 			}
 		}
 	}
+	r.reconnect(ctx, st)
 	want, settled := r.wantSettled()
 	return evaluate(st, want, settled)
+}
+
+// reconnectGrace is how long the monitor leaves a StandAlone connection
+// alone before it reconnects: DRBD never leaves StandAlone by itself (a
+// `drbdadm disconnect`, a refused handshake, a split brain), and an
+// unreplicated pair cannot fail over. The grace is for an operator who
+// disconnected on purpose for a short test.
+const reconnectGrace = 30 * time.Second
+
+// reconnectMax caps the wait between attempts. After a split brain DRBD
+// drops every new connection again (after-sb-* disconnect: the data is
+// never discarded by itself), so retrying costs a log line, nothing more.
+const reconnectMax = 10 * time.Minute
+
+// reconnect runs `drbdadm adjust` (what Start runs; it restores the
+// connection from the resource file) once the connection has been
+// StandAlone for the grace, then again with a doubling wait.
+func (r *Resource) reconnect(ctx context.Context, st State) {
+	now := r.now()
+	r.mu.Lock()
+	if !st.Configured || st.Connection != "StandAlone" {
+		r.standAloneSince = time.Time{}
+		if st.Connection == "Connected" {
+			r.reconnects, r.nextReconnect = 0, time.Time{}
+		}
+		r.mu.Unlock()
+		return
+	}
+	if r.standAloneSince.IsZero() {
+		r.standAloneSince = now
+	}
+	since := r.standAloneSince
+	if now.Sub(since) < r.reconnectAfter || now.Before(r.nextReconnect) {
+		r.mu.Unlock()
+		return
+	}
+	r.reconnects++
+	n := r.reconnects
+	wait := r.reconnectAfter
+	for i := 1; i < n && wait < reconnectMax; i++ {
+		wait *= 2
+	}
+	r.nextReconnect = now.Add(min(wait, reconnectMax))
+	r.mu.Unlock()
+	r.log.Warn(fmt.Sprintf("drbd: StandAlone for %s: reconnecting (drbdadm adjust, attempt %d)", now.Sub(since).Round(time.Second), n),
+		"attempt", n)
+	if _, err := r.adm(ctx, "monitor", "adjust", r.cfg.Resource); err != nil {
+		r.log.Warn("drbd: reconnect failed; retrying later", "err", err, "next_in", min(wait, reconnectMax))
+	}
 }
 
 // evaluate is Monitor's verdict on a State.
@@ -266,7 +361,7 @@ func evaluate(st State, wantPrimary, checkRole bool) error {
 	case st.Disk != "UpToDate" && wantPrimary:
 		return fail(services.Failed, "primary with a %s disk", st.Disk)
 	case st.Connection == "StandAlone":
-		return fail(services.Degraded, "StandAlone: not replicating (split brain or refused connection?); check the kernel log and resolve by hand")
+		return fail(services.Degraded, "StandAlone: not replicating (disconnected, refused or split brain); the monitor reconnects after %s, then with backoff; if it stays, check the kernel log", reconnectGrace)
 	case st.Connection != "Connected":
 		return fail(services.Degraded, "peer not connected (%s); writes are not replicated", orUnknown(st.Connection))
 	case st.Syncing():

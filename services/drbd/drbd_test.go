@@ -3,6 +3,7 @@ package drbd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -271,5 +272,62 @@ func TestWatcherState(t *testing.T) {
 	r.unwatch()
 	if st := r.State(); st != (State{}) {
 		t.Errorf("state after unwatch: %+v", st)
+	}
+}
+
+// A StandAlone connection is reconnected after the grace, then with a
+// doubling wait; a connection that came back starts the count afresh.
+func TestMonitorReconnectsStandAlone(t *testing.T) {
+	standalone := strings.Replace(secondaryStandalone, "disk:Outdated", "disk:UpToDate", 1)
+	const query = "drbdsetup events2 --now --statistics r0"
+	f := newFake()
+	r := newTest(t, labConfig(t, "head-a"), f, "")
+	t0 := time.Unix(1000, 0)
+	now := t0
+	r.now = func() time.Time { return now }
+	adjusts := func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		n := 0
+		for _, c := range f.calls {
+			if c == "drbdadm adjust r0" {
+				n++
+			}
+		}
+		return n
+	}
+	monitorAt := func(d time.Duration, state string) error {
+		t.Helper()
+		now = t0.Add(d)
+		f.mu.Lock()
+		f.resp[query] = []result{ok(state)}
+		f.mu.Unlock()
+		return r.Monitor(context.Background())
+	}
+	for _, step := range []struct {
+		at      time.Duration
+		state   string
+		adjusts int
+	}{
+		{0, standalone, 0},
+		{29 * time.Second, standalone, 0},
+		{30 * time.Second, standalone, 1},
+		{31 * time.Second, standalone, 1},
+		{59 * time.Second, standalone, 1},
+		{60 * time.Second, standalone, 2},  // the second try waits 30 s
+		{100 * time.Second, standalone, 2}, // the third waits 60 s
+		{120 * time.Second, standalone, 3},
+		{121 * time.Second, events84Initial, 3},
+		{122 * time.Second, standalone, 3}, // a new disconnect: the grace again
+		{151 * time.Second, standalone, 3},
+		{152 * time.Second, standalone, 4},
+	} {
+		err := monitorAt(step.at, step.state)
+		if step.state == standalone && (services.KindOf(err) != services.Degraded || !strings.Contains(fmt.Sprint(err), "StandAlone")) {
+			t.Errorf("at %v: monitor = %v, want degraded StandAlone", step.at, err)
+		}
+		if got := adjusts(); got != step.adjusts {
+			t.Fatalf("at %v: %d reconnects, want %d", step.at, got, step.adjusts)
+		}
 	}
 }

@@ -38,6 +38,10 @@
 // Stop deactivates the VG (vgchange --activate n); an open LV (XFS still
 // mounted) is a Failed error that says so. Monitor checks that the LV is
 // active and healthy and the VG complete, from lvs and vgs JSON reports.
+// A suspended LV (device-mapper holds its I/O, as a killed lvm command
+// leaves it) blocks the clients' writes and would block the restart's
+// unmount too, so Monitor resumes it (lvchange --refresh) and reports
+// Failed: the layers above are restarted on a device that answers.
 package lvm
 
 import (
@@ -61,6 +65,9 @@ import (
 
 // ResourceName is the layer's name in the service graph.
 const ResourceName = "lvm"
+
+// ErrSuspended: the LV's device-mapper table is suspended; I/O to it waits.
+var ErrSuspended = errors.New("suspended")
 
 // Options are the paths and tools; the zero value is the real system.
 type Options struct {
@@ -298,6 +305,8 @@ func (v *Volume) checkActive(ctx context.Context, op string) error {
 			continue
 		}
 		switch {
+		case l.Suspended():
+			return v.errorf(op, services.Failed, "logical volume %s/%s is %w: I/O to it blocks (attr %s)", v.vg, v.lv, ErrSuspended, l.Attr)
 		case !l.IsActive():
 			return v.errorf(op, services.Failed, "logical volume %s/%s is not active (attr %s)", v.vg, v.lv, l.Attr)
 		case !l.Healthy():
@@ -363,5 +372,13 @@ func (v *Volume) Monitor(ctx context.Context) error {
 	if err := WriteConfig(v.dir); err != nil {
 		return v.errorf("monitor", services.Failed, "write %s: %v", v.ConfigPath(), err)
 	}
-	return v.checkActive(ctx, "monitor")
+	err := v.checkActive(ctx, "monitor")
+	if !errors.Is(err, ErrSuspended) {
+		return err
+	}
+	if rerr := v.lvm.Refresh(ctx, v.vg, v.lv); rerr != nil {
+		return v.errorf("monitor", services.KindOf(v.toolErr("monitor", rerr)), "%v; resuming it failed: %v", err, rerr)
+	}
+	v.log.Warn("logical volume was suspended (I/O blocked); resumed it", "vg", v.vg, "lv", v.lv)
+	return v.errorf("monitor", services.Failed, "logical volume %s/%s was %w (I/O blocked); resumed", v.vg, v.lv, ErrSuspended)
 }

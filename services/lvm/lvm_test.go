@@ -260,6 +260,7 @@ lvs)
   rows=""
   if [ -f $F/lv ]; then
     act=""; attr=-wi-------; if [ -f $F/active ]; then act=active; attr=-wi-a-----; fi
+    if [ -f $F/suspended ]; then act=active; attr=-wi-s-----; fi
     rows="{\"lv_name\":\"data\", \"vg_name\":\"tandem\", \"lv_attr\":\"$attr\", \"lv_active\":\"$act\", \"lv_dm_path\":\"/dev/mapper/tandem-data\"}"
   fi
   if [ -f $F/otherlv ]; then rows="{\"lv_name\":\"scratch\", \"vg_name\":\"tandem\", \"lv_attr\":\"-wi-------\", \"lv_active\":\"\"}"; fi
@@ -269,6 +270,7 @@ pvs)
   if [ -f $F/pv ]; then vg=""; [ -f $F/vg ] && vg=tandem; [ -f $F/pvother ] && vg=other
     echo "  {\"report\": [{\"pv\": [{\"pv_name\":\"$last\", \"vg_name\":\"$vg\", \"pv_uuid\":\"wkWRFA\"}]}]}"
   else echo '  {"report":[{"pv":[]}]}'; echo "  Failed to find physical volume \"$last\"." >&2; exit 5; fi;;
+lvchange) rm -f $F/suspended;;
 pvcreate) touch $F/pv; echo "  Physical volume \"$last\" successfully created.";;
 vgcreate) touch $F/vg; echo '  Volume group "tandem" successfully created';;
 lvcreate) touch $F/lv $F/active; echo '  Logical volume "data" created.';;
@@ -452,6 +454,30 @@ func TestStopAndMonitor(t *testing.T) {
 		f := newFake(t)
 		err := f.volume(false).Monitor(ctx)
 		if kindOf(err) != "failed" || !errors.Is(err, ErrNotFound) {
+			t.Errorf("got %v", err)
+		}
+	})
+	t.Run("suspended: resumed, still failed", func(t *testing.T) {
+		f := newFake(t)
+		f.touch("pv", "vg", "lv", "active", "suspended")
+		v := f.volume(false)
+		err := v.Monitor(ctx)
+		if kindOf(err) != "failed" || !errors.Is(err, ErrSuspended) || !strings.Contains(err.Error(), "resumed") {
+			t.Fatalf("got %v", err)
+		}
+		if c := f.calls(); c[len(c)-1] != "lvchange" {
+			t.Errorf("calls %v", c)
+		}
+		if err := v.Monitor(ctx); err != nil {
+			t.Errorf("after the resume: %v", err)
+		}
+	})
+	t.Run("suspended, resume fails", func(t *testing.T) {
+		f := newFake(t)
+		f.touch("pv", "vg", "lv", "active", "suspended")
+		os.WriteFile(filepath.Join(f.dir, "fail-lvchange"), []byte("  device-mapper: resume ioctl on (253:0) failed: Invalid argument\n"), 0o644)
+		err := f.volume(false).Monitor(ctx)
+		if kindOf(err) != "failed" || !strings.Contains(err.Error(), "resuming it failed") {
 			t.Errorf("got %v", err)
 		}
 	})

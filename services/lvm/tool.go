@@ -232,6 +232,12 @@ func (l LV) IsActive() bool {
 	return l.Active == "active" || len(l.Attr) >= 5 && l.Attr[4] == 'a'
 }
 
+// Suspended reports whether device-mapper holds the LV's I/O (attr
+// state 's', or 'S' for a snapshot). lv_active still says "active".
+func (l LV) Suspended() bool {
+	return len(l.Attr) >= 5 && (l.Attr[4] == 's' || l.Attr[4] == 'S')
+}
+
 // Healthy is false when lvs flags the LV partial (a PV missing) or
 // needing a refresh (attr health character).
 func (l LV) Healthy() bool {
@@ -330,5 +336,12 @@ func (t *Tool) VGChange(ctx context.Context, vg string, activate bool) error {
 		a = "y"
 	}
 	_, err := t.Run(ctx, "vgchange", "--activate", a, "--", vg)
+	return err
+}
+
+// Refresh reloads an active LV's table: a suspend and a resume under the
+// VG lock, which also resumes a suspended LV.
+func (t *Tool) Refresh(ctx context.Context, vg, lv string) error {
+	_, err := t.Run(ctx, "lvchange", "--refresh", "--", vg+"/"+lv)
 	return err
 }

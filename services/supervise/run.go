@@ -191,6 +191,15 @@ func (s *Supervisor) restart(ctx context.Context, ev event) (string, error) {
 	t0 := s.clock.Now()
 	subject, err := ev.name, ev.err
 	for {
+		// A layer below that failed too is the likelier cause (a downed
+		// link under the VIP): restart it, which brings this one back as
+		// well, rather than spend this one's failures on a start that
+		// cannot work and escalate the wrong layer.
+		if low, lerr := s.failedBelow(subject); low != "" {
+			s.log.Warn(fmt.Sprintf("restart %s: %s, below it, failed too; restarting %s", subject, low, low),
+				"resource", subject, "below", low)
+			subject, err = low, lerr
+		}
 		r := s.res[subject]
 		pol := r.node.Policy
 		s.mu.Lock()
@@ -266,6 +275,39 @@ func (s *Supervisor) restart(ctx context.Context, ev event) (string, error) {
 			return "", nil
 		}
 	}
+}
+
+// failedBelow finds the lowest layer name depends on that has failed
+// and awaits a restart, takes its queued event and returns it with its
+// error; "" if none.
+func (s *Supervisor) failedBelow(name string) (string, error) {
+	below := map[string]bool{}
+	var walk func(string)
+	walk = func(n string) {
+		for _, d := range s.res[n].node.DependsOn {
+			if !below[d] {
+				below[d] = true
+				walk(d)
+			}
+		}
+	}
+	walk(name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.order {
+		r := s.res[n]
+		if !below[n] || !r.want || r.escalated || r.recovering {
+			continue
+		}
+		if ev, ok := s.pending[n]; ok {
+			delete(s.pending, n)
+			return n, ev.err
+		}
+		if r.state == Failed && !s.maintenance {
+			return n, r.lastErr
+		}
+	}
+	return "", nil
 }
 
 // stopFailed handles a stop that failed while restarting: a layer that

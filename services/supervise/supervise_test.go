@@ -560,3 +560,42 @@ func TestMonitorTimeoutOnceIsProbedAgain(t *testing.T) {
 		t.Errorf("xfs after one timeout and good probes: %+v", s)
 	}
 }
+
+// The VIP fails, and while it is being restarted a layer under it fails
+// too (a downed link): the restart moves down to that layer instead of
+// counting the VIP's hopeless starts up to its threshold.
+func TestRestartMovesToFailedLayerBelow(t *testing.T) {
+	h := newHarness(t, testPolicy())
+	h.start()
+	h.run()
+	vip := h.f["vip"]
+	vip.set("monitor", vip.fail("monitor", services.Failed), nil)
+	vip.set("start", vip.fail("start", services.Failed), nil)
+	h.tick()
+	h.wantCallsSoFar("vip stopped", []string{"stop vip"})
+	// xfs's monitor fails during the VIP's backoff.
+	xfsErr := h.f["xfs"].fail("monitor", services.Failed)
+	h.sup.mu.Lock()
+	x := h.sup.res["xfs"]
+	x.state, x.lastErr = Failed, xfsErr
+	h.sup.pending["xfs"] = event{name: "xfs", err: xfsErr, gen: x.gen, epoch: h.sup.epoch}
+	h.sup.mu.Unlock()
+	h.backoff(time.Second)
+	h.wantCallsSoFar("vip start failed, xfs stopped", []string{"stop vip", "start vip",
+		"stop vip", "stop smb", "stop nfs", "stop xfs"})
+	h.backoff(time.Second) // xfs's first failure, not the VIP's second
+	h.wantCalls("xfs and all above it back", []string{"stop vip", "start vip",
+		"stop vip", "stop smb", "stop nfs", "stop xfs", "start xfs", "start nfs", "start smb", "start vip"})
+	if s := h.status("vip"); s.FailCount != 1 || s.State != Running {
+		t.Errorf("vip = %+v", s)
+	}
+	if s := h.status("xfs"); s.FailCount != 1 || s.State != Running || s.Restarts != 1 {
+		t.Errorf("xfs = %+v", s)
+	}
+	if len(h.escalated()) != 0 {
+		t.Errorf("escalated %v", h.escalated())
+	}
+	if !strings.Contains(h.log.String(), "xfs, below it, failed too") {
+		t.Errorf("log:\n%s", h.log.String())
+	}
+}

@@ -1,6 +1,7 @@
 package vip
 
 import (
+	"context"
 	"encoding/binary"
 	"log/slog"
 	"net/netip"
@@ -101,5 +102,34 @@ func TestRecordClients(t *testing.T) {
 	}
 	if got, err := loadConns(filepath.Join(dir, "missing.json")); got != nil || err != nil {
 		t.Errorf("a missing list: %v, %v", got, err)
+	}
+}
+
+// The VIP deleted under the head: Stop keeps the monitor's last client
+// list (the connections are gone with the address), so the restart's
+// Start still tickles the clients that wait.
+func TestStopKeepsClientsOfDeletedVIP(t *testing.T) {
+	dir := t.TempDir()
+	proc := filepath.Join(dir, "tcp")
+	if err := os.WriteFile(proc, []byte(procNetTCP), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "state", "vip", "tcp-clients.json")
+	r, fn, _ := newTest(t, eth0(true), 1)
+	r.cfg.ClientsFile, r.cfg.TicklePorts, r.cfg.ProcNetTCP = file, []uint16{2049}, proc
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Monitor(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The address is deleted; nfsd drops the connections.
+	fn.DelAddr(*fn.link, r.cfg.Address)
+	os.WriteFile(proc, []byte(strings.SplitAfterN(procNetTCP, "\n", 2)[0]), 0o644)
+	if err := r.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := loadConns(file); err != nil || len(got) != 2 {
+		t.Errorf("after Stop of a deleted VIP the list is %v, %v; want the monitor's 2 clients", got, err)
 	}
 }

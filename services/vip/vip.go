@@ -119,7 +119,13 @@ type Resource struct {
 	// recorded is the client list last saved to ClientsFile.
 	recorded     []Conn
 	recordedOnce bool
+	saving       bool // a write of the list is still under way
 }
+
+// saveBound is how long recordClients waits for the list to be written.
+// It lives on the replicated filesystem, which may hang (frozen, or I/O
+// held below it); the VIP must still go down at once.
+const saveBound = time.Second
 
 var _ services.Resource = (*Resource)(nil)
 
@@ -254,7 +260,13 @@ func (r *Resource) Stop(ctx context.Context) error {
 	} else if err != nil {
 		return r.errorf(op, services.Failed, "service interface %s: %v", r.cfg.Link, err)
 	}
-	r.recordClients() // the last list before the address leaves
+	// The last list before the address leaves. If it is gone already
+	// (deleted under us), nfsd has dropped its connections with it, and
+	// their RSTs could not leave: the monitor's last list still names
+	// the clients that wait, and the restart must tickle them.
+	if has, err := r.net.HasAddr(l, r.cfg.Address); err == nil && has {
+		r.recordClients()
+	}
 	// Silence first: when the file services then close their sockets,
 	// no FIN may reach a client, whose reconnect would go nowhere until
 	// its SYN backoff finds the new head. A client that hears nothing
@@ -311,17 +323,33 @@ func (r *Resource) recordClients() {
 	slices.SortFunc(conns, func(a, b Conn) int { return strings.Compare(a.Client.String(), b.Client.String()) })
 	r.mu.Lock()
 	same := slices.Equal(conns, r.recorded) && r.recordedOnce
+	busy := r.saving
+	if !same && !busy {
+		r.saving = true
+	}
 	r.mu.Unlock()
-	if same {
+	if same || busy {
 		return
 	}
-	if err := saveConns(r.cfg.ClientsFile, conns); err != nil {
-		r.log.Warn("cannot record the VIP's clients", "file", r.cfg.ClientsFile, "err", err)
-		return
+	done := make(chan error, 1)
+	go func() {
+		err := saveConns(r.cfg.ClientsFile, conns)
+		r.mu.Lock()
+		r.saving = false
+		if err == nil {
+			r.recorded, r.recordedOnce = conns, true
+		}
+		r.mu.Unlock()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			r.log.Warn("cannot record the VIP's clients", "file", r.cfg.ClientsFile, "err", err)
+		}
+	case <-time.After(saveBound):
+		r.log.Warn("recording the VIP's clients is stuck (a hung filesystem?); going on without it", "file", r.cfg.ClientsFile)
 	}
-	r.mu.Lock()
-	r.recorded, r.recordedOnce = conns, true
-	r.mu.Unlock()
 }
 
 // matchLink reports whether ref (a name or a MAC) names a link.

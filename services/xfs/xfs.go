@@ -44,6 +44,9 @@
 // O_DIRECT (from the device, not the page cache) and compare. A probe
 // that outlives its deadline is Timeout; while it stays blocked in the
 // kernel, later probes report Timeout at once instead of piling up. A
+// probe stuck past three quarters of the monitor's deadline may be
+// waiting on a frozen filesystem: the monitor thaws it (FITHAW) and
+// reports Failed, so the restart that follows is not stuck too. A
 // full filesystem is Degraded (it still serves reads; a failover would
 // not help); a read-only, shut-down or mismatching one is Failed.
 package xfs
@@ -121,6 +124,7 @@ type Filesystem struct {
 	delay       time.Duration
 	log         *slog.Logger
 	probe       func(dir string) error
+	thaw        func(mnt string) (bool, error)
 
 	mu sync.Mutex // serialises Start and Stop
 
@@ -172,6 +176,7 @@ func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
 		delay:       opts.UnmountDelay,
 		log:         log,
 		probe:       probe,
+		thaw:        thaw,
 	}
 	if f.tries <= 0 {
 		f.tries = 10
@@ -434,7 +439,29 @@ func (f *Filesystem) Monitor(ctx context.Context) error {
 		return f.errorf("monitor", services.Failed, "%s is mounted read-only (%s; XFS shut down?)", f.mnt, m.Super)
 	}
 	dir := filepath.Join(f.mnt, site.StateDir)
-	if err := f.bounded(ctx, "probe", func() error { return f.probe(dir) }); err != nil {
+	// The probe gets part of the monitor's time, so that a probe stuck
+	// on a frozen filesystem leaves time to find out and thaw it.
+	pctx, cancel := ctx, context.CancelFunc(func() {})
+	if dl, ok := ctx.Deadline(); ok {
+		pctx, cancel = context.WithTimeout(ctx, time.Until(dl)*3/4)
+	}
+	err = f.bounded(pctx, "probe", func() error { return f.probe(dir) })
+	cancel()
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		// A frozen filesystem (fsfreeze left behind by a crashed backup
+		// or snapshot tool) blocks every write, the clients' too, and a
+		// restart could not even stop nfsd: its threads wait on the
+		// freeze. Thawing is the repair; the layer still counts as
+		// failed and is restarted.
+		switch thawed, terr := f.thaw(f.mnt); {
+		case thawed:
+			f.log.Warn("the filesystem was frozen: writes blocked; thawed it", "mountpoint", f.mnt)
+			return f.errorf("monitor", services.Failed, "%s was frozen (writes blocked: %v); thawed", f.mnt, err)
+		case terr != nil:
+			f.log.Warn("cannot check for a frozen filesystem", "mountpoint", f.mnt, "err", terr)
+		}
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
 			err = fmt.Errorf("filesystem full, still serving reads: %w", err)
@@ -444,6 +471,27 @@ func (f *Filesystem) Monitor(ctx context.Context) error {
 		return f.wrap("monitor", err)
 	}
 	return nil
+}
+
+// fithaw is FITHAW, _IOWR('X', 120, int) (linux/fs.h).
+const fithaw = 0xc0045878
+
+// thaw thaws the filesystem mounted at mnt. It reports whether it was
+// frozen: the kernel answers EINVAL when it is not.
+func thaw(mnt string) (bool, error) {
+	fd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(fd)
+	switch _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fithaw, 0); errno {
+	case 0:
+		return true, nil
+	case unix.EINVAL:
+		return false, nil
+	default:
+		return false, errno
+	}
 }
 
 // probe writes random data to dir/probe, fsyncs it, reads it back

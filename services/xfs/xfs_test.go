@@ -518,3 +518,48 @@ func TestNew(t *testing.T) {
 		t.Errorf("unknown node: %v", err)
 	}
 }
+
+// A probe stuck on a frozen filesystem: the monitor thaws it within its
+// deadline and reports Failed (acted on at once), not Timeout.
+func TestMonitorThawsFrozen(t *testing.T) {
+	g := newRig(t)
+	f := g.fs(t, true)
+	if err := f.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	f.probe = func(string) error { <-release; return nil } // blocked by the freeze
+	var thaws int
+	f.thaw = func(mnt string) (bool, error) {
+		if mnt != g.mnt {
+			t.Errorf("thaw %s", mnt)
+		}
+		thaws++
+		close(release)
+		return true, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err := f.Monitor(ctx)
+	if kind(err) != "failed" || !strings.Contains(err.Error(), "was frozen") || ctx.Err() != nil {
+		t.Fatalf("got %v (ctx %v)", err, ctx.Err())
+	}
+	if thaws != 1 {
+		t.Errorf("%d thaws", thaws)
+	}
+	// Not frozen after all: still a timeout, tolerated once by the supervisor.
+	g2 := newRig(t)
+	f2 := g2.fs(t, true)
+	if err := f2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	block := make(chan struct{})
+	defer close(block)
+	f2.probe = func(string) error { <-block; return nil }
+	f2.thaw = func(string) (bool, error) { return false, nil }
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	if err := f2.Monitor(ctx2); kind(err) != "timeout" {
+		t.Errorf("not frozen: got %v", err)
+	}
+}

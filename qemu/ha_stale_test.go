@@ -1,0 +1,86 @@
+package qemu_test
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem.dev/tandem/init/status"
+)
+
+// A double fault that must not serve old data (issue 6: "a stale head
+// never serves old data").
+//
+//  1. The full lab boots with the witness on the client; head-a serves
+//     and the client writes through the VIP over a hard NFSv3 mount.
+//  2. Both replication links are cut; the management network still
+//     carries the heartbeat. head-a goes on serving alone; head-b hears it
+//     after DRBD lost it, so its copy may lack writes: it counts its disk
+//     as Outdated.
+//  3. head-a loses power. head-b must not take over, whatever the
+//     witness says: it would serve data without head-a's last writes.
+//  4. head-a is powered on and the links restored: head-a, with the
+//     newer data, serves again, head-b resyncs from it, and every
+//     acknowledged record reads back uncached.
+func TestFailoverNotOnStaleData(t *testing.T) {
+	ctx, lab, sc := startHALab(t, 25*time.Minute)
+	dead := time.Duration(sc.HA.DeadTimeMS) * time.Millisecond
+	a, b, client := lab.VM("head-a"), lab.VM("head-b"), lab.VM("client")
+
+	// 1. The pair serves; the client writes.
+	st := pairReady(t, ctx, a)
+	delay := time.Duration(st.HA.Timing.TakeoverDelayMS) * time.Millisecond
+	guest(t, ctx, client, "busybox", "mkdir", "-p", "/tmp/v3")
+	guest(t, ctx, client, "mount.nfs", "10.0.0.10:/srv/tandem/vm", "/tmp/v3", "-o", "vers=3,hard,proto=tcp,nolock")
+	startWorkload(t, ctx, client, "/tmp/v3", 30*time.Minute) // stopped at the end
+
+	// 2. Replication cut; the heartbeat goes on over management.
+	mark := b.Console.Len()
+	setRepLinks(t, lab, false)
+	if _, err := b.Console.WaitForAfter(ctx, mark, regexp.MustCompile(`HA: DRBD lost head-a while it went on serving`)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, ctx, b, func(s status.Status) bool {
+		return s.Role == "standby" && s.HA != nil && s.HA.Heartbeat.Seen && s.HA.Announce == "standby" &&
+			s.HA.Heartbeat.Peer != nil && s.HA.Heartbeat.Peer.Role == "active" && s.DRBD != nil && s.DRBD.Connection != "Connected"
+	})
+	clientWrites(t, ctx, client, "/tmp/v3") // head-a acknowledges writes head-b lacks
+	sleepCtx(ctx, 5*time.Second)
+
+	// 3. head-a dies; head-b holds back for longer than any takeover.
+	if err := a.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	window := 2*(dead+delay) + 30*time.Second
+	until := time.Now().Add(window)
+	for time.Now().Before(until) {
+		if st := nodeStatus(t, ctx, b); st.Role == "active" || st.DRBD != nil && st.DRBD.Role == "Primary" {
+			t.Fatalf("head-b took over with data that lacks head-a's last writes: %s, DRBD %+v", st.Role, st.DRBD)
+		}
+		sleepCtx(ctx, 2*time.Second)
+	}
+	st = nodeStatus(t, ctx, b)
+	t.Logf("head-b held back for %v after head-a died: %s (alert %q)", window, st.HA.Decision.Reason, st.HA.Alert)
+	if st.HA.Alert == "" {
+		t.Errorf("head-b shows no alert while the service is down")
+	}
+
+	// 4. head-a comes back with the newer data and serves again.
+	a, err := lab.PowerOn("head-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setRepLinks(t, lab, true)
+	pairReady(t, ctx, a)
+	if out := a.Console.Text() + b.Console.Text(); strings.Contains(out, "Split-Brain detected") {
+		t.Errorf("a split brain after the heads rejoined")
+	}
+	stopWorkload(t, ctx, client, "/tmp/v3")
+	r := waitWorkload(t, ctx, client, "/tmp/v3", 3*time.Minute)
+	t.Logf("NFSv3: %s", r)
+	if !r.Clean() || r.Acked == 0 {
+		t.Errorf("the client saw errors or lost records: %s", r)
+	}
+	verifyUncached(t, ctx, client, r)
+}
