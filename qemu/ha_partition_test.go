@@ -43,9 +43,7 @@ import (
 //     through the VIP: the writes made during the partition reached it.
 func TestFailoverPartitionBetweenHeads(t *testing.T) {
 	ctx, lab, sc := startHALab(t, 30*time.Minute)
-	interval := time.Duration(sc.HA.HeartbeatIntervalMS) * time.Millisecond
-	dead := time.Duration(sc.HA.DeadTimeMS) * time.Millisecond
-	lease := time.Duration(sc.Witness.LeaseMS) * time.Millisecond
+	interval, dead, lease := membershipTiming(sc)
 	a, b, client := lab.VM("head-a"), lab.VM("head-b"), lab.VM("client")
 
 	// 1. The pair serves; the client writes.
@@ -257,9 +255,7 @@ func TestFailoverPartitionBetweenHeads(t *testing.T) {
 //     acknowledged record reads back from head-b's disk.
 func TestFailoverHungStopResets(t *testing.T) {
 	ctx, lab, sc := startHALab(t, 30*time.Minute)
-	interval := time.Duration(sc.HA.HeartbeatIntervalMS) * time.Millisecond
-	dead := time.Duration(sc.HA.DeadTimeMS) * time.Millisecond
-	lease := time.Duration(sc.Witness.LeaseMS) * time.Millisecond
+	interval, dead, lease := membershipTiming(sc)
 	a, b, client := lab.VM("head-a"), lab.VM("head-b"), lab.VM("client")
 
 	// 1. The pair serves; the client writes.

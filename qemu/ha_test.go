@@ -67,9 +67,7 @@ func TestFailoverActiveHeadKilled(t *testing.T) {
 		kills = 20
 	}
 	ctx, lab, sc := startHALab(t, 10*time.Minute+time.Duration(kills)*4*time.Minute)
-	interval := time.Duration(sc.HA.HeartbeatIntervalMS) * time.Millisecond
-	dead := time.Duration(sc.HA.DeadTimeMS) * time.Millisecond
-	lease := time.Duration(sc.Witness.LeaseMS) * time.Millisecond
+	interval, dead, lease := membershipTiming(sc)
 	client := lab.VM("client")
 
 	// 1. The witness runs on the client; head-a serves and holds its vote.
@@ -280,4 +278,11 @@ func failoverSteps(f status.Failover) string {
 		steps = append(steps, fmt.Sprintf("%s %.2fs", s.Name, float64(s.MS)/1000))
 	}
 	return strings.Join(steps, ", ")
+}
+
+// membershipTiming is the site's heartbeat interval, dead time and
+// witness lease.
+func membershipTiming(sc *site.Config) (interval, dead, lease time.Duration) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	return ms(sc.HA.HeartbeatIntervalMS), ms(sc.HA.DeadTimeMS), ms(sc.Witness.LeaseMS)
 }
