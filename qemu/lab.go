@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -377,13 +378,39 @@ func (l *Lab) WaitAll(ctx context.Context, re *regexp.Regexp) (map[string]time.D
 	return took, errors.Join(errs...)
 }
 
-// Tails returns the last n console lines of every VM, for a failed test.
-func (l *Lab) Tails(n int) string {
-	var s string
-	for _, vm := range l.vms() {
-		s += fmt.Sprintf("--- last %d console lines of %s (%s) ---\n%s\n", n, vm.Name, vm.Console.Path(), vm.Console.Tail(n))
+// FailureReport keeps every VM's whole console in dir and returns a short
+// digest: where the files are and the last n error lines of each head. The
+// digest is short so that a test's own failure message stays near the end
+// of the output, where CI excerpts look.
+func (l *Lab) FailureReport(dir string, n int) string {
+	var b strings.Builder
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		fmt.Fprintf(&b, "cannot keep the consoles: %v\n", err)
 	}
-	return s
+	for _, vm := range l.vms() {
+		if vm.Console == nil {
+			continue
+		}
+		text := vm.Console.Text()
+		kept := filepath.Join(dir, vm.Name+".console")
+		if err := os.WriteFile(kept, []byte(text), 0o644); err != nil {
+			kept = vm.Console.Path()
+		}
+		fmt.Fprintf(&b, "--- %s: whole console in %s\n", vm.Name, kept)
+		if !strings.HasPrefix(vm.Name, "head-") {
+			continue
+		}
+		var errs []string
+		for line := range strings.Lines(text) {
+			if strings.Contains(line, "ERROR") || strings.Contains(line, "panic") {
+				errs = append(errs, strings.TrimRight(line, "\r\n"))
+			}
+		}
+		for _, e := range errs[max(len(errs)-n, 0):] {
+			b.WriteString("    " + e + "\n")
+		}
+	}
+	return b.String()
 }
 
 // Close stops every VM and the hub, frees the ports, and removes the

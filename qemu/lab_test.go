@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -20,7 +22,7 @@ import (
 var earlyBootDone = regexp.MustCompile(`tandem: early boot done`)
 
 // startLab boots a topology of the default image. When the test fails it
-// prints the last 50 console lines of each VM; afterwards it checks that
+// keeps every console and prints the heads' last errors; afterwards it checks that
 // no QEMU of the lab is left.
 func startLab(t *testing.T, ctx context.Context, topo qemu.Topology) *qemu.Lab {
 	return startLabWith(t, ctx, qemu.LabConfig{Topology: topo})
@@ -37,12 +39,17 @@ func startLabWith(t testing.TB, ctx context.Context, c qemu.LabConfig) *qemu.Lab
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Log("\n" + lab.Tails(50))
+			t.Log("\n" + lab.FailureReport(failedDir(t), 4))
 		}
 		lab.Close()
 		noQEMULeft(t, lab.Dir)
 	})
 	return lab
+}
+
+// failedDir is where a failed test keeps its lab's consoles.
+func failedDir(t testing.TB) string {
+	return filepath.Join(os.TempDir(), "tandem-failed", strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
 }
 
 // noQEMULeft fails if any process still names the lab's dir.

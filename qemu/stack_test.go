@@ -65,7 +65,9 @@ func TestStackFreshPairSwitchoverReboot(t *testing.T) {
 
 	// `tandem status` on the standby shows both heads and every layer.
 	out := guest(t, ctx, b, "tandem", "status")
-	for _, want := range []string{`head-b \(this head\)\s+standby\s+ready\s+Secondary Connected UpToDate/UpToDate\s+clean \[4/4\] \[UUUU\]`,
+	// md says "active" rather than "clean" while writes are in flight
+	// (DRBD's replication on the standby too), "clean" once idle.
+	for _, want := range []string{`head-b \(this head\)\s+standby\s+ready\s+Secondary Connected UpToDate/UpToDate\s+(clean|active) \[4/4\] \[UUUU\]`,
 		`head-a\s+active\s+ready\s+Primary Connected UpToDate/UpToDate`, `vip\s+active\s+stopped\s+running`, `raid10\s+both\s+running\s+running`} {
 		if !regexp.MustCompile(want).MatchString(out) {
 			t.Errorf("tandem status on head-b does not match %q:\n%s", want, out)

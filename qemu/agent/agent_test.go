@@ -175,7 +175,7 @@ func TestDeadlineBecomesTimeout(t *testing.T) {
 	p := startAgent(t)
 	c := newClient(p.dial)
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	res, err := c.Run(ctx, "sleep", "10")
 	if !errors.Is(err, ErrTimedOut) {
