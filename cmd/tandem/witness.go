@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -17,8 +18,9 @@ import (
 
 // runWitness serves the pair's tiebreaker vote on a third host (never on
 // one of the heads): it leases its one vote to one head at a time. It
-// persists nothing; after a start it grants nobody new for one lease (see
-// ha/witness and docs/ha.md).
+// persists only the writer marker (--state): leases are not persisted, so
+// after a start it grants nobody new for one lease (see ha/witness and
+// docs/ha.md).
 func runWitness(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("witness", flag.ContinueOnError)
 	listen := fs.String("listen", "", "UDP address to serve on (default: all addresses, the port of witness.address in --site, else 7791)")
@@ -27,11 +29,13 @@ func runWitness(ctx context.Context, args []string) error {
 	pair := fs.String("pair", "", "pair name (needed without --site)")
 	lease := fs.Duration("lease", 0, "how long one grant of the vote lasts (default: 3 × ha.dead_time_ms with --site, else 9s)")
 	quiet := fs.Duration("quiet", 0, "grant nobody new this long after start (default: the lease; raise it if a previous run used a longer lease)")
+	state := fs.String("state", "", "file keeping the writer marker (default: "+witness.DefaultStateDir+"/PAIR.json)")
+	forget := fs.Bool("forget-writer", false, "operator override: clear a recorded writer marker at start; the writer's unreplicated writes may be lost if the other head is made active")
 	verbose := fs.Bool("v", false, "log every renewal")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	usage := errors.New("usage: tandem witness [--listen ADDR] (--site site.toml [--key-file F] | --pair NAME --key-file F) [--lease 9s]")
+	usage := errors.New("usage: tandem witness [--listen ADDR] (--site site.toml [--key-file F] | --pair NAME --key-file F) [--lease 9s] [--state FILE] [--forget-writer]")
 	if fs.NArg() > 0 || (*sitePath == "" && (*pair == "" || *keyFile == "")) || *lease < 0 || *quiet < 0 {
 		return usageError{usage}
 	}
@@ -60,6 +64,16 @@ func runWitness(ctx context.Context, args []string) error {
 		cfg.Lease = *lease
 	}
 	cfg.Quiet = *quiet
+	cfg.ForgetWriter = *forget
+	if cfg.StateFile = *state; cfg.StateFile == "" {
+		var err error
+		if cfg.StateFile, err = witness.DefaultStateFile(cfg.Pair); err != nil {
+			return usageError{fmt.Errorf("--state: %w", err)}
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.StateFile), 0o700); err != nil {
+		return fmt.Errorf("witness state: %w", err)
+	}
 	addr := *listen
 	if addr == "" {
 		addr = net.JoinHostPort("", strconv.Itoa(port))

@@ -47,13 +47,22 @@ type Vote struct {
 	// Witness is the witness's boot ID at the last answer: it changes
 	// when the witness restarts.
 	Witness string `json:"witness,omitempty"`
+	// Writer: the last answer said the witness records this head as the
+	// only one with current data; Outdated: it records the other head so,
+	// and this head's data is outdated.
+	Writer   bool `json:"writer,omitempty"`
+	Outdated bool `json:"outdated,omitempty"`
 	// Dropped counts answers refused: bad MAC, malformed, or not
 	// answering a request of ours.
 	Dropped uint64 `json:"dropped"`
 }
 
-// Client asks the witness for the vote. Request and Release may be called
-// from several goroutines; they take turns.
+// ErrNotRecorded: the witness did not record this head as the only one
+// with current data (OutdatePeer).
+var ErrNotRecorded = errors.New("the witness did not record this head as the only one with current data")
+
+// Client asks the witness for the vote. Its methods may be called from
+// several goroutines; they take turns.
 type Client struct {
 	cfg  ClientConfig
 	log  *slog.Logger
@@ -124,21 +133,86 @@ func (c *Client) Close() error { return c.conn.Close() }
 // comes or ctx ends; bound ctx to well under the lease. Without an answer
 // the vote is kept only until its earlier expiry.
 func (c *Client) Request(ctx context.Context) (granted bool, lease time.Duration, holder string, err error) {
-	c.mu.Lock()
-	now := c.now()
-	claim := c.heldLocked(now)
-	left := c.expires.Sub(now)
-	c.mu.Unlock()
-	rep, sentAt, err := c.exchange(ctx, opAcquire, claim, left)
+	rep, sentAt, err := c.ask(ctx, opAcquire)
 	if err != nil {
 		return c.Held(), max(c.Remaining(), 0), "", err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now = c.now()
+	granted, lease = c.answerLocked(rep, opAcquire, sentAt)
+	return granted, lease, rep.Holder, nil
+}
+
+// OutdatePeer asks the witness to record this head, which must hold the
+// vote, as the only one with current data: from then on the witness
+// grants the vote to this head only, until ClearWriter. It renews the
+// lease like Request. Only nil means the witness recorded it (synced to
+// its disk); a refusal wraps ErrNotRecorded, no answer wraps ctx's error.
+func (c *Client) OutdatePeer(ctx context.Context) error {
+	rep, sentAt, err := c.ask(ctx, opOutdatePeer)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.answerLocked(rep, opOutdatePeer, sentAt)
+	if rep.Status != Granted || !rep.Writer {
+		return fmt.Errorf("witness %s: %w: %s %s", c.cfg.Addr, ErrNotRecorded, rep.Status, describe(rep))
+	}
+	c.log.Info("witness: recorded this head as the only one with current data")
+	return nil
+}
+
+// ClearWriter tells the witness that the peer's data is current again
+// (resynced), so that the peer may get the vote. Clearing a marker that
+// is not set is harmless; the witness refuses to clear the other head's.
+func (c *Client) ClearWriter(ctx context.Context) error {
+	rep, _, err := c.ask(ctx, opClearWriter)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.noteLocked(rep, c.now())
+	if rep.Status != Released {
+		return fmt.Errorf("witness %s: writer not cleared: %s %s", c.cfg.Addr, rep.Status, describe(rep))
+	}
+	return nil
+}
+
+// describe says what a refusal means for this head.
+func describe(rep *reply) string {
+	switch {
+	case rep.Outdated:
+		return "(another head is recorded as the only one with current data)"
+	case rep.Holder == "" && rep.Quiet:
+		return "(nobody holds the vote: the witness is in its quiet period after a restart)"
+	case rep.Holder == "":
+		return "(nobody holds the vote)"
+	}
+	return fmt.Sprintf("(%s holds the vote)", rep.Holder)
+}
+
+// ask sends op with this head's view of its lease (the claim matters to
+// an acquire during the witness's quiet period).
+func (c *Client) ask(ctx context.Context, op uint8) (*reply, time.Time, error) {
+	c.mu.Lock()
+	now := c.now()
+	claim := c.heldLocked(now)
+	left := c.expires.Sub(now)
+	c.mu.Unlock()
+	return c.exchange(ctx, op, claim, left)
+}
+
+// answerLocked applies the answer to op (acquire or outdate peer), sent
+// at sentAt, to the lease: a grant extends it; a refusal ends it when the
+// witness does not count this head as the holder. It returns whether the
+// vote is held and for how long from now (for a refusal: the witness's
+// duration).
+func (c *Client) answerLocked(rep *reply, op uint8, sentAt time.Time) (bool, time.Duration) {
+	now := c.now()
 	c.noteLocked(rep, now)
-	switch rep.Status {
-	case Granted:
+	if rep.Status == Granted {
 		margin := c.cfg.Margin
 		if margin == 0 {
 			margin = rep.Lease / 10
@@ -147,7 +221,7 @@ func (c *Client) Request(ctx context.Context) (granted bool, lease time.Duration
 		if !exp.After(now) {
 			// The answer came too late to be of use.
 			c.log.Warn("witness: grant arrived after it would expire", "lease", rep.Lease, "took", now.Sub(sentAt))
-			return c.heldLocked(now), max(c.expires.Sub(now), 0), rep.Holder, nil
+			return c.heldLocked(now), max(c.expires.Sub(now), 0)
 		}
 		if !c.heldLocked(now) {
 			c.since = sentAt
@@ -156,17 +230,19 @@ func (c *Client) Request(ctx context.Context) (granted bool, lease time.Duration
 		if exp.After(c.expires) {
 			c.expires = exp
 		}
-		return true, c.expires.Sub(now), rep.Holder, nil
-	default:
-		if c.heldLocked(now) {
-			// The witness says someone else holds it (or nobody, after a
-			// restart that did not reinstate us) while our lease runs:
-			// believe the earlier end, drop ours now.
-			c.log.Warn("witness: vote lost before its expiry", "holder", rep.Holder, "status", rep.Status.String())
-			c.expires = time.Time{}
-		}
-		return false, rep.Lease, rep.Holder, nil
+		return true, c.expires.Sub(now)
 	}
+	// Refused: the witness says someone else holds it (or nobody, after
+	// a restart that did not reinstate us) while our lease runs: believe
+	// the earlier end, drop ours now. An outdate-peer request does not
+	// reinstate, so its refusal naming us, or nobody during the quiet
+	// period, leaves the lease to the next acquire.
+	kept := op != opAcquire && (rep.Holder == c.cfg.Node || (rep.Holder == "" && rep.Quiet))
+	if c.heldLocked(now) && !kept {
+		c.log.Warn("witness: vote lost before its expiry", "holder", rep.Holder, "status", rep.Status.String())
+		c.expires = time.Time{}
+	}
+	return false, rep.Lease
 }
 
 // Release gives the vote back, so that the peer may get it at once. The
@@ -190,6 +266,7 @@ func (c *Client) Release(ctx context.Context) error {
 func (c *Client) noteLocked(rep *reply, now time.Time) {
 	c.vote.Holder, c.vote.Last, c.vote.LastAt = rep.Holder, rep.Status.String(), now
 	c.vote.Witness = fmt.Sprintf("%x", rep.Witness[:])
+	c.vote.Writer, c.vote.Outdated = rep.Writer, rep.Outdated
 }
 
 // exchange sends a request and resends it (fresh nonce and sequence

@@ -18,7 +18,10 @@ import (
 //	off size field
 //	  0    4 magic "TDWQ"
 //	  4    1 version (1)
-//	  5    1 op: 1 acquire (or renew), 2 release
+//	  5    1 op: 1 acquire (or renew), 2 release, 3 outdate peer ("I hold
+//	         the lease and write alone: record that only my data is
+//	         current"; renews the lease), 4 clear writer ("my peer is
+//	         current again")
 //	  6    1 flags: bit 0 "I hold a lease": the client's own, conservative
 //	         view; it matters only during the witness's quiet period
 //	  7    1 zero
@@ -36,7 +39,10 @@ import (
 //	  0    4 magic "TDWA"
 //	  4    1 version (1)
 //	  5    1 status: 1 granted, 2 denied, 3 released
-//	  6    1 flags: bit 0 the witness is in its quiet period
+//	  6    1 flags: bit 0 the witness is in its quiet period; bit 1 the
+//	         witness records the requester as the only node with current
+//	         data; bit 2 it records the OTHER node so: the requester's
+//	         data is outdated (bits 1 and 2 never both)
 //	  7    1 zero
 //	  8   16 nonce of the request
 //	 24   16 witness boot ID (random per witness start)
@@ -61,8 +67,17 @@ const (
 
 // Operations.
 const (
-	opAcquire = 1
-	opRelease = 2
+	opAcquire     = 1
+	opRelease     = 2
+	opOutdatePeer = 3
+	opClearWriter = 4
+)
+
+// Reply flags.
+const (
+	flagQuiet    = 1 << 0
+	flagWriter   = 1 << 1
+	flagOutdated = 1 << 2
 )
 
 // Status is the witness's answer.
@@ -101,13 +116,17 @@ type request struct {
 }
 
 type reply struct {
-	Status  Status
-	Quiet   bool
-	Nonce   ID
-	Witness ID
-	Lease   time.Duration
-	Pair    string
-	Holder  string
+	Status Status
+	Quiet  bool
+	// Writer: the witness records the requester as the only node with
+	// current data; Outdated: it records the other node so.
+	Writer   bool
+	Outdated bool
+	Nonce    ID
+	Witness  ID
+	Lease    time.Duration
+	Pair     string
+	Holder   string
 }
 
 var (
@@ -130,14 +149,17 @@ func appendNames(b []byte, names ...string) []byte {
 	return b
 }
 
+func bit(set bool, b byte) byte {
+	if set {
+		return b
+	}
+	return 0
+}
+
 func (r *request) marshal(key []byte) []byte {
 	b := make([]byte, 0, MaxMessage)
 	b = append(b, reqMagic...)
-	var flags byte
-	if r.Claim {
-		flags = 1
-	}
-	b = append(b, version, r.Op, flags, 0)
+	b = append(b, version, r.Op, bit(r.Claim, 1), 0)
 	b = append(b, r.Nonce[:]...)
 	b = append(b, r.Boot[:]...)
 	b = binary.BigEndian.AppendUint64(b, r.Seq)
@@ -148,10 +170,7 @@ func (r *request) marshal(key []byte) []byte {
 func (r *reply) marshal(key []byte) []byte {
 	b := make([]byte, 0, MaxMessage)
 	b = append(b, replyMagic...)
-	var flags byte
-	if r.Quiet {
-		flags = 1
-	}
+	flags := bit(r.Quiet, flagQuiet) | bit(r.Writer, flagWriter) | bit(r.Outdated, flagOutdated)
 	b = append(b, version, byte(r.Status), flags, 0)
 	b = append(b, r.Nonce[:]...)
 	b = append(b, r.Witness[:]...)
@@ -196,7 +215,7 @@ func parseRequest(b []byte, pair string, key []byte) (*request, error) {
 		return nil, err
 	}
 	r := &request{Op: f[5], Claim: f[6]&1 != 0, Pair: pair, Node: node}
-	if (r.Op != opAcquire && r.Op != opRelease) || f[6]&^1 != 0 {
+	if r.Op < opAcquire || r.Op > opClearWriter || f[6]&^1 != 0 {
 		return nil, errMalformed
 	}
 	copy(r.Nonce[:], f[8:24])
@@ -211,8 +230,9 @@ func parseReply(b []byte, pair string, key []byte) (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &reply{Status: Status(f[5]), Quiet: f[6]&1 != 0, Pair: pair, Holder: holder}
-	if r.Status < Granted || r.Status > Released || f[6]&^1 != 0 {
+	fl := f[6]
+	r := &reply{Status: Status(f[5]), Quiet: fl&flagQuiet != 0, Writer: fl&flagWriter != 0, Outdated: fl&flagOutdated != 0, Pair: pair, Holder: holder}
+	if r.Status < Granted || r.Status > Released || fl&^(flagQuiet|flagWriter|flagOutdated) != 0 || (r.Writer && r.Outdated) {
 		return nil, errMalformed
 	}
 	copy(r.Nonce[:], f[8:24])

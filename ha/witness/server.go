@@ -24,7 +24,15 @@
 // its request on its own anyway. Lost datagrams are retried by the client
 // with a fresh nonce.
 //
-// Restart. The witness persists nothing. After a start it keeps a quiet
+// The writer marker. A holder that writes while its peer is disconnected
+// makes the peer's data stale; before it does, it asks the witness to
+// record it as the writer (opOutdatePeer). From then on the witness grants
+// the vote only to the writer, until the writer reports its peer resynced
+// (opClearWriter): the other head must never take over with stale data.
+//
+// Restart. The witness persists only the writer marker (Config.StateFile),
+// synced to disk before it answers, and refuses to start on a state file
+// it cannot read. Leases are not persisted: after a start it keeps a quiet
 // period of one lease: a lease its previous run granted may still be
 // running, so it grants nobody new during that time. A head that still
 // holds a lease by its own (conservative) clock says so in its request,
@@ -68,8 +76,15 @@ type Config struct {
 	// granted if --lease was lowered across a restart. Negative: none
 	// (only for tests and a witness that has never granted anything).
 	Quiet time.Duration
-	Log   *slog.Logger     // nil: slog.Default()
-	Now   func() time.Time // nil: time.Now; tests drive a fake clock
+	// StateFile is where the writer marker is kept (see loadState).
+	// Empty: the marker is not persisted and a restart forgets it; only
+	// for tests.
+	StateFile string
+	// ForgetWriter clears a recorded marker at start: the operator's
+	// override when the writer is gone for good.
+	ForgetWriter bool
+	Log          *slog.Logger     // nil: slog.Default()
+	Now          func() time.Time // nil: time.Now; tests drive a fake clock
 }
 
 // Counters count requests by outcome.
@@ -78,6 +93,9 @@ type Counters struct {
 	Renewals  uint64 `json:"renewals"` // holder renewed
 	Reinstate uint64 `json:"reinstated"`
 	Denials   uint64 `json:"denials"`
+	// Outdated counts acquires refused because another head is recorded
+	// as the only one with current data (not counted in Denials).
+	Outdated  uint64 `json:"outdated"`
 	Releases  uint64 `json:"releases"`
 	Expiries  uint64 `json:"expiries"` // leases that ran out unrenewed
 	Forged    uint64 `json:"forged"`
@@ -98,6 +116,9 @@ type ServerStatus struct {
 	Counters   Counters      `json:"counters"`
 	StartedAt  time.Time     `json:"started_at"`
 	QuietUntil time.Time     `json:"quiet_until"`
+	// Writer is the head recorded as the only one with current data.
+	Writer      string    `json:"writer,omitempty"`
+	WriterSince time.Time `json:"writer_since,omitzero"`
 }
 
 type clientState struct {
@@ -122,6 +143,8 @@ type Server struct {
 	clients   map[string]*clientState
 	counters  Counters
 	denied    map[string]string // node -> holder at its last denial, to log changes only
+	outdated  map[string]string // node -> writer at its last outdated denial, likewise
+	writer    writerState
 }
 
 // NewServer checks cfg and starts the quiet period.
@@ -145,7 +168,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Quiet == 0 {
 		cfg.Quiet = cfg.Lease
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, clients: map[string]*clientState{}, denied: map[string]string{}}
+	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, clients: map[string]*clientState{}, denied: map[string]string{}, outdated: map[string]string{}}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -158,7 +181,56 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.start = s.now()
 	s.quiet = s.start.Add(max(cfg.Quiet, 0))
+	if err := s.loadWriter(); err != nil {
+		return nil, err // names the state file
+	}
 	return s, nil
+}
+
+// loadWriter reads the marker, logs it and applies ForgetWriter.
+func (s *Server) loadWriter() error {
+	s.writer = writerState{Pair: s.cfg.Pair}
+	if s.cfg.StateFile == "" {
+		return nil
+	}
+	st, err := loadState(s.cfg.StateFile, s.cfg.Pair)
+	if err != nil {
+		return err
+	}
+	s.writer = st
+	w := st.Writer
+	switch {
+	case w == "":
+		if s.cfg.ForgetWriter {
+			s.log.Info("witness: no writer marker to forget", "file", s.cfg.StateFile)
+		}
+		return nil
+	case s.cfg.ForgetWriter:
+		s.log.Warn(fmt.Sprintf("witness: forgetting that only %s's data is current (since %s): %s's writes not replicated to the other head may be lost if the other head is made active", w, st.Since.Format(time.RFC3339), w),
+			"writer", w, "file", s.cfg.StateFile)
+		return s.setWriterLocked("")
+	}
+	s.log.Warn(fmt.Sprintf("witness: only %s's data is current (since %s): the other head is not granted the vote until %s reports it resynced", w, st.Since.Format(time.RFC3339), w),
+		"writer", w, "file", s.cfg.StateFile)
+	if len(s.cfg.Nodes) > 0 && !slices.Contains(s.cfg.Nodes, w) {
+		s.log.Warn("witness: the recorded writer is not a node of this pair: only --forget-writer clears the marker", "writer", w, "nodes", s.cfg.Nodes)
+	}
+	return nil
+}
+
+// setWriterLocked records (or, with "", clears) the writer, persisted
+// first: on a write error nothing changes.
+func (s *Server) setWriterLocked(node string) error {
+	st := writerState{Pair: s.cfg.Pair, Writer: node}
+	if node != "" {
+		st.Since = s.now().UTC()
+	}
+	if err := saveState(s.cfg.StateFile, st); err != nil {
+		return err
+	}
+	s.writer = st
+	clear(s.outdated) // a new marker is worth a warning again
+	return nil
 }
 
 // ListenAndServe listens on addr (host:port, UDP) and serves until ctx
@@ -248,30 +320,64 @@ func (s *Server) Handle(b []byte, from string) []byte {
 	}
 
 	rep := reply{Nonce: req.Nonce, Witness: s.boot, Pair: s.cfg.Pair}
-	held := s.holder != "" && now.Before(s.expiry)
-	switch {
-	case req.Op == opRelease:
-		if held && s.holder == req.Node {
-			s.log.Info("witness: released", "holder", req.Node, "held_for", now.Sub(s.heldSince).Round(time.Millisecond), "from", from)
-			s.counters.Releases++
-			s.holder, s.expiry, s.heldSince = "", time.Time{}, time.Time{}
-		}
-		rep.Status, rep.Holder = Released, s.holder
-		if s.holder != "" {
-			rep.Lease = s.expiry.Sub(now)
-		}
+	switch req.Op {
+	case opRelease:
+		s.releaseLocked(req, now, from, &rep)
+	case opOutdatePeer:
+		s.outdatePeerLocked(req, now, from, &rep)
+	case opClearWriter:
+		s.clearWriterLocked(req, now, from, &rep)
+	default:
+		s.acquireLocked(req, now, from, &rep)
+	}
+	w := s.writer.Writer
+	rep.Quiet = rep.Quiet || now.Before(s.quiet)
+	rep.Writer, rep.Outdated = w != "" && w == req.Node, w != "" && w != req.Node
+	return rep.marshal(s.cfg.Key)
+}
+
+// holderLocked fills rep's Holder and Lease with the current holder and
+// what is left of its lease.
+func (s *Server) holderLocked(now time.Time, rep *reply) {
+	rep.Holder, rep.Lease = s.holder, 0
+	if s.holder != "" {
+		rep.Lease = s.expiry.Sub(now)
+	}
+}
+
+func (s *Server) releaseLocked(req *request, now time.Time, from string, rep *reply) {
+	if s.holder == req.Node {
+		s.log.Info("witness: released", "holder", req.Node, "held_for", now.Sub(s.heldSince).Round(time.Millisecond), "from", from)
+		s.counters.Releases++
+		s.holder, s.expiry, s.heldSince = "", time.Time{}, time.Time{}
+	}
+	rep.Status = Released
+	s.holderLocked(now, rep)
+}
+
+func (s *Server) acquireLocked(req *request, now time.Time, from string, rep *reply) {
+	held := s.holder != "" // swept by Handle: its lease still runs
+	switch w := s.writer.Writer; {
+	case w != "" && w != req.Node:
+		// Even a claim: a lease taken after the marker was recorded can
+		// only be the writer's, so the claim is not true.
+		s.counters.Outdated++
+		logChange(s.log, s.outdated, req.Node, w, slog.LevelWarn, "witness: denied: only the writer's data is current, the requester's is outdated",
+			"node", req.Node, "writer", w, "since", s.writer.Since.Format(time.RFC3339), "claim", req.Claim, "from", from)
+		rep.Status = Denied
+		s.holderLocked(now, rep)
 	case held && s.holder == req.Node:
-		s.expiry = now.Add(s.cfg.Lease)
-		s.counters.Renewals++
-		s.log.Debug("witness: renewed", "holder", req.Node, "from", from)
-		rep.Status, rep.Holder, rep.Lease = Granted, req.Node, s.cfg.Lease
+		s.renewLocked(req, now, from, rep)
 	case held:
 		s.counters.Denials++
-		s.logDenialLocked(req.Node, s.holder, "witness: denied", "remaining", s.expiry.Sub(now).Round(time.Millisecond), "from", from)
-		rep.Status, rep.Holder, rep.Lease = Denied, s.holder, s.expiry.Sub(now)
+		logChange(s.log, s.denied, req.Node, s.holder, slog.LevelInfo, "witness: denied",
+			"node", req.Node, "holder", s.holder, "remaining", s.expiry.Sub(now).Round(time.Millisecond), "from", from)
+		rep.Status = Denied
+		s.holderLocked(now, rep)
 	case now.Before(s.quiet) && !req.Claim:
 		s.counters.Denials++
-		s.logDenialLocked(req.Node, "", "witness: denied during the quiet period after start", "quiet_for", s.quiet.Sub(now).Round(time.Millisecond), "from", from)
+		logChange(s.log, s.denied, req.Node, "", slog.LevelInfo, "witness: denied during the quiet period after start",
+			"node", req.Node, "holder", "", "quiet_for", s.quiet.Sub(now).Round(time.Millisecond), "from", from)
 		rep.Status, rep.Quiet, rep.Lease = Denied, true, s.quiet.Sub(now)
 	default:
 		if now.Before(s.quiet) {
@@ -285,20 +391,69 @@ func (s *Server) Handle(b []byte, from string) []byte {
 		delete(s.denied, req.Node)
 		rep.Status, rep.Holder, rep.Lease = Granted, req.Node, s.cfg.Lease
 	}
-	rep.Quiet = rep.Quiet || now.Before(s.quiet)
-	return rep.marshal(s.cfg.Key)
 }
 
-// logDenialLocked logs a denial at info level when the node's situation
-// changed (another holder), else at debug level: a standby that lost its
-// peer asks every interval.
-func (s *Server) logDenialLocked(node, holder, msg string, args ...any) {
-	level := slog.LevelDebug
-	if prev, ok := s.denied[node]; !ok || prev != holder {
-		level = slog.LevelInfo
-		s.denied[node] = holder
+func (s *Server) renewLocked(req *request, now time.Time, from string, rep *reply) {
+	s.expiry = now.Add(s.cfg.Lease)
+	s.counters.Renewals++
+	s.log.Debug("witness: renewed", "holder", req.Node, "from", from)
+	rep.Status, rep.Holder, rep.Lease = Granted, req.Node, s.cfg.Lease
+}
+
+// outdatePeerLocked records the holder as the writer. Only the holder by
+// the witness's own view may: no reinstatement here, the head renews
+// with a claim first. Another head's marker is never overwritten.
+func (s *Server) outdatePeerLocked(req *request, now time.Time, from string, rep *reply) {
+	rep.Status = Denied
+	s.holderLocked(now, rep)
+	w := s.writer.Writer
+	switch {
+	case s.holder != req.Node:
+		s.log.Warn("witness: refused to record a writer that does not hold the vote", "node", req.Node, "holder", s.holder,
+			"quiet", now.Before(s.quiet), "from", from)
+		return
+	case w != "" && w != req.Node:
+		s.log.Warn("witness: refused to record a writer: another head is recorded", "node", req.Node, "writer", w, "from", from)
+		return
+	case w == "":
+		if err := s.setWriterLocked(req.Node); err != nil {
+			s.log.Warn("witness: could not record the writer", "node", req.Node, "from", from, "err", err)
+			return
+		}
+		s.log.Warn("witness: recorded the writer: only its data is current; the other head is not granted the vote until it reports it resynced",
+			"writer", req.Node, "from", from)
 	}
-	s.log.Log(context.Background(), level, msg, append([]any{"node", node, "holder", holder}, args...)...)
+	s.renewLocked(req, now, from, rep)
+}
+
+// clearWriterLocked clears the marker at the writer's word (idempotent).
+func (s *Server) clearWriterLocked(req *request, now time.Time, from string, rep *reply) {
+	rep.Status = Released
+	switch w := s.writer.Writer; {
+	case w != "" && w != req.Node:
+		s.log.Warn("witness: refused to clear another head's writer marker", "node", req.Node, "writer", w, "from", from)
+		rep.Status = Denied
+	case w == req.Node:
+		since := s.writer.Since
+		if err := s.setWriterLocked(""); err != nil {
+			s.log.Warn("witness: could not clear the writer", "node", req.Node, "from", from, "err", err)
+			rep.Status = Denied
+			break
+		}
+		s.log.Warn("witness: cleared the writer: both heads' data is current", "writer", w, "recorded_at", since.Format(time.RFC3339), "from", from)
+	}
+	s.holderLocked(now, rep)
+}
+
+// logChange logs a denial at level when the node's situation changed
+// since its last denial of this kind (seen[node] != why), else at debug
+// level: a standby that lost its peer asks every interval.
+func logChange(log *slog.Logger, seen map[string]string, node, why string, level slog.Level, msg string, args ...any) {
+	if prev, ok := seen[node]; ok && prev == why {
+		level = slog.LevelDebug
+	}
+	seen[node] = why
+	log.Log(context.Background(), level, msg, args...)
 }
 
 // freshLocked applies the replay rule to req: within a client boot the
@@ -355,7 +510,7 @@ func (s *Server) Status() ServerStatus {
 	now := s.now()
 	s.sweepLocked(now)
 	st := ServerStatus{Boot: hex.EncodeToString(s.boot[:]), Holder: s.holder, HeldSince: s.heldSince, Quiet: now.Before(s.quiet),
-		Lease: s.cfg.Lease, Counters: s.counters, StartedAt: s.start, QuietUntil: s.quiet}
+		Lease: s.cfg.Lease, Counters: s.counters, StartedAt: s.start, QuietUntil: s.quiet, Writer: s.writer.Writer, WriterSince: s.writer.Since}
 	if s.holder != "" {
 		st.Remaining = s.expiry.Sub(now)
 	}
