@@ -69,6 +69,8 @@ type haSup struct {
 
 	wantVote atomic.Bool
 	voteKick chan struct{}
+	fencing  fenceWork
+	outdated atomic.Bool // the witness's last answer: the peer's data is the only current copy
 
 	mu          sync.Mutex
 	epoch       uint64
@@ -259,6 +261,25 @@ func (h *haSup) step(ctx context.Context, now time.Time) {
 	h.record(now, in, d)
 	h.guard(now, in, d)
 	h.act(ctx, now, in, d, snap)
+	h.b.mu.Lock()
+	stk := h.b.stack
+	h.b.mu.Unlock()
+	if stk != nil && stk.drbd != nil {
+		h.mu.Lock()
+		st := h.drbdState
+		h.mu.Unlock()
+		h.watchFencing(ctx, now, fencingState(in.Local, in.Vote, st, stk.drbd))
+	}
+	if h.wc != nil {
+		if o := h.wc.Vote().Outdated; h.outdated.Swap(o) != o {
+			if o {
+				h.log.Warn("HA: the witness records " + h.peer + "'s data as the only current copy (it wrote while DRBD was disconnected): " +
+					"this head is not granted the vote, and does not take over, until " + h.peer + " has resynced it")
+			} else {
+				h.log.Info("HA: the witness no longer records this head's data as outdated")
+			}
+		}
+	}
 }
 
 // observe gathers the decision's inputs.
@@ -571,7 +592,7 @@ func (h *haSup) promote(ctx context.Context, decided time.Time, in decide.Inputs
 	defer func() { h.finished(err) }()
 	t0 := time.Now()
 	if d.Action == decide.FencePromote {
-		if err = h.fence(); err != nil {
+		if err = h.fence(ctx); err != nil {
 			rc.steps = append(rc.steps, status.FailoverStep{Name: "fence", StartMS: t0.Sub(rc.start).Milliseconds(), MS: time.Since(t0).Milliseconds(), Error: err.Error()})
 			h.addFailover(rc, "active", time.Now(), err)
 			return
@@ -645,12 +666,20 @@ func detectTimeline(last, lost, voted, decided time.Time) []status.FailoverStep 
 	}
 }
 
-// fence tells DRBD's fence-peer handler that the peer is down: DRBD then
+// fence records the peer as outdated at the witness (this head is about
+// to write alone: the peer must never serve without those writes), then
+// tells DRBD's fence-peer handler that the peer is down, so that DRBD
 // outdates it as it promotes this head.
-func (h *haSup) fence() error {
+func (h *haSup) fence(ctx context.Context) error {
 	b := h.b
 	if b.stack == nil || b.stack.drbd == nil {
 		return errors.New("no DRBD resource")
+	}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := h.outdatePeer(fctx, "taking over from a silent "+h.peer)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("fence: %w", err)
 	}
 	cfg := b.stack.drbd.Config()
 	v := drbd.Verdict{Peer: h.peer, Says: "down", At: time.Now().UTC()}
@@ -678,6 +707,16 @@ func (h *haSup) demote(ctx context.Context, in decide.Inputs, d decide.Decision)
 	}
 	var err error
 	defer func() { h.finished(err) }()
+	h.mu.Lock()
+	frozen := fencingState(in.Local, in.Vote, h.drbdState, nil).frozen
+	h.mu.Unlock()
+	if frozen && quorumLost {
+		// Nothing can be written or unmounted, and no frozen write was
+		// acknowledged: restarting is the quickest clean stop, and takes
+		// the service address down with it.
+		h.selfFence("DRBD froze this head's I/O when it lost the peer, and the vote is gone too")
+		return
+	}
 	bound := releaseBudget
 	if quorumLost {
 		bound = max(d.After, time.Second)
@@ -685,8 +724,8 @@ func (h *haSup) demote(ctx context.Context, in decide.Inputs, d decide.Decision)
 	rctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	err = h.b.release(rctx, rc)
-	if err != nil && quorumLost {
-		h.selfFence("the stack did not stop after quorum was lost (" + err.Error() + ")")
+	if err != nil && (quorumLost || frozen) {
+		h.selfFence("the stack did not stop (" + err.Error() + ")")
 	}
 }
 
@@ -900,6 +939,7 @@ func (h *haSup) statusView() *status.HA {
 	case h.wc != nil:
 		wv := h.wc.Vote()
 		v.Vote.Holder, v.Vote.Last, v.Vote.LastAt, v.Vote.Dropped = wv.Holder, wv.Last, wv.LastAt, wv.Dropped
+		v.Vote.Writer, v.Vote.Outdated = wv.Writer, wv.Outdated
 		if wv.Held {
 			v.Vote.ExpiresInMS = time.Until(wv.Expires).Milliseconds()
 		}

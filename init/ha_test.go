@@ -20,11 +20,12 @@ func TestHAParams(t *testing.T) {
 		delay time.Duration
 		tb    decide.Tiebreaker
 	}{
-		// The defaults: 0.5 + 1 + 20 + 30 s, as docs/ha.md says.
-		{"defaults", siteHA{500, 3000, 20000, "", 30 * time.Second}, 51500 * time.Millisecond, decide.Witness},
-		{"short stop bound", siteHA{500, 5000, 8000, "", 30 * time.Second}, 39500 * time.Millisecond, decide.Witness},
-		{"short watchdog", siteHA{500, 5000, 5000, "", 6 * time.Second}, 12500 * time.Millisecond, decide.Witness},
+		// With the witness, DRBD's fencing protects the data: interval + margin.
+		{"defaults", siteHA{500, 3000, 20000, "", 30 * time.Second}, 1500 * time.Millisecond, decide.Witness},
+		{"slow interval", siteHA{1000, 5000, 8000, "", 30 * time.Second}, 2 * time.Second, decide.Witness},
+		// A ping target adds the stop bound and the watchdog: 1 + 1 + 20 + 30 s.
 		{"ping target", siteHA{1000, 3000, 20000, "192.0.2.1", 30 * time.Second}, 52 * time.Second, decide.PingTarget},
+		{"ping target, short watchdog", siteHA{500, 5000, 5000, "192.0.2.1", 6 * time.Second}, 12500 * time.Millisecond, decide.PingTarget},
 	}
 	for _, tc := range tests {
 		p := haParams(tc.in)

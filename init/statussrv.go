@@ -36,8 +36,11 @@ func (h statusHandler) Switchover(ctx context.Context) (string, error) {
 }
 
 func (h statusHandler) Operate(ctx context.Context, req status.Request) (string, error) {
-	if req.Op == status.OpCleanup {
+	switch req.Op {
+	case status.OpCleanup:
 		return h.b.cleanup(req.Layer)
+	case status.OpFencePeer:
+		return h.b.fencePeerForDRBD(ctx)
 	}
 	return h.b.setMode(ctx, req)
 }

@@ -17,9 +17,11 @@ import (
 //  2. Both replication links are cut; the management network still
 //     carries the heartbeat. head-a goes on serving alone; head-b hears it
 //     after DRBD lost it, so its copy may lack writes: it counts its disk
-//     as Outdated.
-//  3. head-a loses power. head-b must not take over, whatever the
-//     witness says: it would serve data without head-a's last writes.
+//     as Outdated. head-a's DRBD froze its I/O on losing head-b, and
+//     thawed once the witness recorded head-a as the only current copy.
+//  3. head-a loses power. head-b must not take over: it would serve
+//     data without head-a's last writes (and the witness refuses it the
+//     vote).
 //  4. head-a is powered on and the links restored: head-a, with the
 //     newer data, serves again, head-b resyncs from it, and every
 //     acknowledged record reads back uncached.
@@ -36,7 +38,7 @@ func TestFailoverNotOnStaleData(t *testing.T) {
 	startWorkload(t, ctx, client, "/tmp/v3", 30*time.Minute) // stopped at the end
 
 	// 2. Replication cut; the heartbeat goes on over management.
-	mark := b.Console.Len()
+	mark, markA := b.Console.Len(), a.Console.Len()
 	setRepLinks(t, lab, false)
 	if _, err := b.Console.WaitForAfter(ctx, mark, regexp.MustCompile(`HA: DRBD lost head-a while it went on serving`)); err != nil {
 		t.Fatal(err)
@@ -47,6 +49,7 @@ func TestFailoverNotOnStaleData(t *testing.T) {
 	})
 	clientWrites(t, ctx, client, "/tmp/v3") // head-a acknowledges writes head-b lacks
 	sleepCtx(ctx, 5*time.Second)
+	mustLogAfter(t, a, markA, "the witness now records this head's data as the only current copy")
 
 	// 3. head-a dies; head-b holds back for longer than any takeover.
 	if err := a.Quit(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -187,13 +188,14 @@ func TestFailoverActiveHeadKilled(t *testing.T) {
 }
 
 // pairReady waits until active serves with the witness vote, sees its
-// peer on both paths as a standby, and DRBD is Connected with both disks
+// peer on both paths as a standby, the witness records neither head as
+// outdated, and DRBD is Connected with both disks
 // UpToDate: ready for the next fault.
 func pairReady(t testing.TB, ctx context.Context, active *qemu.VM) status.Status {
 	t.Helper()
 	st := waitStatus(t, ctx, active, func(s status.Status) bool {
 		return s.Role == "active" && s.DRBD != nil && s.DRBD.Connection == "Connected" && s.DRBD.Disk == "UpToDate" &&
-			s.DRBD.PeerDisk == "UpToDate" && s.HA != nil && s.HA.Vote.Held && s.HA.Heartbeat.Seen && pathsUp(s.HA) == 2 &&
+			s.DRBD.PeerDisk == "UpToDate" && s.HA != nil && s.HA.Vote.Held && !s.HA.Vote.Writer && s.HA.Heartbeat.Seen && pathsUp(s.HA) == 2 &&
 			s.Peer != nil && s.Peer.HA != nil && s.Peer.HA.Announce == "standby"
 	})
 	if st.HA.QuorumBy != "peer and witness" {
@@ -232,6 +234,20 @@ func startWitness(t testing.TB, ctx context.Context, client *qemu.VM, siteTOML [
 	}
 	guest(t, ctx, client, "busybox", "sh", "-c",
 		"(tandem witness --site /tmp/site.toml > /tmp/witness.log 2>&1 < /dev/null &) > /dev/null 2>&1")
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		// Its decisions are part of the story: keep them with the consoles.
+		cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if res, err := client.Agent().Run(cctx, "busybox", "cat", "/tmp/witness.log"); err == nil {
+			dir := failedDir(t)
+			os.MkdirAll(dir, 0o755)
+			os.WriteFile(filepath.Join(dir, "witness.log"), res.Stdout, 0o644)
+			t.Logf("witness log: %s", filepath.Join(dir, "witness.log"))
+		}
+	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		res, err := run(ctx, client, "busybox", "cat", "/tmp/witness.log")

@@ -298,8 +298,13 @@ func waitStatus(t testing.TB, ctx context.Context, vm *qemu.VM, ok func(status.S
 	var last status.Status
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		res, err := run(ctx, vm, "tandem", "status", "--json")
-		if err == nil && res.Exit == 0 && json.Unmarshal(res.Stdout, &last) == nil && ok(last) {
-			return last
+		// A fresh value each time: Unmarshal leaves a field the new JSON
+		// omits (omitempty) as the last answer had it.
+		var st status.Status
+		if err == nil && res.Exit == 0 && json.Unmarshal(res.Stdout, &st) == nil {
+			if last = st; ok(st) {
+				return st
+			}
 		}
 		sleepCtx(ctx, time.Second)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -34,11 +35,29 @@ func runSwitchover(ctx context.Context, args []string) error {
 	return nil
 }
 
+// fenceAskBudget bounds the fence-peer handler's question to PID 1 (one
+// witness exchange with its retries).
+const fenceAskBudget = 5 * time.Second
+
 // runDRBDHandler is what DRBD's fence-peer and after-resync-target
 // handlers run (see services/drbd/fence.go): the answer is the exit code.
 func runDRBDHandler(unfence bool) func(ctx context.Context, args []string) error {
 	return func(ctx context.Context, args []string) error {
 		h := drbd.DefaultHandler(nil)
+		// I/O stays frozen while this runs: ask briefly, and refuse
+		// (frozen) rather than wait; PID 1 retries on its own.
+		h.Ask = func(ctx context.Context) (string, error) {
+			ctx, cancel := context.WithTimeout(ctx, fenceAskBudget)
+			defer cancel()
+			resp, err := status.Call(ctx, status.Socket, status.OpFencePeer)
+			if err != nil {
+				return "", err
+			}
+			if !resp.OK {
+				return "", errors.New(resp.Error)
+			}
+			return resp.Message, nil
+		}
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		if unfence {

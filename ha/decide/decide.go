@@ -23,8 +23,9 @@
 //   - Promote only with quorum and the local DRBD disk UpToDate.
 //   - Never promote while the peer is seen and active.
 //   - Promote without the peer only with the vote, after the takeover
-//     wait (below), and with the peer outdated through DRBD's fence-peer
-//     hook first (FencePromote) unless that is already recorded.
+//     wait (below), and with the peer outdated first (FencePromote: at
+//     the witness, and through DRBD's fence-peer hook) unless that is
+//     already recorded.
 //   - A head that booted alone and has never seen the peer nor held a
 //     witness vote since waits; a ping target alone is not contact.
 //   - An active head that loses quorum stops within StopBound; if the
@@ -38,12 +39,12 @@
 //   - Maintenance: monitor only, no action, with one exception: the
 //     quorum rule above (and two-primaries resolution) still applies,
 //     because a partitioned peer may be taking over meanwhile and "never
-//     two primaries" does not pause for maintenance.
+//     two writers" does not pause for maintenance.
 //   - Node standby: this head gives up the active role and never takes
 //     it. Switchover: the active head hands over, only to a peer that is
 //     seen, standby and UpToDate.
 //
-// # Timing argument (never two primaries)
+// # Safety argument (never two writers)
 //
 // Let I be the heartbeat interval, D the dead time, L the witness lease,
 // m the client's lease margin, S the stop bound and W the hardware
@@ -54,24 +55,33 @@
 // the new holder T received its grant: the witness grants T only after
 // O's lease ran out at the witness, and O counts its lease from before the
 // witness received O's last renewal, minus m, so O's own view ended first.
-// O loses "peer seen" no later than t_s, the instant T's "peer alive" ends
-// (T has heard nothing from O for D): O sees T only while T echoes a
-// packet O sent within D, and T received that packet after O sent it, so
-// T heard from O within D too. Once O has neither, it notices within one
-// Step (at most I), stops within S, and if the stop hangs the watchdog
-// resets it within W more. T promotes at t_p only if
+//
+// With the witness, DRBD keeps O from writing without T (fencing
+// resource-and-stonith). While DRBD is connected, a write completes only
+// on both disks, and DRBD refuses to promote T beside a primary O. Once
+// O's DRBD loses T, the kernel freezes O's I/O until O's fence-peer
+// handler reports T outdated, and O reports that only after the witness
+// recorded O as the one head with current data, which it does only for
+// its lease holder. T is then never granted the vote until the record is
+// lifted after a resync. So when T holds the vote, O writes nothing that
+// T lacks, and T may promote at once: the delay I + Margin only gives O's
+// loop time to notice its lost quorum and drop the service address
+// first. T records itself as the writer before it promotes, so O cannot
+// come back later and serve without T's writes either.
+//
+// With a ping target nothing can record the writer (both heads may reach
+// the target), and O's stop is the only protection. O loses "peer seen"
+// no later than t_s, the instant T's "peer alive" ends (O sees T only
+// while T echoes a packet O sent within D). Once O has neither peer nor
+// vote it notices within one Step (at most I), stops within S, and if the
+// stop hangs the watchdog resets it within W more. T waits until
 //
 //	t_p >= max(t_s, t_v) + I + Margin + S + W      (Params.TakeoverDelay)
 //
-// so t_p is past the moment O is certainly stopped or reset. With t_v
-// after O's last renewal t_r plus L, this is the rule
-//
-//	t_p >= t_r + L + S + W
-//
-// (the peer takes over only after lease, stop bound and watchdog timeout
-// have passed), plus the heartbeat term. Fencing the peer through DRBD is
-// a second, independent line: a peer whose disk DRBD marked Outdated
-// cannot be promoted by DRBD itself.
+// A simulation (sim_test.go) runs both heads, the witness and DRBD through
+// random link cuts, crashes and hung stops, and checks that no two heads
+// write at once, that no head is promoted without a write the other
+// acknowledged, and that the disks never diverge.
 package decide
 
 import (
@@ -155,10 +165,17 @@ func (p Params) Validate() error {
 }
 
 // TakeoverDelay is how long a head must have been without the peer and
-// with the vote before it promotes: I + Margin + S + W (see the timing
-// argument in the package comment).
+// with the vote before it promotes (see the timing argument in the
+// package comment). With the witness, DRBD's fencing keeps the old
+// active from writing alone, so it is I + Margin: time for the old head
+// to notice its lost quorum and take its address down. With a ping
+// target, which cannot record that fencing, the old head's stop is the
+// only protection: I + Margin + S + W.
 func (p Params) TakeoverDelay() time.Duration {
 	p = p.WithDefaults()
+	if p.Tiebreaker == Witness {
+		return p.Interval + p.Margin
+	}
 	return p.Interval + p.Margin + p.StopBound + p.WatchdogTimeout
 }
 

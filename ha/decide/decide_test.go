@@ -433,7 +433,7 @@ func TestMachineTakeoverWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	delay := params.TakeoverDelay()
-	if delay != params.Interval+params.Margin+params.StopBound+params.WatchdogTimeout {
+	if delay != params.Interval+params.Margin {
 		t.Fatalf("takeover delay %v", delay)
 	}
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -507,9 +507,16 @@ func TestParams(t *testing.T) {
 	if err := (Params{}).Validate(); err != nil {
 		t.Errorf("defaults: %v", err)
 	}
-	d := Params{}.WithDefaults()
-	if d.TakeoverDelay() != DefaultInterval+DefaultMargin+DefaultStopBound+DefaultWatchdogTimeout {
-		t.Errorf("default takeover delay %v", d.TakeoverDelay())
+	for _, tc := range []struct {
+		tb   Tiebreaker
+		want time.Duration
+	}{
+		{Witness, DefaultInterval + DefaultMargin},
+		{PingTarget, DefaultInterval + DefaultMargin + DefaultStopBound + DefaultWatchdogTimeout},
+	} {
+		if got := (Params{Tiebreaker: tc.tb}).TakeoverDelay(); got != tc.want {
+			t.Errorf("default takeover delay with tiebreaker %d: %v, want %v", tc.tb, got, tc.want)
+		}
 	}
 	for _, p := range []Params{
 		{Interval: time.Second, DeadTime: 2 * time.Second},

@@ -3,6 +3,7 @@ package decide
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,16 +13,23 @@ import (
 
 // A discrete-time simulation of a pair: two heads running Machine, the
 // heartbeat's mutual "seen" rule (echo-based, as in ha/heartbeat), a
-// witness leasing its vote, one-way delays, link cuts in any direction,
-// crashes, and stops that take long or hang until the watchdog resets the
-// head. It checks the property the timing argument promises: never two
-// heads active at the same time.
+// witness leasing its vote and recording which head wrote alone, DRBD
+// (a connection over the replication link, noticed lost after a per-head
+// delay; a primary that loses it freezes until the witness records it as
+// the writer: resource-and-stonith), one-way delays, link cuts in any
+// direction, crashes, and stops that take long or hang until the
+// watchdog resets the head. Every active head writes every step. It
+// checks what the timing argument promises: never two heads writing at
+// once, no head promoted without every write a client was told is done,
+// and no split brain.
 
 const (
 	simStep  = 50 * time.Millisecond
 	simDelay = 100 * time.Millisecond // one way, heartbeat and witness
 	simLease = 9 * time.Second
-	hang     = time.Duration(1 << 62)
+	// simConnect: the link must be up this long before DRBD connects.
+	simConnect = time.Second
+	hang       = time.Duration(1 << 62)
 )
 
 var simParams = Params{Interval: 500 * time.Millisecond, DeadTime: 3 * time.Second, StopBound: 20 * time.Second,
@@ -29,12 +37,14 @@ var simParams = Params{Interval: 500 * time.Millisecond, DeadTime: 3 * time.Seco
 
 type scenario struct {
 	name string
-	hb   func(from, to int, t time.Duration) bool // heartbeat link up
+	hb   func(from, to int, t time.Duration) bool // heartbeat link up (DRBD runs over it too)
 	wit  func(head int, t time.Duration) bool     // witness reachable (both ways)
-	// crash is when a head dies (0: never); stop how long its stop takes.
-	crash [2]time.Duration
-	stop  [2]time.Duration
-	end   time.Duration
+	// crash is when a head dies (0: never); stop how long its stop takes;
+	// detect how long its DRBD takes to notice a lost connection (0: 6 s).
+	crash  [2]time.Duration
+	stop   [2]time.Duration
+	detect [2]time.Duration
+	end    time.Duration
 }
 
 type simHead struct {
@@ -51,7 +61,17 @@ type simHead struct {
 	heardUsAt time.Duration // our send time of the newest packet the peer echoed
 	lastGot   time.Duration // send time of the newest packet from the peer (what we echo)
 	peerRole  ha.Role
+	epoch     uint64
+	peerEpoch uint64
 	activeAt  []time.Duration // promotions, for the report
+
+	// DRBD
+	conn     bool          // this head's DRBD counts the peer as connected
+	frozen   bool          // primary, I/O frozen by fencing
+	fenceAt  time.Duration // last request to the witness to record us as writer
+	promote  bool          // a promotion waits for the witness's record
+	data     []int         // the writes this head's disk holds, in order
+	outdated bool          // the witness denied us: the peer is the writer
 }
 
 type simMsg struct {
@@ -61,16 +81,22 @@ type simMsg struct {
 	// heartbeat
 	sent, echo time.Duration
 	role       ha.Role
+	epoch      uint64
 	// witness
 	vote, release, granted bool
+	outdate, clear         bool // record the sender as the writer; lift the record
+	outdated               bool // answer: another head is the writer
 }
 
 type simResult struct {
-	active   [2][]time.Duration
-	overlap  string
-	trace    []string
-	everBoth bool
+	active [2][]time.Duration
+	fail   string
+	trace  []string
+	writes int
 }
+
+// prefix says whether a is a prefix of b.
+func prefix(a, b []int) bool { return len(a) <= len(b) && slices.Equal(a, b[:len(a)]) }
 
 func simulate(sc scenario) simResult {
 	const never = -time.Hour
@@ -80,15 +106,30 @@ func simulate(sc scenario) simResult {
 		if err != nil {
 			panic(err)
 		}
-		hs[i] = &simHead{m: m, role: ha.Standby, lastHeard: never, heardUsAt: never, lastGot: never, expiry: never}
+		// The pair starts connected, as after its stacks came up.
+		hs[i] = &simHead{m: m, role: ha.Standby, lastHeard: never, heardUsAt: never, lastGot: never, expiry: never, fenceAt: never, conn: true}
 	}
 	var res simResult
 	var queue []simMsg
-	holder, holderExp := -1, never // the witness
+	holder, holderExp, writer := -1, never, -1 // the witness
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	logf := func(t time.Duration, f string, a ...any) {
 		res.trace = append(res.trace, fmt.Sprintf("%8.2fs ", t.Seconds())+fmt.Sprintf(f, a...))
 	}
+	failf := func(t time.Duration, f string, a ...any) {
+		if res.fail == "" {
+			res.fail = fmt.Sprintf("%v: ", t) + fmt.Sprintf(f, a...)
+		}
+	}
+	detect := func(i int) time.Duration {
+		if sc.detect[i] == 0 {
+			return 6 * time.Second
+		}
+		return sc.detect[i]
+	}
+	link := func(t time.Duration) bool { return sc.hb(0, 1, t) && sc.hb(1, 0, t) && !hs[0].dead && !hs[1].dead }
+	var linkUpSince, linkDownSince time.Duration = 0, never
+	nextWrite := 0
 	for t := time.Duration(0); t <= sc.end; t += simStep {
 		// Deliver.
 		var later []simMsg
@@ -102,26 +143,50 @@ func simulate(sc scenario) simResult {
 				if holder >= 0 && t >= holderExp {
 					holder = -1
 				}
-				granted := false
+				ans := simMsg{at: t + simDelay, to: msg.from, from: -1, vote: true, sent: msg.sent}
 				switch {
+				case msg.clear:
+					writer = -1
+					continue
 				case msg.release:
 					if holder == msg.from {
 						holder = -1
 					}
+					continue
+				case writer >= 0 && writer != msg.from:
+					ans.outdated = true
+				case msg.outdate:
+					if holder == msg.from {
+						holderExp, writer, ans.granted, ans.outdate = t+simLease, msg.from, true, true
+					}
 				case holder < 0 || holder == msg.from:
-					holder, holderExp, granted = msg.from, t+simLease, true
+					holder, holderExp, ans.granted = msg.from, t+simLease, true
 				}
-				if !msg.release && sc.wit(msg.from, t) {
-					later = append(later, simMsg{at: t + simDelay, to: msg.from, from: -1, vote: true, granted: granted, sent: msg.sent})
+				if sc.wit(msg.from, t) {
+					later = append(later, ans)
 				}
 			case msg.vote: // a witness answer at a head
 				h := hs[msg.to]
-				if msg.granted && !h.dead {
+				if h.dead {
+					continue
+				}
+				h.outdated = msg.outdated
+				if msg.granted {
 					if exp := msg.sent + simLease - simLease/10; exp > h.expiry {
 						h.expiry = exp
 					}
-				} else if !msg.granted {
+				} else {
 					h.expiry = never
+				}
+				switch {
+				case msg.outdate && h.frozen:
+					h.frozen = false
+					logf(t, "head %d: the witness records it as the writer; I/O thaws", msg.to)
+				case msg.outdate && h.promote && h.role != ha.Active:
+					h.promote, h.role = false, ha.Active
+					h.epoch = max(h.epoch, h.peerEpoch) + 1
+					h.activeAt = append(h.activeAt, t)
+					logf(t, "head %d promotes, recorded as the writer", msg.to)
 				}
 			default: // a heartbeat
 				h := hs[msg.to]
@@ -129,7 +194,7 @@ func simulate(sc scenario) simResult {
 					continue
 				}
 				h.lastHeard = t
-				h.peerRole = msg.role
+				h.peerRole, h.peerEpoch = msg.role, msg.epoch
 				h.lastGot = max(h.lastGot, msg.sent)
 				if msg.echo > h.heardUsAt {
 					h.heardUsAt = msg.echo
@@ -137,6 +202,44 @@ func simulate(sc scenario) simResult {
 			}
 		}
 		queue = later
+
+		// DRBD's connection.
+		if link(t) {
+			if linkDownSince != never {
+				linkDownSince, linkUpSince = never, t
+			}
+		} else if linkDownSince == never {
+			linkDownSince = t
+		}
+		for i, h := range hs {
+			if h.conn && linkDownSince != never && t-linkDownSince >= detect(i) {
+				h.conn = false
+				logf(t, "head %d: DRBD lost the peer", i)
+				if h.role == ha.Active {
+					h.frozen = true
+				}
+			}
+		}
+		a, b := hs[0], hs[1]
+		if !a.conn && !b.conn && linkDownSince == never && t-linkUpSince >= simConnect && !(a.role == ha.Active && b.role == ha.Active) {
+			// DRBD connects and resyncs from the head with the newer data;
+			// a primary never becomes the target (it refuses).
+			src, dst := a, b
+			if len(b.data) > len(a.data) {
+				src, dst = b, a
+			}
+			if !prefix(dst.data, src.data) {
+				failf(t, "split brain: the disks diverged (%d and %d writes)", len(a.data), len(b.data))
+			}
+			if dst.role != ha.Active || len(dst.data) == len(src.data) {
+				dst.data = slices.Clone(src.data)
+				a.conn, b.conn, a.frozen, b.frozen = true, true, false, false
+				logf(t, "DRBD connected and resynced (%d writes)", len(src.data))
+				if writer >= 0 {
+					queue = append(queue, simMsg{at: t + simDelay, to: -1, from: 0, clear: true})
+				}
+			}
+		}
 
 		for i, h := range hs {
 			if h.dead {
@@ -148,13 +251,13 @@ func simulate(sc scenario) simResult {
 				continue
 			}
 			if h.stopping && t >= h.stopEnd {
-				h.stopping, h.role = false, ha.Standby
+				h.stopping, h.role, h.frozen = false, ha.Standby, false
 				logf(t, "head %d stopped", i)
 			}
 			// Send a heartbeat and talk to the witness once per interval.
 			if t%simParams.Interval == 0 {
 				if sc.hb(i, 1-i, t) {
-					queue = append(queue, simMsg{at: t + simDelay, to: 1 - i, from: i, sent: t, echo: h.lastGot, role: h.announce})
+					queue = append(queue, simMsg{at: t + simDelay, to: 1 - i, from: i, sent: t, echo: h.lastGot, role: h.announce, epoch: h.epoch})
 				}
 				if h.wantVote || t < h.expiry {
 					release := !h.wantVote
@@ -166,21 +269,48 @@ func simulate(sc scenario) simResult {
 					}
 				}
 			}
+			// A frozen primary, or a promotion, asks the witness to record
+			// this head as the writer while it holds the vote.
+			if (h.frozen || h.promote) && t < h.expiry && t-h.fenceAt >= 2*time.Second {
+				h.fenceAt = t
+				if sc.wit(i, t) {
+					queue = append(queue, simMsg{at: t + simDelay, to: -1, from: i, sent: t, outdate: true})
+				}
+			}
 			d := simParams.DeadTime
-			in := Inputs{Local: h.role, Disk: ha.UpToDate, Preferred: i == 0,
+			disk := ha.UpToDate
+			in := Inputs{Local: h.role, Disk: disk, Preferred: i == 0,
 				PeerSeen: t-h.lastHeard <= d && t-h.heardUsAt <= d, PeerAlive: t-h.lastHeard <= d,
-				PeerRole: h.peerRole, PeerDisk: ha.UpToDate, Vote: t < h.expiry}
+				PeerRole: h.peerRole, PeerDisk: ha.UpToDate, Vote: t < h.expiry, Epoch: h.epoch, PeerEpoch: h.peerEpoch}
+			if h.stopping {
+				in.Local = ha.Active
+			}
 			dec := h.m.Step(t0.Add(t), in)
 			h.announce, h.wantVote = dec.Announce, dec.Vote
+			peer := hs[1-i]
+			if dec.Action != Promote && dec.Action != FencePromote {
+				h.promote = false
+			}
 			switch dec.Action {
 			case Promote, FencePromote:
-				if h.role != ha.Active {
+				switch {
+				case h.role == ha.Active || h.promote:
+				case h.conn && peer.role == ha.Active && !peer.dead:
+					// DRBD refuses a second primary.
+				case !h.conn:
+					h.promote = true // after the witness's record
+				default:
 					h.role = ha.Active
+					if !in.PeerSeen {
+						h.epoch = max(h.epoch, h.peerEpoch) + 1
+					} else {
+						h.epoch = max(h.epoch, h.peerEpoch)
+					}
 					h.activeAt = append(h.activeAt, t)
 					logf(t, "head %d promotes: %s", i, dec.Reason)
 				}
 			case Demote:
-				if !h.stopping {
+				if !h.stopping && h.role == ha.Active {
 					h.stopping, h.stopEnd = true, t+sc.stop[i]
 					logf(t, "head %d demotes: %s", i, dec.Reason)
 				}
@@ -190,10 +320,34 @@ func simulate(sc scenario) simResult {
 					logf(t, "head %d self-fences: %s", i, dec.Reason)
 				}
 			}
+			if h.role == ha.Active && len(h.activeAt) > 0 && h.activeAt[len(h.activeAt)-1] == t && !prefix(peer.data, h.data) {
+				failf(t, "head %d promoted without %d writes the other head acknowledged", i, len(peer.data)-len(h.data))
+			}
 		}
-		if hs[0].role == ha.Active && !hs[0].dead && hs[1].role == ha.Active && !hs[1].dead && res.overlap == "" {
-			res.overlap = fmt.Sprintf("both heads active at %v", t)
-			res.everBoth = true
+
+		// Every active head writes; a write is acknowledged once it is on
+		// every disk DRBD is connected to.
+		var wrote []int
+		for i, h := range hs {
+			peer := hs[1-i]
+			if h.dead || h.role != ha.Active || h.frozen {
+				continue
+			}
+			switch {
+			case !h.conn: // alone
+				h.data = append(h.data, nextWrite)
+			case link(t) && peer.conn:
+				h.data = append(h.data, nextWrite)
+				peer.data = append(peer.data, nextWrite)
+			default:
+				continue // waits for the peer's ack
+			}
+			nextWrite++
+			wrote = append(wrote, i)
+		}
+		res.writes = nextWrite
+		if len(wrote) == 2 {
+			failf(t, "both heads write")
 		}
 	}
 	for i, h := range hs {
@@ -248,8 +402,8 @@ func TestSimulatedFailures(t *testing.T) {
 		t.Run(tc.sc.name, func(t *testing.T) {
 			res := simulate(tc.sc)
 			report := strings.Join(res.trace, "\n")
-			if res.overlap != "" {
-				t.Fatalf("%s\n%s", res.overlap, report)
+			if res.fail != "" {
+				t.Fatalf("%s\n%s", res.fail, report)
 			}
 			if len(res.active[0]) == 0 || res.active[0][0] > 5*time.Second {
 				t.Fatalf("head 0 (preferred) did not start the service: %v\n%s", res.active[0], report)
@@ -309,8 +463,8 @@ func TestSimulatedRandomFailures(t *testing.T) {
 			sc.crash[r.IntN(2)] = time.Duration(r.Int64N(int64(end)))
 		}
 		res := simulate(sc)
-		if res.overlap != "" {
-			t.Fatalf("%s: %s\n%s", sc.name, res.overlap, strings.Join(res.trace, "\n"))
+		if res.fail != "" {
+			t.Fatalf("%s: %s\n%s", sc.name, res.fail, strings.Join(res.trace, "\n"))
 		}
 		if len(res.active[1]) > 0 {
 			takeovers++

@@ -121,6 +121,11 @@ type Vote struct {
 	LastAt      time.Time `json:"last_at,omitzero"`
 	Error       string    `json:"error,omitempty"` // why the last exchange failed
 	Dropped     uint64    `json:"dropped,omitempty"`
+	// Writer: the witness records this head's data as the only current
+	// copy (it wrote while DRBD was disconnected); Outdated: it records
+	// the peer's, and this head is not granted the vote.
+	Writer   bool `json:"writer,omitempty"`
+	Outdated bool `json:"outdated,omitempty"`
 }
 
 // Failover is one change of this head's role, with its steps.
@@ -236,6 +241,12 @@ func formatHA(w io.Writer, st *Status) error {
 	}
 	if v.Want {
 		line += "; wanted"
+	}
+	switch {
+	case v.Writer:
+		line += "; records this head as the only current copy until the peer resyncs"
+	case v.Outdated:
+		line += "; records this head's data as OUTDATED (the peer wrote alone)"
 	}
 	if v.Last != "" {
 		line += fmt.Sprintf("; last answer %s %s", v.Last, ago(h.At, v.LastAt))

@@ -139,6 +139,10 @@ const (
 	// OpCleanup forgets a layer's failures and escalation (Request.Layer;
 	// "" for every layer), as Pacemaker's resource cleanup does.
 	OpCleanup = "cleanup"
+	// OpFencePeer is DRBD's fence-peer handler asking, for a primary that
+	// lost the peer with its I/O frozen, whether the peer is now outdated
+	// (Response.Message: a drbd verdict word).
+	OpFencePeer = "fence-peer"
 )
 
 // Request is one client request (one per connection).
@@ -242,7 +246,7 @@ func serveConn(c net.Conn, h Handler, log *slog.Logger) {
 				resp.OK = true
 				log.Info("status: " + req.Op + " requested over the status socket")
 			}
-		case OpSwitchover, OpMaintenanceOn, OpMaintenanceOff, OpStandbyOn, OpStandbyOff, OpCleanup:
+		case OpSwitchover, OpMaintenanceOn, OpMaintenanceOff, OpStandbyOn, OpStandbyOff, OpCleanup, OpFencePeer:
 			log.Info("status: "+req.Op+" requested over the status socket", "force", req.Force)
 			ctx, cancel := context.WithTimeout(context.Background(), SwitchoverBudget)
 			var msg string

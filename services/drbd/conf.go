@@ -164,7 +164,11 @@ func (c Config) Render() ([]byte, error) {
 	w(2, "after-sb-2pri disconnect;")
 	w(1, "}")
 	w(1, "disk {")
-	w(2, "fencing resource-only;")
+	// A primary that loses the peer freezes its I/O (in the kernel,
+	// before PID 1 knows) until the fence-peer handler says the peer is
+	// outdated: no write lands on one disk alone unless the other head
+	// can never serve without it (the witness records that).
+	w(2, "fencing resource-and-stonith;")
 	// The 8.4 dynamic resync controller crawls at ~5 MB/s here; a fixed
 	// rate makes resync time predictable.
 	w(2, "c-plan-ahead 0;")

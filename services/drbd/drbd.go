@@ -220,6 +220,16 @@ func (r *Resource) peerDropped(ctx context.Context, op string) bool {
 
 const dropPolls = 15
 
+// ResumeIO thaws I/O that fencing froze, once the caller has made sure
+// the peer can no longer serve without this head's writes.
+func (r *Resource) ResumeIO(ctx context.Context) error {
+	if _, err := r.adm(ctx, "resume-io", "resume-io", r.cfg.Resource); err != nil {
+		return err
+	}
+	r.log.Warn("drbd: I/O resumed after fencing")
+	return nil
+}
+
 // Demote makes this head Secondary again; it fails while the stack above
 // still holds the device open.
 func (r *Resource) Demote(ctx context.Context) error {
@@ -355,7 +365,9 @@ func evaluate(st State, wantPrimary, checkRole bool) error {
 	case checkRole && !wantPrimary && st.Role == "Primary":
 		return fail(services.Failed, "role is Primary, want Secondary")
 	case st.Suspended != "" && st.Suspended != "no":
-		return fail(services.Failed, "I/O suspended (%s)", st.Suspended)
+		// Fencing froze it: the HA supervisor resumes it once the peer is
+		// outdated, or stops the head. A restart could only hang on it.
+		return fail(services.Degraded, "I/O frozen (%s) until the peer is outdated", st.Suspended)
 	case !attached(st):
 		return fail(services.Failed, "local disk is %s", orUnknown(st.Disk))
 	case st.Disk != "UpToDate" && wantPrimary:

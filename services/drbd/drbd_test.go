@@ -229,7 +229,7 @@ func TestEvaluate(t *testing.T) {
 		{"lost primary role", good, true, services.Failed},
 		{"unexpected primary", mod(func(s *State) { s.Role = "Primary" }), false, services.Failed},
 		{"diskless", mod(func(s *State) { s.Disk = "Diskless" }), false, services.Failed},
-		{"suspended", mod(func(s *State) { s.Suspended = "fencing" }), false, services.Failed},
+		{"suspended", mod(func(s *State) { s.Suspended = "fencing" }), false, services.Degraded},
 		{"primary on outdated data", mod(func(s *State) { s.Role = "Primary"; s.Disk = "Outdated" }), true, services.Failed},
 		{"peer gone", mod(func(s *State) { s.Connection = "Connecting"; s.PeerDisk = "DUnknown" }), false, services.Degraded},
 		{"split brain", mod(func(s *State) { s.Role = "Primary"; s.Connection = "StandAlone" }), true, services.Degraded},

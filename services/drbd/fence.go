@@ -13,9 +13,10 @@ import (
 	"tandem.dev/tandem/internal/atomicfile"
 )
 
-// Fence-peer handler exit codes. DRBD runs the fence-peer handler when it
-// loses (or, promoting, lacks) the peer while fencing is resource-only,
-// and acts on the exit code (drbd_nl.c, conn_try_outdate_peer):
+// Fence-peer handler exit codes. DRBD runs the fence-peer handler when a
+// primary loses the peer (its I/O frozen meanwhile: resource-and-stonith)
+// or a secondary is promoted without it, and acts on the exit code
+// (drbd_nl.c, conn_try_outdate_peer); 4, 5 and 7 thaw the frozen I/O:
 const (
 	// FenceUnknown (any code outside 3-7): "helper broken". DRBD changes
 	// no disk state; with the peer's disk still DUnknown, a promotion is
@@ -77,6 +78,10 @@ type Handler struct {
 	Getenv   func(string) string
 	Now      func() time.Time
 	Log      *slog.Logger
+	// Ask asks the HA supervisor for a verdict when there is no fresh
+	// one on file: a primary that lost the peer. It returns a verdict
+	// word (see Verdict.Says) or an error; nil: no supervisor to ask.
+	Ask func(ctx context.Context) (string, error)
 }
 
 // DefaultHandler is the handler with the image's paths.
@@ -134,10 +139,14 @@ func (h Handler) FencePeer(ctx context.Context) int {
 		return FenceUnknown
 	}
 	v, err := h.readVerdict(res)
+	if (err != nil || h.stale(v)) && h.Ask != nil {
+		// No takeover under way: this is a primary that lost the peer.
+		v, err = h.ask(ctx)
+	}
 	switch {
 	case err != nil:
 		rec.Verdict = "none: " + err.Error()
-	case h.Now().Sub(v.At) > VerdictMaxAge || v.At.After(h.Now().Add(5*time.Second)):
+	case h.stale(v):
 		rec.Verdict, rec.Peer = fmt.Sprintf("stale (%s from %s)", v.Says, v.At.Format(time.RFC3339)), v.Peer
 	default:
 		rec.Verdict, rec.Peer, rec.Exit = v.Says, v.Peer, verdictCodes[v.Says]
@@ -154,6 +163,22 @@ func (h Handler) FencePeer(ctx context.Context) int {
 	}
 	h.Log.Warn("fence-peer", "resource", res, "peer", rec.Peer, "peer_address", rec.PeerAddress, "verdict", rec.Verdict, "exit", rec.Exit)
 	return rec.Exit
+}
+
+func (h Handler) stale(v Verdict) bool {
+	return h.Now().Sub(v.At) > VerdictMaxAge || v.At.After(h.Now().Add(5*time.Second))
+}
+
+// ask gets a verdict from the supervisor.
+func (h Handler) ask(ctx context.Context) (Verdict, error) {
+	says, err := h.Ask(ctx)
+	if err != nil {
+		return Verdict{}, fmt.Errorf("supervisor: %w", err)
+	}
+	if _, ok := verdictCodes[says]; !ok {
+		return Verdict{}, fmt.Errorf("supervisor: unknown verdict %q", says)
+	}
+	return Verdict{Says: says, At: h.Now()}, nil
 }
 
 func (h Handler) readVerdict(res string) (Verdict, error) {

@@ -2,6 +2,7 @@ package drbd
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -15,19 +16,26 @@ func TestFencePeer(t *testing.T) {
 		name    string
 		verdict *Verdict
 		raw     string // written instead of verdict when set
+		ask     func(context.Context) (string, error)
 		want    int
 		fenced  bool
 	}{
-		{"no verdict refuses", nil, "", FenceUnknown, false},
-		{"peer outdated itself", &Verdict{Peer: "head-b", Says: "outdated", At: now.Add(-time.Second)}, "", FencePeerOutdated, true},
-		{"peer dead (witness agrees)", &Verdict{Peer: "head-b", Says: "down", At: now.Add(-10 * time.Second)}, "", FencePeerDown, true},
-		{"peer is primary: outdate myself", &Verdict{Peer: "head-b", Says: "primary", At: now}, "", FencePeerPrimary, false},
-		{"peer inconsistent", &Verdict{Peer: "head-b", Says: "inconsistent", At: now}, "", FencePeerInconsistent, false},
-		{"peer powered off", &Verdict{Peer: "head-b", Says: "stonithed", At: now}, "", FencePeerStonithed, true},
-		{"stale verdict refuses", &Verdict{Peer: "head-b", Says: "down", At: now.Add(-2 * VerdictMaxAge)}, "", FenceUnknown, false},
-		{"verdict from the future refuses", &Verdict{Peer: "head-b", Says: "down", At: now.Add(time.Hour)}, "", FenceUnknown, false},
-		{"garbage refuses", nil, "{not json", FenceUnknown, false},
-		{"unknown word refuses", nil, `{"peer":"head-b","says":"probably-fine","at":"2025-01-02T03:04:05Z"}`, FenceUnknown, false},
+		{"no verdict refuses", nil, "", nil, FenceUnknown, false},
+		{"peer outdated itself", &Verdict{Peer: "head-b", Says: "outdated", At: now.Add(-time.Second)}, "", nil, FencePeerOutdated, true},
+		{"peer dead (witness agrees)", &Verdict{Peer: "head-b", Says: "down", At: now.Add(-10 * time.Second)}, "", nil, FencePeerDown, true},
+		{"peer is primary: outdate myself", &Verdict{Peer: "head-b", Says: "primary", At: now}, "", nil, FencePeerPrimary, false},
+		{"peer inconsistent", &Verdict{Peer: "head-b", Says: "inconsistent", At: now}, "", nil, FencePeerInconsistent, false},
+		{"peer powered off", &Verdict{Peer: "head-b", Says: "stonithed", At: now}, "", nil, FencePeerStonithed, true},
+		{"stale verdict refuses", &Verdict{Peer: "head-b", Says: "down", At: now.Add(-2 * VerdictMaxAge)}, "", nil, FenceUnknown, false},
+		{"verdict from the future refuses", &Verdict{Peer: "head-b", Says: "down", At: now.Add(time.Hour)}, "", nil, FenceUnknown, false},
+		{"garbage refuses", nil, "{not json", nil, FenceUnknown, false},
+		// A primary that lost the peer: no takeover verdict, so the supervisor is asked.
+		{"supervisor outdated the peer at the witness", nil, "", askSays("outdated", nil), FencePeerOutdated, true},
+		{"supervisor cannot: I/O stays frozen", nil, "", askSays("", errors.New("no witness vote")), FenceUnknown, false},
+		{"supervisor answers nonsense", nil, "", askSays("fine", nil), FenceUnknown, false},
+		{"stale verdict: the supervisor is asked", &Verdict{Peer: "head-b", Says: "down", At: now.Add(-2 * VerdictMaxAge)}, "", askSays("", errors.New("no")), FenceUnknown, false},
+		{"fresh takeover verdict wins over asking", &Verdict{Peer: "head-b", Says: "down", At: now}, "", askSays("", errors.New("must not be asked")), FencePeerDown, true},
+		{"unknown word refuses", nil, `{"peer":"head-b","says":"probably-fine","at":"2025-01-02T03:04:05Z"}`, nil, FenceUnknown, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -35,7 +43,7 @@ func TestFencePeer(t *testing.T) {
 				Getenv: func(k string) string {
 					return map[string]string{"DRBD_RESOURCE": "r0", "DRBD_PEER_ADDRESS": "10.10.0.12"}[k]
 				},
-				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Ask: tc.ask}
 			switch {
 			case tc.raw != "":
 				if err := os.WriteFile(VerdictFile(h.RunDir, "r0"), []byte(tc.raw), 0o600); err != nil {
@@ -53,7 +61,7 @@ func TestFencePeer(t *testing.T) {
 			if fenced != tc.fenced {
 				t.Fatalf("fenced = %v", fenced)
 			}
-			if fenced && (rec.Peer != "head-b" || rec.PeerAddress != "10.10.0.12" || rec.Exit != tc.want) {
+			if fenced && (rec.Peer != "head-b" && tc.ask == nil || rec.PeerAddress != "10.10.0.12" || rec.Exit != tc.want) {
 				t.Errorf("record %+v", rec)
 			}
 			if got := h.UnfencePeer(context.Background()); got != 0 {
@@ -67,6 +75,10 @@ func TestFencePeer(t *testing.T) {
 	if err := WriteVerdict(t.TempDir(), "r0", Verdict{Says: "whatever"}); err == nil {
 		t.Error("unknown verdict written")
 	}
+}
+
+func askSays(says string, err error) func(context.Context) (string, error) {
+	return func(context.Context) (string, error) { return says, err }
 }
 
 func TestMonitorLiftsFence(t *testing.T) {
