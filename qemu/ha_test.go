@@ -233,7 +233,7 @@ func startWitness(t testing.TB, ctx context.Context, client *qemu.VM, siteTOML [
 		t.Fatalf("client: writing the site config: %v %s", err, res.Stderr)
 	}
 	guest(t, ctx, client, "busybox", "sh", "-c",
-		"(tandem witness --site /tmp/site.toml > /tmp/witness.log 2>&1 < /dev/null &) > /dev/null 2>&1")
+		"(tandem witness --site /tmp/site.toml > /tmp/witness.log 2>&1 < /dev/null & echo $! > /tmp/witness.pid) > /dev/null 2>&1")
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return

@@ -246,6 +246,19 @@ func stopWorkload(t *testing.T, ctx context.Context, client *qemu.VM, dir string
 	guest(t, ctx, client, "busybox", "sh", "-c", "kill -TERM $(busybox cat "+reportBase(dir)+".pid)")
 }
 
+// finishWorkload stops the NFSv3 workload on dir, waits for its report
+// and fails the test unless the client saw no error and lost nothing.
+func finishWorkload(t *testing.T, ctx context.Context, client *qemu.VM, dir string) *workload.Report {
+	t.Helper()
+	stopWorkload(t, ctx, client, dir)
+	r := waitWorkload(t, ctx, client, dir, 3*time.Minute)
+	t.Logf("NFSv3: %s", r)
+	if !r.Clean() || r.Acked == 0 {
+		t.Errorf("the client saw errors or lost records: %s (first error: %s)", r, r.FirstError)
+	}
+	return r
+}
+
 func reportBase(dir string) string { return "/tmp/report" + strings.ReplaceAll(dir, "/", "-") }
 
 func waitWorkload(t *testing.T, ctx context.Context, client *qemu.VM, dir string, within time.Duration) *workload.Report {
