@@ -708,7 +708,7 @@ func (h *haSup) demote(ctx context.Context, in decide.Inputs, d decide.Decision)
 	var err error
 	defer func() { h.finished(err) }()
 	h.mu.Lock()
-	frozen := fencingState(in.Local, in.Vote, h.drbdState, nil).frozen
+	frozen := frozenByFencing(h.drbdState)
 	h.mu.Unlock()
 	if frozen && quorumLost {
 		// Nothing can be written or unmounted, and no frozen write was

@@ -111,6 +111,9 @@ func (h *haSup) watchFencing(ctx context.Context, now time.Time, in stateForFenc
 	}
 }
 
+// frozenByFencing: DRBD holds this head's I/O (fencing froze it).
+func frozenByFencing(st drbd.State) bool { return st.Suspended != "" && st.Suspended != "no" }
+
 // stateForFencing is what watchFencing needs from one observation.
 type stateForFencing struct {
 	active, frozen, vote, synced bool
@@ -120,7 +123,7 @@ type stateForFencing struct {
 func fencingState(in ha.Role, vote bool, st drbd.State, r *drbd.Resource) stateForFencing {
 	return stateForFencing{
 		active: in == ha.Active,
-		frozen: st.Suspended != "" && st.Suspended != "no",
+		frozen: frozenByFencing(st),
 		vote:   vote,
 		synced: st.Connection == "Connected" && st.Disk == "UpToDate" && st.PeerDisk == "UpToDate",
 		drbd:   r,
