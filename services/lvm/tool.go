@@ -339,6 +339,13 @@ func (t *Tool) VGChange(ctx context.Context, vg string, activate bool) error {
 	return err
 }
 
+// ActivateLV activates one LV of vg (lvchange --activate y), leaving the
+// VG's other LVs alone. lvchange refuses an LV with a missing PV.
+func (t *Tool) ActivateLV(ctx context.Context, vg, lv string) error {
+	_, err := t.Run(ctx, "lvchange", "--activate", "y", "--", vg+"/"+lv)
+	return err
+}
+
 // Refresh reloads an active LV's table: a suspend and a resume under the
 // VG lock, which also resumes a suspended LV.
 func (t *Tool) Refresh(ctx context.Context, vg, lv string) error {
