@@ -190,7 +190,7 @@ func (b *Boot) startHA(ctx context.Context) error {
 	b.ha = h
 	b.mu.Unlock()
 	b.Log.Info("HA: running", "peer", peer.Name, "paths", len(paths), "interval", p.Interval, "dead_time", p.DeadTime,
-		"stop_bound", p.StopBound, "watchdog", p.WatchdogTimeout, "takeover_delay", p.TakeoverDelay(),
+		"stop_bound", p.StopBound, "watchdog", p.WatchdogTimeout, "takeover_delay", p.TakeoverDelay(), "address_delay", p.AddressDelay(),
 		"tiebreaker", h.tiebreaker()+" "+h.tbAddr, "epoch", h.epoch)
 	// Decide once before the first heartbeat goes out: until then the
 	// endpoint announces "none", which a peer reads as yielding, and a
@@ -613,6 +613,9 @@ func (h *haSup) promote(ctx context.Context, decided time.Time, in decide.Inputs
 		h.addFailover(rc, "active", time.Now(), err)
 		return
 	}
+	if d.AddressAfter > 0 && b.stack != nil && b.stack.vip != nil {
+		b.stack.vip.HoldUntil(decided.Add(d.AddressAfter))
+	}
 	actx, cancel := context.WithTimeout(ctx, acquireBudget)
 	defer cancel()
 	err = b.acquire(actx, rc)
@@ -624,9 +627,9 @@ func (h *haSup) promote(ctx context.Context, decided time.Time, in decide.Inputs
 }
 
 // detectSteps are a takeover's first steps: the peer's silence up to the
-// dead time, the wait for the vote, and the wait for the old active to be
-// certainly stopped (the takeover delay). The failover starts at the
-// peer's last heartbeat.
+// dead time, the wait for the vote, and the takeover delay (0 with the
+// witness; with a ping target, until the old active is certainly
+// stopped). The failover starts at the peer's last heartbeat.
 func (h *haSup) detectSteps(decided time.Time, snap heartbeat.Snapshot) (time.Time, []status.FailoverStep) {
 	last := time.Time{}
 	if snap.Peer != nil {
@@ -917,7 +920,8 @@ func (h *haSup) statusView() *status.HA {
 		Alert:    h.alert,
 		Timing: status.Timing{IntervalMS: h.params.Interval.Milliseconds(), DeadTimeMS: h.params.DeadTime.Milliseconds(),
 			StopBoundMS: h.params.StopBound.Milliseconds(), WatchdogMS: h.params.WatchdogTimeout.Milliseconds(),
-			MarginMS: h.params.Margin.Milliseconds(), TakeoverDelayMS: h.params.TakeoverDelay().Milliseconds()},
+			MarginMS: h.params.Margin.Milliseconds(), TakeoverDelayMS: h.params.TakeoverDelay().Milliseconds(),
+			AddressDelayMS: h.params.AddressDelay().Milliseconds()},
 		Failovers: slices.Clone(h.failovers),
 	}
 	voteErr := h.voteErr
@@ -960,11 +964,11 @@ func heartbeatView(s heartbeat.Snapshot) status.Heartbeat {
 			Malformed: s.Dropped.Malformed, Foreign: s.Dropped.Foreign, Unproven: s.Dropped.Unproven}}
 	if p := s.Peer; p != nil {
 		v.Peer = &status.HeartbeatPeer{Node: s.PeerName, Role: string(p.State.Role), Disk: string(p.State.Disk),
-			HoldsVote: p.State.HoldsVote, Epoch: p.State.Epoch, Boots: p.Boots, LastHeard: p.LastHeard}
+			HoldsVote: p.State.HoldsVote, Epoch: p.State.Epoch, Boots: p.Boots, LastHeard: p.LastHeard, LongestGapMS: ms(p.LongestGap)}
 	}
 	for _, p := range s.Paths {
 		v.Paths = append(v.Paths, status.HeartbeatPath{Name: p.Name, Local: p.Local, Peer: p.Peer, Alive: p.Alive, LastHeard: p.LastHeard,
-			Received: p.Received, Sent: p.Sent, SendErrors: p.SendErrs, Loss: p.Loss, RTTMS: ms(p.RTT)})
+			Received: p.Received, Sent: p.Sent, SendErrors: p.SendErrs, Loss: p.Loss, RTTMS: ms(p.RTT), LongestGapMS: ms(p.LongestGap)})
 	}
 	return v
 }

@@ -18,19 +18,21 @@ func TestHAParams(t *testing.T) {
 		name  string
 		in    siteHA
 		delay time.Duration
+		addr  time.Duration
 		tb    decide.Tiebreaker
 	}{
-		// With the witness, DRBD's fencing protects the data: interval + margin.
-		{"defaults", siteHA{500, 3000, 20000, "", 30 * time.Second}, 1500 * time.Millisecond, decide.Witness},
-		{"slow interval", siteHA{1000, 5000, 8000, "", 30 * time.Second}, 2 * time.Second, decide.Witness},
+		// With the witness, DRBD's fencing protects the data: no wait for
+		// the disk, interval + margin for the address.
+		{"defaults", siteHA{500, 3000, 20000, "", 30 * time.Second}, 0, 1500 * time.Millisecond, decide.Witness},
+		{"slow interval", siteHA{1000, 5000, 8000, "", 30 * time.Second}, 0, 2 * time.Second, decide.Witness},
 		// A ping target adds the stop bound and the watchdog: 1 + 1 + 20 + 30 s.
-		{"ping target", siteHA{1000, 3000, 20000, "192.0.2.1", 30 * time.Second}, 52 * time.Second, decide.PingTarget},
-		{"ping target, short watchdog", siteHA{500, 5000, 5000, "192.0.2.1", 6 * time.Second}, 12500 * time.Millisecond, decide.PingTarget},
+		{"ping target", siteHA{1000, 3000, 20000, "192.0.2.1", 30 * time.Second}, 52 * time.Second, 52 * time.Second, decide.PingTarget},
+		{"ping target, short watchdog", siteHA{500, 5000, 5000, "192.0.2.1", 6 * time.Second}, 12500 * time.Millisecond, 12500 * time.Millisecond, decide.PingTarget},
 	}
 	for _, tc := range tests {
 		p := haParams(tc.in)
-		if got := p.TakeoverDelay(); got != tc.delay || p.Tiebreaker != tc.tb || p.WatchdogTimeout != tc.in.watchdog {
-			t.Errorf("%s: takeover delay %v (want %v), tiebreaker %v, watchdog %v", tc.name, got, tc.delay, p.Tiebreaker, p.WatchdogTimeout)
+		if got, addr := p.TakeoverDelay(), p.AddressDelay(); got != tc.delay || addr != tc.addr || p.Tiebreaker != tc.tb || p.WatchdogTimeout != tc.in.watchdog {
+			t.Errorf("%s: takeover delay %v (want %v), address delay %v (want %v), tiebreaker %v, watchdog %v", tc.name, got, tc.delay, addr, tc.addr, p.Tiebreaker, p.WatchdogTimeout)
 		}
 		if err := p.Validate(); err != nil {
 			t.Errorf("%s: %v", tc.name, err)

@@ -1,11 +1,14 @@
 package qemu_test
 
 import (
+	"context"
 	"flag"
+	"fmt"
 	"regexp"
 	"testing"
 	"time"
 
+	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/qemu"
 )
 
@@ -15,6 +18,8 @@ var soakFlag = flag.Duration("soak", 30*time.Minute, "how long BenchmarkIdleSoak
 // lab with the witness sits idle for -soak (30 minutes) under TCG, and
 // every role change, lost peer, lost path and unanswered witness is
 // counted from both heads' consoles. Each one is false: nothing failed.
+// It also reports the longest heartbeat gap each head saw from its live
+// peer, per path and on any path: the margin left under the dead time.
 //
 //	go test -run '^$' -bench IdleSoak -benchtime 1x -timeout 60m ./qemu
 func BenchmarkIdleSoak(b *testing.B) {
@@ -24,7 +29,7 @@ func BenchmarkIdleSoak(b *testing.B) {
 }
 
 func soak(b *testing.B) {
-	ctx, lab, _ := startHALab(b, *soakFlag+20*time.Minute)
+	ctx, lab, sc := startHALab(b, *soakFlag+20*time.Minute)
 	a, hb := lab.VM("head-a"), lab.VM("head-b")
 	pairReady(b, ctx, a)
 	marks := map[*qemu.VM]int{a: a.Console.Len(), hb: hb.Console.Len()}
@@ -38,7 +43,7 @@ func soak(b *testing.B) {
 		"peer lost":          regexp.MustCompile(`heartbeat: peer lost`),
 		"path down":          regexp.MustCompile(`heartbeat: path down`),
 		"witness unanswered": regexp.MustCompile(`HA: the witness does not answer`),
-		"layer failures":     regexp.MustCompile(`level=(WARN|ERROR).*(monitor failed|restarting)`),
+		"layer failures":     regexp.MustCompile(`monitor \S+ (failed|timeout|timed out|degraded)`),
 	}
 	total := map[string]int{}
 	for vm, mark := range marks {
@@ -61,4 +66,34 @@ func soak(b *testing.B) {
 	b.ReportMetric(float64(total["witness unanswered"]), "witness-unanswered")
 	b.ReportMetric(float64(total["layer failures"]), "layer-failures")
 	b.ReportMetric(soakFlag.Minutes(), "minutes")
+	reportLongestGaps(b, ctx, sc, a, hb)
+}
+
+// reportLongestGaps reports, from each head's status, the longest the
+// peer went unheard while alive since it booted, per path and on any
+// path ("any"), and the longest of all: the margin left under the dead
+// time.
+func reportLongestGaps(b *testing.B, ctx context.Context, sc *site.Config, vms ...*qemu.VM) {
+	_, dead, _ := membershipTiming(sc)
+	var longest time.Duration
+	for _, vm := range vms {
+		st := nodeStatus(b, ctx, vm)
+		if st.HA == nil || st.HA.Heartbeat.Peer == nil {
+			b.Errorf("%s: no heartbeat peer in its status", vm.Name)
+			continue
+		}
+		hb := st.HA.Heartbeat
+		gaps := map[string]float64{"any": hb.Peer.LongestGapMS}
+		for _, p := range hb.Paths {
+			gaps[p.Name] = p.LongestGapMS
+		}
+		for name, ms := range gaps {
+			gap := time.Duration(ms * float64(time.Millisecond))
+			longest = max(longest, gap)
+			b.Logf("%s: longest heartbeat gap on %s: %.2f s; dead time %.1f s", vm.Name, name, gap.Seconds(), dead.Seconds())
+			b.ReportMetric(gap.Seconds(), fmt.Sprintf("s-longest-gap-%s-%s", vm.Name, name))
+		}
+	}
+	b.ReportMetric(longest.Seconds(), "s-longest-gap")
+	b.ReportMetric(dead.Seconds(), "s-dead-time")
 }

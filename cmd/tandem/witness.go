@@ -27,7 +27,7 @@ func runWitness(ctx context.Context, args []string) error {
 	sitePath := fs.String("site", "", "the pair's site.toml: pair name, key, node names and default lease")
 	keyFile := fs.String("key-file", "", "file holding the pair key, hex or base64 (instead of the site config's key)")
 	pair := fs.String("pair", "", "pair name (needed without --site)")
-	lease := fs.Duration("lease", 0, "how long one grant of the vote lasts (default: 3 × ha.dead_time_ms with --site, else 9s)")
+	lease := fs.Duration("lease", 0, "how long one grant of the vote lasts (default: ha.dead_time_ms with --site, else 3s)")
 	quiet := fs.Duration("quiet", 0, "grant nobody new this long after start (default: the lease; raise it if a previous run used a longer lease)")
 	state := fs.String("state", "", "file keeping the writer marker (default: "+witness.DefaultStateDir+"/PAIR.json)")
 	forget := fs.Bool("forget-writer", false, "operator override: clear a recorded writer marker at start; the writer's unreplicated writes may be lost if the other head is made active")

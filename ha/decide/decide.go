@@ -23,7 +23,8 @@
 //   - Promote only with quorum and the local DRBD disk UpToDate.
 //   - Never promote while the peer is seen and active.
 //   - Promote without the peer only with the vote, after the takeover
-//     wait (below), and with the peer outdated first (FencePromote: at
+//     wait (below; with the witness only the service address waits), and
+//     with the peer outdated first (FencePromote: at
 //     the witness, and through DRBD's fence-peer hook) unless that is
 //     already recorded.
 //   - A head that booted alone and has never seen the peer nor held a
@@ -64,10 +65,12 @@
 // recorded O as the one head with current data, which it does only for
 // its lease holder. T is then never granted the vote until the record is
 // lifted after a resync. So when T holds the vote, O writes nothing that
-// T lacks, and T may promote at once: the delay I + Margin only gives O's
-// loop time to notice its lost quorum and drop the service address
-// first. T records itself as the writer before it promotes, so O cannot
-// come back later and serve without T's writes either.
+// T lacks, and T may promote at once. Only T's service address waits
+// until I + Margin after the vote (Params.AddressDelay): time for O's
+// loop to notice its lost quorum and drop the address first, so clients
+// never see it on two heads; T's stack starts below it meanwhile. T
+// records itself as the writer before it promotes, so O cannot come back
+// later and serve without T's writes either.
 //
 // With a ping target nothing can record the writer (both heads may reach
 // the target), and O's stop is the only protection. O loses "peer seen"
@@ -166,17 +169,31 @@ func (p Params) Validate() error {
 
 // TakeoverDelay is how long a head must have been without the peer and
 // with the vote before it promotes (see the timing argument in the
-// package comment). With the witness, DRBD's fencing keeps the old
-// active from writing alone, so it is I + Margin: time for the old head
-// to notice its lost quorum and take its address down. With a ping
-// target, which cannot record that fencing, the old head's stop is the
-// only protection: I + Margin + S + W.
+// package comment). With the witness it is 0: DRBD's fencing keeps the
+// old active from writing alone, so the disk may be taken at once; only
+// the service address waits (AddressDelay). With a ping target, which
+// cannot record that fencing, the old head's stop is the only
+// protection: I + Margin + S + W.
 func (p Params) TakeoverDelay() time.Duration {
+	p = p.WithDefaults()
+	if p.Tiebreaker == Witness {
+		return 0
+	}
+	return p.Interval + p.Margin + p.StopBound + p.WatchdogTimeout
+}
+
+// AddressDelay is how long after the takeover wait began (the vote held,
+// the peer silent) the new head may raise the service address: I +
+// Margin, time for an old active that lost its vote no later to notice
+// and take its address down. The stack below the address starts
+// meanwhile, so on a takeover this costs nothing unless the stack starts
+// faster than that.
+func (p Params) AddressDelay() time.Duration {
 	p = p.WithDefaults()
 	if p.Tiebreaker == Witness {
 		return p.Interval + p.Margin
 	}
-	return p.Interval + p.Margin + p.StopBound + p.WatchdogTimeout
+	return p.TakeoverDelay()
 }
 
 // Mode is the operator's setting for this head.
@@ -309,6 +326,10 @@ type Decision struct {
 	// After: decide again within this at the latest, even if no input
 	// changes: a wait or a bound runs out then (0: no such timer).
 	After time.Duration `json:"after_ns,omitempty"`
+	// AddressAfter: on a takeover, raise the service address no sooner
+	// than this from now (Params.AddressDelay); the layers below start
+	// at once.
+	AddressAfter time.Duration `json:"address_after_ns,omitempty"`
 }
 
 // Prefer says whether the head named local wins a tie against peer: the
@@ -492,6 +513,7 @@ func standby(p Params, in Inputs, el Elapsed, d Decision) Decision {
 		d.After = wait - el.Takeover
 		return d.with(None, "peer silent, %s held: waiting %v more for the old active to stop or be reset", voteName(p), d.After)
 	}
+	d.AddressAfter = max(0, p.AddressDelay()-el.Takeover)
 	if !in.PeerFenced {
 		return d.with(FencePromote, "peer silent for %v with the %s held: outdate the peer, then take over", el.Takeover, voteName(p))
 	}

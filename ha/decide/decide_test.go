@@ -214,7 +214,8 @@ func TestActiveSpecialCases(t *testing.T) {
 func TestStandbySpecialCases(t *testing.T) {
 	lost := Inputs{Local: ha.Standby, Disk: ha.UpToDate, Vote: true} // peer not seen, vote held
 	mod := func(f func(*Inputs)) Inputs { in := lost; f(&in); return in }
-	delay := params.TakeoverDelay()
+	ping := Params{Tiebreaker: PingTarget}
+	delay := ping.TakeoverDelay()
 	for _, tc := range []struct {
 		name     string
 		p        Params
@@ -228,8 +229,9 @@ func TestStandbySpecialCases(t *testing.T) {
 	}{
 		{"takeover", params, lost, past, fp, "outdate the peer", 0, true, ha.Standby},
 		{"takeover, peer already fenced", params, mod(func(in *Inputs) { in.PeerFenced = true }), past, pr, "already fenced", 0, true, ha.Standby},
-		{"takeover wait", params, lost, Elapsed{Contacted: true, Takeover: delay - 3*time.Second}, no, "waiting", 3 * time.Second, true, ha.Standby},
-		{"takeover wait over", params, lost, Elapsed{Contacted: true, Takeover: delay}, fp, "outdate", 0, true, ha.Standby},
+		{"takeover wait, ping target", ping, lost, Elapsed{Contacted: true, Takeover: delay - 3*time.Second}, no, "waiting", 3 * time.Second, true, ha.Standby},
+		{"takeover wait over, ping target", ping, lost, Elapsed{Contacted: true, Takeover: delay}, fp, "outdate", 0, true, ha.Standby},
+		{"takeover at once, witness", params, lost, Elapsed{Contacted: true}, fp, "outdate", 0, true, ha.Standby},
 		{"booted alone, witness", params, mod(func(in *Inputs) { in.Vote = false }), Elapsed{Takeover: time.Hour}, no, "booted alone", 0, true, ha.Standby},
 		{"booted alone, ping target answers", Params{Tiebreaker: PingTarget}, lost, Elapsed{Takeover: time.Hour}, no, "booted alone", 0, true, ha.Standby},
 		{"ping target, contacted", Params{Tiebreaker: PingTarget}, lost, past, fp, "ping target held", 0, true, ha.Standby},
@@ -357,12 +359,17 @@ func checkInvariants(t *testing.T, p Params, in Inputs, el Elapsed, d Decision) 
 				fail("never take over from a peer still heard")
 			case el.Takeover < p.TakeoverDelay():
 				fail("promote without the peer only after the takeover delay")
-			case !el.Contacted:
+			case !el.Contacted && !(in.Vote && p.Tiebreaker == Witness):
 				fail("a head that booted alone waits for the peer or the witness")
+			case el.Takeover+d.AddressAfter < p.AddressDelay():
+				fail("a takeover raises the service address only after the address delay")
 			case d.Action == Promote && !in.PeerFenced:
 				fail("promote without the peer only after fencing it")
 			}
 		}
+	}
+	if d.AddressAfter != 0 && (!promotes || in.PeerSeen) {
+		fail("only a takeover from a silent peer holds the address back")
 	}
 	if in.Local == ha.Active && !quorum && d.Action != Demote && d.Action != SelfFence {
 		fail("an active head without quorum stops, in every mode")
@@ -427,13 +434,17 @@ func TestMachineStopBound(t *testing.T) {
 
 // Machine: the takeover wait runs from when the peer was lost with the
 // vote held, and starts over when either comes back or goes.
+// With a ping target the promotion waits; with the witness only the
+// address does, on the same timer.
 func TestMachineTakeoverWait(t *testing.T) {
-	m, err := NewMachine(params)
+	ping := params
+	ping.Tiebreaker = PingTarget
+	m, err := NewMachine(ping)
 	if err != nil {
 		t.Fatal(err)
 	}
-	delay := params.TakeoverDelay()
-	if delay != params.Interval+params.Margin {
+	delay := ping.TakeoverDelay()
+	if delay != params.Interval+params.Margin+params.StopBound+params.WatchdogTimeout {
 		t.Fatalf("takeover delay %v", delay)
 	}
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -467,6 +478,31 @@ func TestMachineTakeoverWait(t *testing.T) {
 		d := m.Step(t0.Add(s.at), s.in)
 		if d.Action != s.want {
 			t.Errorf("step %d at %v: %s (%q), want %s", i, s.at, d.Action, d.Reason, s.want)
+		}
+	}
+
+	m, _ = NewMachine(params)
+	addr := params.AddressDelay()
+	if params.TakeoverDelay() != 0 || addr != params.Interval+params.Margin {
+		t.Fatalf("witness: takeover delay %v, address delay %v", params.TakeoverDelay(), addr)
+	}
+	for i, s := range []struct {
+		at   time.Duration
+		in   Inputs
+		want Action
+		hold time.Duration
+	}{
+		{0, seen, no, 0},
+		{5 * time.Second, noVote, al, 0},
+		{9 * time.Second, vote, fp, addr},                 // the disk at once, the address later
+		{9*time.Second + addr/2, vote, fp, addr - addr/2}, // the same timer
+		{9*time.Second + addr, vote, fp, 0},
+		{10 * time.Second, heard, al, 0}, // one-way contact: void
+		{11 * time.Second, vote, fp, addr},
+	} {
+		d := m.Step(t0.Add(s.at), s.in)
+		if d.Action != s.want || d.AddressAfter != s.hold {
+			t.Errorf("witness step %d at %v: %s, address after %v (%q), want %s, %v", i, s.at, d.Action, d.AddressAfter, d.Reason, s.want, s.hold)
 		}
 	}
 }
@@ -511,7 +547,7 @@ func TestParams(t *testing.T) {
 		tb   Tiebreaker
 		want time.Duration
 	}{
-		{Witness, DefaultInterval + DefaultMargin},
+		{Witness, 0},
 		{PingTarget, DefaultInterval + DefaultMargin + DefaultStopBound + DefaultWatchdogTimeout},
 	} {
 		if got := (Params{Tiebreaker: tc.tb}).TakeoverDelay(); got != tc.want {

@@ -64,6 +64,10 @@ type simHead struct {
 	epoch     uint64
 	peerEpoch uint64
 	activeAt  []time.Duration // promotions, for the report
+	// The service address: raised once active and not before addrAfter
+	// (Decision.AddressAfter); dropped first when the stop begins.
+	addrAfter time.Duration
+	addr      bool
 
 	// DRBD
 	conn     bool          // this head's DRBD counts the peer as connected
@@ -246,7 +250,7 @@ func simulate(sc scenario) simResult {
 				continue
 			}
 			if sc.crash[i] > 0 && t >= sc.crash[i] || h.resetAt > 0 && t >= h.resetAt {
-				h.dead = true
+				h.dead, h.addr = true, false
 				logf(t, "head %d dies (role %s)", i, h.role)
 				continue
 			}
@@ -293,6 +297,9 @@ func simulate(sc scenario) simResult {
 			}
 			switch dec.Action {
 			case Promote, FencePromote:
+				if h.role != ha.Active && !h.promote {
+					h.addrAfter = t + dec.AddressAfter
+				}
 				switch {
 				case h.role == ha.Active || h.promote:
 				case h.conn && peer.role == ha.Active && !peer.dead:
@@ -311,7 +318,7 @@ func simulate(sc scenario) simResult {
 				}
 			case Demote:
 				if !h.stopping && h.role == ha.Active {
-					h.stopping, h.stopEnd = true, t+sc.stop[i]
+					h.stopping, h.stopEnd, h.addr = true, t+sc.stop[i], false
 					logf(t, "head %d demotes: %s", i, dec.Reason)
 				}
 			case SelfFence:
@@ -323,6 +330,17 @@ func simulate(sc scenario) simResult {
 			if h.role == ha.Active && len(h.activeAt) > 0 && h.activeAt[len(h.activeAt)-1] == t && !prefix(peer.data, h.data) {
 				failf(t, "head %d promoted without %d writes the other head acknowledged", i, len(peer.data)-len(h.data))
 			}
+		}
+
+		// The address goes up last, once its wait is over; never on both.
+		for i, h := range hs {
+			if !h.dead && h.role == ha.Active && !h.stopping && !h.addr && t >= h.addrAfter {
+				h.addr = true
+				logf(t, "head %d raises the service address", i)
+			}
+		}
+		if hs[0].addr && hs[1].addr {
+			failf(t, "the service address is up on both heads")
 		}
 
 		// Every active head writes; a write is acknowledged once it is on
@@ -383,21 +401,21 @@ func TestSimulatedFailures(t *testing.T) {
 		// The active crashes: the standby takes over once the lease and
 		// the takeover delay have passed.
 		{scenario{name: "active crashes", hb: up, wit: witUp, crash: [2]time.Duration{cut, 0}, stop: fast, end: 200 * time.Second},
-			simLease + delay + 5*time.Second},
+			simLease + delay + 6*time.Second},
 		// The active is cut off from everything and stops quickly.
 		{scenario{name: "active isolated", hb: cutAfter(cut), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut }, stop: fast, end: 200 * time.Second},
-			simLease + delay + 5*time.Second},
+			simLease + delay + 6*time.Second},
 		// ...and its stop hangs: the watchdog resets it; the standby still
 		// waits long enough.
 		{scenario{name: "isolated active hangs in its stop", hb: cutAfter(cut), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut },
-			stop: [2]time.Duration{hang, hang}, end: 200 * time.Second}, simLease + delay + 5*time.Second},
+			stop: [2]time.Duration{hang, hang}, end: 200 * time.Second}, simLease + delay + 6*time.Second},
 		// The active loses the witness first (keeps running on the peer),
 		// then the peer too.
 		{scenario{name: "witness then peer lost", hb: cutAfter(cut + 30*time.Second), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut },
-			stop: [2]time.Duration{hang, hang}, end: 250 * time.Second}, 30*time.Second + delay + 5*time.Second},
+			stop: [2]time.Duration{hang, hang}, end: 250 * time.Second}, 30*time.Second + delay + 7*time.Second},
 		// The active's stop takes just under its bound.
 		{scenario{name: "slow stop", hb: cutAfter(cut), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut },
-			stop: [2]time.Duration{simParams.StopBound - simStep, hang}, end: 200 * time.Second}, simLease + delay + 5*time.Second},
+			stop: [2]time.Duration{simParams.StopBound - simStep, hang}, end: 200 * time.Second}, simLease + delay + 6*time.Second},
 	} {
 		t.Run(tc.sc.name, func(t *testing.T) {
 			res := simulate(tc.sc)

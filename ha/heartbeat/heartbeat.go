@@ -131,7 +131,37 @@ type pathState struct {
 	sendErrors uint64
 	recent     uint64 // bit i: the peer's tick (maxTick - i) arrived here
 	rtt        time.Duration
-	alive      bool // as of the last evaluation, for transition logs
+	gap        gapTracker // within the peer's current boot
+	alive      bool       // as of the last evaluation, for transition logs
+}
+
+// gapTracker keeps the longest gap between consecutive accepted packets
+// (of one path, or of the peer on any path): the longest silence a live
+// peer showed, the evidence for choosing the dead time. Its zero value has
+// seen no packet; the silence before the first packet does not count.
+type gapTracker struct {
+	last    time.Time     // the newest packet's arrival; zero: none yet
+	longest time.Duration // the longest gap so far
+}
+
+// mark records a packet that arrived at now and reports whether its gap
+// from the previous one is a new longest. A packet timed before the newest
+// (the paths' receivers raced for the lock) only ends a shorter gap than
+// the one already counted, so it changes nothing.
+func (g *gapTracker) mark(now time.Time) bool {
+	if !now.After(g.last) {
+		return false
+	}
+	last := g.last
+	g.last = now
+	if last.IsZero() {
+		return false
+	}
+	if d := now.Sub(last); d > g.longest {
+		g.longest = d
+		return true
+	}
+	return false
 }
 
 // peerState is what we know about the peer's current boot.
@@ -152,7 +182,8 @@ type peerState struct {
 	echoBoot   BootID // what we echo back: the newest accepted, or a
 	echoSeq    uint64 // candidate boot while none is alive
 	echoRecvAt time.Time
-	seen       bool // as of the last evaluation, for transition logs
+	gap        gapTracker // between this boot's packets, on any path
+	seen       bool       // as of the last evaluation, for transition logs
 }
 
 // Endpoint is one head's side of the heartbeat. Open binds the paths, Run
@@ -397,6 +428,7 @@ func (e *Endpoint) handle(p *pathState, src netip.AddrPort, b []byte, now time.T
 		peer.win.accept(pk.Seq)
 		for _, q := range e.paths {
 			q.recent = 0
+			q.gap = gapTracker{} // gaps count within one boot of the peer
 		}
 	}
 
@@ -404,6 +436,14 @@ func (e *Endpoint) handle(p *pathState, src netip.AddrPort, b []byte, now time.T
 	peer.accepted = now
 	p.lastHeard = now
 	p.received++
+	// A new longest gap past two intervals (a round lost) is logged: the
+	// console then shows how close a live peer came to the dead time.
+	if p.gap.mark(now) && p.gap.longest > 2*e.cfg.Interval {
+		e.log.Info("heartbeat: longest gap on a path", "path", p.Name, "gap", p.gap.longest, "dead_time", e.cfg.DeadTime)
+	}
+	if peer.gap.mark(now) && peer.gap.longest > 2*e.cfg.Interval {
+		e.log.Info("heartbeat: longest gap from the peer", "peer", e.cfg.Peer, "gap", peer.gap.longest, "dead_time", e.cfg.DeadTime)
+	}
 	if pk.Tick > peer.maxTick {
 		shift := pk.Tick - peer.maxTick
 		for _, q := range e.paths {
@@ -612,6 +652,10 @@ type PathStatus struct {
 	// did not arrive on this path, 0 to 1.
 	Loss float64  `json:"loss"`
 	RTT  Duration `json:"rtt,omitzero"`
+	// LongestGap is the longest time between two consecutive packets
+	// accepted on this path within the peer's current boot (the silence
+	// before the first one does not count).
+	LongestGap Duration `json:"longest_gap,omitzero"`
 }
 
 // PeerStatus is the peer's newest announced state.
@@ -622,6 +666,10 @@ type PeerStatus struct {
 	State     State     `json:"state"`
 	SentAt    time.Time `json:"sent_at"` // the peer's clock, informational
 	LastHeard time.Time `json:"last_heard"`
+	// LongestGap is the longest time between two consecutive packets of
+	// this boot accepted on any path: the longest the peer went unheard
+	// while alive. Compare with the dead time.
+	LongestGap Duration `json:"longest_gap,omitzero"`
 }
 
 // Snapshot is the heartbeat's status, JSON-friendly.
@@ -660,7 +708,7 @@ func (e *Endpoint) Snapshot() Snapshot {
 		s.Peer = &PeerStatus{
 			Boot: e.peer.boot, Since: e.peer.since, Boots: e.peer.boots,
 			State:  State{Role: l.Role, Disk: ha.DiskState(l.Disk), HoldsVote: l.HoldsVote, Epoch: l.Epoch},
-			SentAt: time.Unix(0, l.SentUnix), LastHeard: e.peer.accepted,
+			SentAt: time.Unix(0, l.SentUnix), LastHeard: e.peer.accepted, LongestGap: Duration(e.peer.gap.longest),
 		}
 	}
 	expected := uint64(0)
@@ -672,6 +720,7 @@ func (e *Endpoint) Snapshot() Snapshot {
 			Name: p.Name, Local: p.Local.String(), Peer: p.Peer.String(),
 			Alive: !p.lastHeard.IsZero() && now.Sub(p.lastHeard) <= d, LastHeard: p.lastHeard,
 			Received: p.received, Sent: p.sent, SendErrs: p.sendErrors, RTT: Duration(p.rtt),
+			LongestGap: Duration(p.gap.longest),
 		}
 		if expected > 0 {
 			mask := uint64(math.MaxUint64)

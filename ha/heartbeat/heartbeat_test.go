@@ -211,6 +211,10 @@ func TestPeersMeetAndExchangeState(t *testing.T) {
 	if !p.a.Alive(time.Minute) || !p.a.Seen() {
 		t.Errorf("Alive/Seen false while the snapshot says seen")
 	}
+	// A few rounds later every path, and the peer, has shown a gap.
+	await(t, p.b, "longest gaps measured", func(s Snapshot) bool {
+		return s.Peer != nil && s.Peer.LongestGap > 0 && s.Paths[0].LongestGap > 0 && s.Paths[1].LongestGap > 0
+	})
 }
 
 // Cutting one path (both directions) leaves the peer seen through the
@@ -513,5 +517,145 @@ func TestPathsFromSite(t *testing.T) {
 	}
 	if _, err := PathsFromSite(cfg, "nas-c"); err == nil {
 		t.Errorf("no error for a node that is not in the pair")
+	}
+}
+
+// gapEvent is one datagram from nas-b handed to the endpoint at a chosen
+// time: the tests of the longest gap drive handle directly, so they own
+// the clock.
+type gapEvent struct {
+	at   int // ms after the test's start
+	path int
+	boot byte // the peer's boot ID (its first byte)
+	// kind: "" a fresh packet (the next sequence number of its boot,
+	// echoing a packet of ours sent just now, so a new boot is proven);
+	// "replay" a copy of this boot's previous packet; "unproven" a new
+	// packet echoing nothing of ours.
+	kind string
+}
+
+func TestLongestGap(t *testing.T) {
+	ms := func(n int) Duration { return Duration(time.Duration(n) * time.Millisecond) }
+	tests := []struct {
+		name      string
+		events    []gapEvent
+		wantPaths [2]Duration
+		wantPeer  Duration
+		wantRx    [2]uint64 // packets accepted per path
+		wantBoots int
+	}{{
+		name:      "one path, one late packet",
+		events:    []gapEvent{{0, 0, 1, ""}, {500, 0, 1, ""}, {1000, 0, 1, ""}, {1620, 0, 1, ""}, {2100, 0, 1, ""}},
+		wantPaths: [2]Duration{ms(620), 0}, wantPeer: ms(620), wantRx: [2]uint64{5, 0}, wantBoots: 1,
+	}, {
+		name: "two paths: each its own, the peer the gap on any",
+		events: []gapEvent{{0, 0, 1, ""}, {10, 1, 1, ""}, {500, 0, 1, ""}, {510, 1, 1, ""}, {1000, 0, 1, ""},
+			{2010, 1, 1, ""}},
+		wantPaths: [2]Duration{ms(500), ms(1500)}, wantPeer: ms(1010), wantRx: [2]uint64{3, 3}, wantBoots: 1,
+	}, {
+		name:      "the silence before the first packet does not count",
+		events:    []gapEvent{{5000, 0, 1, ""}, {5400, 0, 1, ""}, {9000, 1, 1, ""}},
+		wantPaths: [2]Duration{ms(400), 0}, wantPeer: ms(3600), wantRx: [2]uint64{2, 1}, wantBoots: 1,
+	}, {
+		name: "a new boot of the peer starts afresh",
+		events: []gapEvent{{0, 0, 1, ""}, {50, 1, 1, ""}, {150, 1, 1, ""}, {2000, 0, 1, ""},
+			// Boot 2: neither the gap across the change (2000 to 2500 on
+			// path 0, 150 to 4000 on path 1) nor boot 1's 2 s counts.
+			{2500, 0, 2, ""}, {3000, 0, 2, ""}, {4000, 1, 2, ""}, {4300, 1, 2, ""}},
+		wantPaths: [2]Duration{ms(500), ms(300)}, wantPeer: ms(1000), wantRx: [2]uint64{4, 4}, wantBoots: 2,
+	}, {
+		name: "replayed and unproven packets are not heard",
+		events: []gapEvent{{0, 0, 1, ""}, {500, 0, 1, ""}, {1000, 0, 1, ""}, {1900, 0, 1, "replay"}, {2000, 0, 1, ""},
+			{2500, 0, 3, "unproven"}, {2900, 0, 1, ""}},
+		wantPaths: [2]Duration{ms(1000), 0}, wantPeer: ms(1000), wantRx: [2]uint64{5, 0}, wantBoots: 1,
+	}, {
+		// Path 1's receiver took its time at 590 but got the lock after
+		// path 0's packet of 600: the peer's gap still runs from 600.
+		name:      "packets handled out of order across paths",
+		events:    []gapEvent{{0, 0, 1, ""}, {600, 0, 1, ""}, {590, 1, 1, ""}, {1200, 0, 1, ""}},
+		wantPaths: [2]Duration{ms(600), 0}, wantPeer: ms(600), wantRx: [2]uint64{3, 1}, wantBoots: 1,
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			peers := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:7001"), netip.MustParseAddrPort("127.0.0.1:7002")}
+			e, err := Open(cfgFor(t, "nas-a", "nas-b", peers, nil, 3*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.closeConns()
+			start := time.Now()
+			var ours uint64           // our sequence numbers, "sent" as needed
+			seqs := map[byte]uint64{} // the peer's, per boot
+			last := map[byte][]byte{} // the peer's newest packet, per boot
+			tick := map[byte]uint64{} // the peer's send rounds, per boot
+			for _, ev := range tt.events {
+				now := start.Add(time.Duration(ev.at) * time.Millisecond)
+				var b []byte
+				switch ev.kind {
+				case "replay":
+					b = last[ev.boot]
+				default:
+					ours++
+					e.mu.Lock()
+					e.sent[ours%sentRing] = sentRec{ours, now}
+					e.mu.Unlock()
+					seqs[ev.boot]++
+					tick[ev.boot]++
+					b = craft(t, testKey, func(pk *packet) {
+						pk.Boot, pk.Seq, pk.Tick, pk.Path = BootID{ev.boot}, seqs[ev.boot], tick[ev.boot], uint8(ev.path)
+						if ev.kind == "" {
+							pk.EchoBoot, pk.EchoSeq = e.BootID(), ours
+						}
+					})
+					last[ev.boot] = b
+				}
+				e.handle(e.paths[ev.path], peers[ev.path], b, now)
+			}
+			s := e.Snapshot()
+			if s.Peer == nil {
+				t.Fatal("no peer accepted")
+			}
+			if s.Peer.Boots != tt.wantBoots {
+				t.Errorf("boots %d, want %d", s.Peer.Boots, tt.wantBoots)
+			}
+			for i, ps := range s.Paths {
+				if ps.Received != tt.wantRx[i] {
+					t.Errorf("path %s: %d packets accepted, want %d", ps.Name, ps.Received, tt.wantRx[i])
+				}
+				if ps.LongestGap != tt.wantPaths[i] {
+					t.Errorf("path %s: longest gap %v, want %v", ps.Name, time.Duration(ps.LongestGap), time.Duration(tt.wantPaths[i]))
+				}
+			}
+			if s.Peer.LongestGap != tt.wantPeer {
+				t.Errorf("peer: longest gap %v, want %v", time.Duration(s.Peer.LongestGap), time.Duration(tt.wantPeer))
+			}
+		})
+	}
+}
+
+// The longest gaps are in the status JSON, and left out while there is
+// none.
+func TestLongestGapJSON(t *testing.T) {
+	s := Snapshot{Peer: &PeerStatus{LongestGap: Duration(620 * time.Millisecond)},
+		Paths: []PathStatus{{Name: "replication", LongestGap: Duration(1500 * time.Millisecond)}, {Name: "management"}}}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Peer  map[string]any   `json:"peer"`
+		Paths []map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if g := got.Peer["longest_gap"]; g != "620ms" {
+		t.Errorf("peer longest_gap %v, want 620ms", g)
+	}
+	if g := got.Paths[0]["longest_gap"]; g != "1.5s" {
+		t.Errorf("path longest_gap %v, want 1.5s", g)
+	}
+	if g, ok := got.Paths[1]["longest_gap"]; ok {
+		t.Errorf("path without a gap has longest_gap %v", g)
 	}
 }

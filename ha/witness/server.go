@@ -57,16 +57,17 @@ import (
 	"tandem.dev/tandem/ha"
 )
 
-// DefaultLease is the lease when none is configured: three times the
-// default heartbeat dead time (3 s).
-const DefaultLease = 9 * time.Second
+// DefaultLease is the lease when none is configured: the default
+// heartbeat dead time (3 s), so a silent head's vote is free by the time
+// its peer notices the silence.
+const DefaultLease = 3 * time.Second
 
 // Config configures a Server.
 type Config struct {
 	Pair string
 	Key  []byte
 	// Lease is how long one grant lasts; the holder renews well within
-	// it. A few heartbeat dead times. Zero: DefaultLease.
+	// it. About the heartbeat dead time. Zero: DefaultLease.
 	Lease time.Duration
 	// Nodes, if set, are the only node names that may ask (the two heads
 	// of the site config).

@@ -15,13 +15,13 @@ const DefaultPort = 7791
 
 // FromSite builds a witness Config from a checked site config: the pair
 // name, the two node names (only they may ask), the lease (witness.lease_ms,
-// which defaults to three dead times), and the pair key: from keyFile when given (the witness host
+// which defaults to the dead time), and the pair key: from keyFile when given (the witness host
 // rarely has the heads' key_file path), else pair.key or pair.key_file.
 // It also returns the port of witness.address (DefaultPort if unset).
 func FromSite(cfg *site.Config, keyFile string) (Config, int, error) {
 	c := Config{Pair: cfg.Pair.Name, Lease: time.Duration(cfg.Witness.LeaseMS) * time.Millisecond}
 	if c.Lease == 0 { // a config built in code rather than parsed
-		c.Lease = 3 * time.Duration(cfg.HA.DeadTimeMS) * time.Millisecond
+		c.Lease = time.Duration(cfg.HA.DeadTimeMS) * time.Millisecond
 	}
 	for _, n := range cfg.Nodes {
 		c.Nodes = append(c.Nodes, n.Name)

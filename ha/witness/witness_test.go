@@ -311,7 +311,7 @@ func TestRequestsDroppedAndCounted(t *testing.T) {
 // send, resends when nothing comes, and reports no answer as an error.
 func TestClientRejectsBadAnswersAndRetries(t *testing.T) {
 	clock := newClock()
-	srv, err := NewServer(Config{Pair: "vdi-nas", Key: testKey, Quiet: -1, Now: clock.Now, Log: testLog(t)})
+	srv, err := NewServer(Config{Pair: "vdi-nas", Key: testKey, Lease: 9 * time.Second, Quiet: -1, Now: clock.Now, Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +353,7 @@ func TestClientRejectsBadAnswersAndRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if got := ask(t, c); got != (answer{true, DefaultLease - time.Second - 2*time.Second, "nas-a"}) {
+	if got := ask(t, c); got != (answer{true, 9*time.Second - time.Second - 2*time.Second, "nas-a"}) {
 		t.Errorf("got %+v", got)
 	}
 	if d := c.Vote().Dropped; d != 2 {

@@ -269,7 +269,7 @@ type Witness struct {
 	Address    string `toml:"address"` // host:port
 	PingTarget string `toml:"ping_target"`
 	// LeaseMS is how long one grant of the witness's vote lasts
-	// (`tandem witness --site` reads it); default three dead times.
+	// (`tandem witness --site` reads it); default the dead time.
 	LeaseMS int `toml:"lease_ms"`
 }
 

@@ -453,7 +453,7 @@ func TestParseGood(t *testing.T) {
 				"arp count":     c.VIP.ARPCount == 5,
 				"dead time":     c.HA.DeadTimeMS == 3000,
 				"stop bound":    c.HA.StopBoundMS == DefaultStopBoundMS,
-				"witness lease": c.Witness.LeaseMS == 9000,
+				"witness lease": c.Witness.LeaseMS == 3000,
 				"monitor":       c.HA.Monitor == DefaultMonitors,
 				"no consent":    !c.Storage.RAID.CreateIfBlank && !c.Storage.Filesystem.MkfsIfBlank,
 				"no shell":      !c.Diagnostics.RescueShell,
@@ -475,8 +475,8 @@ func TestParseGood(t *testing.T) {
 			if c.HA.WatchdogTimeoutSeconds != DefaultWatchdogTimeoutSec {
 				t.Errorf("watchdog timeout %d s, want the default", c.HA.WatchdogTimeoutSeconds)
 			}
-			if c.Witness.LeaseMS != 12000 {
-				t.Errorf("lease %d ms, want three dead times", c.Witness.LeaseMS)
+			if c.Witness.LeaseMS != 4000 {
+				t.Errorf("lease %d ms, want the dead time", c.Witness.LeaseMS)
 			}
 		}},
 		{"dhcp management", []edit{{`address = "10.0.0.12/24"`, `dhcp = true`}}, "", func(t *testing.T, c *Config) {

@@ -58,6 +58,9 @@ type Timing struct {
 	// TakeoverDelayMS is how long a head waits, with the vote and without
 	// the peer, before it takes over.
 	TakeoverDelayMS int64 `json:"takeover_delay_ms"`
+	// AddressDelayMS is how long after that the service address may come
+	// up on the new head.
+	AddressDelayMS int64 `json:"address_delay_ms"`
 }
 
 // Heartbeat is the membership layer's view of the peer.
@@ -82,6 +85,9 @@ type HeartbeatPeer struct {
 	Epoch     uint64    `json:"epoch"`
 	Boots     int       `json:"boots"` // boots of the peer seen since this head started
 	LastHeard time.Time `json:"last_heard,omitzero"`
+	// LongestGapMS: the longest this boot of the peer went unheard on
+	// every path while alive; compare with the dead time.
+	LongestGapMS float64 `json:"longest_gap_ms,omitempty"`
 }
 
 // HeartbeatPath is one path's health.
@@ -96,6 +102,9 @@ type HeartbeatPath struct {
 	SendErrors uint64    `json:"send_errors"`
 	Loss       float64   `json:"loss"` // of the peer's last 64 rounds, 0 to 1
 	RTTMS      float64   `json:"rtt_ms,omitempty"`
+	// LongestGapMS: the longest time between two packets on this path
+	// within the peer's current boot.
+	LongestGapMS float64 `json:"longest_gap_ms,omitempty"`
 }
 
 // HeartbeatDrops count the packets refused, by reason.
@@ -186,8 +195,8 @@ func formatHA(w io.Writer, st *Status) error {
 		fmt.Fprintf(&b, "  %s: %s, epoch %d, announces %s; decision: %s: %s\n", orDash(p.Node), pq, p.HA.Epoch, orDash(p.HA.Announce), p.HA.Decision.Action, p.HA.Decision.Reason)
 	}
 	t := h.Timing
-	fmt.Fprintf(&b, "  timing: interval %s, dead time %s, stop bound %s, watchdog %s; takeover after %s without the peer\n",
-		ms(t.IntervalMS), ms(t.DeadTimeMS), ms(t.StopBoundMS), ms(t.WatchdogMS), ms(t.TakeoverDelayMS))
+	fmt.Fprintf(&b, "  timing: interval %s, dead time %s, stop bound %s, watchdog %s; takeover after %s without the peer, service address after %s\n",
+		ms(t.IntervalMS), ms(t.DeadTimeMS), ms(t.StopBoundMS), ms(t.WatchdogMS), ms(t.TakeoverDelayMS), ms(t.AddressDelayMS))
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
@@ -206,7 +215,7 @@ func formatHA(w io.Writer, st *Status) error {
 	}
 	fmt.Fprintf(w, "\nheartbeat  %s %s\n", seenWord(hb), peer)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  path\tlocal\tpeer\tstate\tlast heard\trx\ttx\terr\tloss\trtt")
+	fmt.Fprintln(tw, "  path\tlocal\tpeer\tstate\tlast heard\trx\ttx\terr\tloss\trtt\tlongest gap")
 	for _, p := range hb.Paths {
 		state := "down"
 		if p.Alive {
@@ -220,7 +229,11 @@ func formatHA(w io.Writer, st *Status) error {
 		if p.RTTMS > 0 {
 			rtt = fmt.Sprintf("%.1fms", p.RTTMS)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.0f%%\t%s\n", p.Name, p.Local, p.Peer, state, last, p.Received, p.Sent, p.SendErrors, 100*p.Loss, rtt)
+		gap := "-"
+		if p.LongestGapMS > 0 {
+			gap = fmt.Sprintf("%.2fs", p.LongestGapMS/1000)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.0f%%\t%s\t%s\n", p.Name, p.Local, p.Peer, state, last, p.Received, p.Sent, p.SendErrors, 100*p.Loss, rtt, gap)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

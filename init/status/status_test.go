@@ -206,11 +206,11 @@ func TestFormatHA(t *testing.T) {
 		HA: &HA{
 			At: at, Quorum: true, QuorumBy: "witness vote", Mode: "normal", Announce: "active", Epoch: 3,
 			Decision: Decision{Action: "none", Reason: "active; peer not seen, witness vote held", Since: at.Add(-2 * time.Second)},
-			Timing:   Timing{IntervalMS: 500, DeadTimeMS: 5000, StopBoundMS: 20000, WatchdogMS: 30000, MarginMS: 1000, TakeoverDelayMS: 51500},
+			Timing:   Timing{IntervalMS: 500, DeadTimeMS: 5000, StopBoundMS: 20000, WatchdogMS: 30000, MarginMS: 1000, TakeoverDelayMS: 51500, AddressDelayMS: 51500},
 			Heartbeat: Heartbeat{
 				Peer: &HeartbeatPeer{Node: "head-a", Role: "active", Disk: "UpToDate", HoldsVote: true, Epoch: 2, Boots: 1, LastHeard: at.Add(-80 * time.Second)},
 				Paths: []HeartbeatPath{
-					{Name: "replication", Local: "10.10.0.12:7790", Peer: "10.10.0.11:7790", LastHeard: at.Add(-80 * time.Second), Received: 1200, Sent: 1360, Loss: 1, RTTMS: 2.4},
+					{Name: "replication", Local: "10.10.0.12:7790", Peer: "10.10.0.11:7790", LastHeard: at.Add(-80 * time.Second), Received: 1200, Sent: 1360, Loss: 1, RTTMS: 2.4, LongestGapMS: 1240},
 					{Name: "management", Local: "10.0.0.12:7790", Peer: "10.0.0.11:7790", LastHeard: at.Add(-80 * time.Second), Received: 1190, Sent: 1360, SendErrors: 3, Loss: 1},
 				},
 				Dropped: HeartbeatDrops{Forged: 4, Replayed: 2, Unproven: 1},

@@ -119,7 +119,8 @@ type Resource struct {
 	// recorded is the client list last saved to ClientsFile.
 	recorded     []Conn
 	recordedOnce bool
-	saving       bool // a write of the list is still under way
+	saving       bool      // a write of the list is still under way
+	hold         time.Time // Start raises the address no sooner (HoldUntil)
 }
 
 // saveBound is how long recordClients waits for the list to be written.
@@ -153,9 +154,32 @@ func (r *Resource) errorf(op string, kind services.Kind, format string, a ...any
 	return services.Errorf(Name, op, kind, format, a...)
 }
 
+// HoldUntil keeps the next Start from raising the address before t: on
+// a takeover the old head must have dropped it first (see
+// decide.Params.AddressDelay). The layers below start meanwhile.
+func (r *Resource) HoldUntil(t time.Time) {
+	r.mu.Lock()
+	r.hold = t
+	r.mu.Unlock()
+}
+
 // Start adds the address and announces it.
 func (r *Resource) Start(ctx context.Context) error {
 	const op = "start"
+	r.mu.Lock()
+	hold := r.hold
+	r.hold = time.Time{}
+	r.mu.Unlock()
+	if wait := time.Until(hold); wait > 0 {
+		r.log.Info("holding the address until the old head has dropped it", "address", r.cfg.Address, "wait", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return r.errorf(op, services.Timeout, "waiting %v for the old head to drop %s: %v", wait.Round(time.Millisecond), r.cfg.Address, ctx.Err())
+		}
+	}
 	l, err := r.net.Link(r.cfg.Link)
 	if errors.Is(err, ErrNoLink) {
 		return r.errorf(op, services.Missing, "service interface %s: %v", r.cfg.Link, err)

@@ -176,6 +176,54 @@ func TestStartErrors(t *testing.T) {
 	}
 }
 
+// A takeover's hold keeps the address down until its time, once.
+func TestStartHold(t *testing.T) {
+	cases := []struct {
+		name    string
+		hold    time.Duration // from now; 0: none
+		ctx     time.Duration // Start's deadline
+		minWait time.Duration
+		kind    services.Kind // -1: no error
+	}{
+		{"no hold", 0, time.Second, 0, -1},
+		{"hold in the past", -time.Second, time.Second, 0, -1},
+		{"hold", 150 * time.Millisecond, 2 * time.Second, 150 * time.Millisecond, -1},
+		{"deadline first", time.Minute, 50 * time.Millisecond, 0, services.Timeout},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, fn, _ := newTest(t, eth0(true), 1)
+			if tc.hold != 0 {
+				r.HoldUntil(time.Now().Add(tc.hold))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), tc.ctx)
+			defer cancel()
+			t0 := time.Now()
+			err := r.Start(ctx)
+			took := time.Since(t0)
+			switch {
+			case tc.kind < 0 && err != nil:
+				t.Fatalf("start: %v", err)
+			case tc.kind >= 0 && services.KindOf(err) != tc.kind:
+				t.Fatalf("start: %v, want kind %v", err, tc.kind)
+			case took < tc.minWait:
+				t.Errorf("address up after %v, before the hold of %v", took, tc.minWait)
+			case tc.kind >= 0 && fn.addrs[r.cfg.Address]:
+				t.Error("address raised although the hold was not over")
+			}
+			// The hold is for one start only.
+			if err := r.Stop(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
+			defer cancel2()
+			if err := r.Start(ctx2); err != nil {
+				t.Errorf("second start, the hold should be spent: %v", err)
+			}
+		})
+	}
+}
+
 func TestStopMissingLink(t *testing.T) {
 	r, _, _ := newTest(t, nil, 1)
 	if err := r.Stop(context.Background()); err != nil {
