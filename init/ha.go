@@ -88,6 +88,7 @@ type haSup struct {
 	lastSince   time.Time
 	alert       string
 	drbdState   drbd.State
+	stale       bool      // replicaWatch: this disk may lack the active peer's writes
 	holdSince   time.Time // holding back for the preferred peer since
 	armed       time.Time // the watchdog bound this loop set
 	peerLostAt  time.Time // when the loop first found the peer silent
@@ -251,7 +252,10 @@ func (h *haSup) step(ctx context.Context, now time.Time) {
 	snap := h.hb.Snapshot()
 	in := h.observe(now, snap)
 	d := h.m.Step(now, in)
-	h.hb.SetState(heartbeat.State{Role: d.Announce, Disk: in.Disk, HoldsVote: in.Vote, Epoch: in.Epoch})
+	h.mu.Lock()
+	st, stale := h.drbdState, h.stale
+	h.mu.Unlock()
+	h.hb.SetState(heartbeat.State{Role: d.Announce, Disk: in.Disk, HoldsVote: in.Vote, Epoch: in.Epoch, Outdated: st.Disk == "Outdated"})
 	if h.wantVote.Swap(d.Vote) != d.Vote {
 		select {
 		case h.voteKick <- struct{}{}:
@@ -265,10 +269,10 @@ func (h *haSup) step(ctx context.Context, now time.Time) {
 	stk := h.b.stack
 	h.b.mu.Unlock()
 	if stk != nil && stk.drbd != nil {
-		h.mu.Lock()
-		st := h.drbdState
-		h.mu.Unlock()
-		h.watchFencing(ctx, now, fencingState(in.Local, in.Vote, st, stk.drbd))
+		f := fencingState(in.Local, in.Vote, st, stk.drbd)
+		f.stale = stale
+		f.peerOutdated = peerOutdated(snap)
+		h.watchFencing(ctx, now, f)
 	}
 	if h.wc != nil {
 		if o := h.wc.Vote().Outdated; h.outdated.Swap(o) != o {
@@ -356,6 +360,7 @@ func (h *haSup) observe(now time.Time, snap heartbeat.Snapshot) decide.Inputs {
 	case changed:
 		h.log.Info("HA: DRBD reconnected and resynced: this head's data is current again")
 	}
+	h.stale = stale
 	if stale && in.Local != ha.Active && in.Disk == ha.UpToDate {
 		in.Disk = ha.Outdated
 	}
@@ -679,7 +684,7 @@ func (h *haSup) fence(ctx context.Context) error {
 		return errors.New("no DRBD resource")
 	}
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err := h.outdatePeer(fctx, "taking over from a silent "+h.peer)
+	_, err := h.outdatePeer(fctx, "taking over from a silent "+h.peer, time.Now())
 	cancel()
 	if err != nil {
 		return fmt.Errorf("fence: %w", err)

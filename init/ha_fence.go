@@ -7,15 +7,18 @@ import (
 	"time"
 
 	"tandem.dev/tandem/ha"
+	"tandem.dev/tandem/ha/heartbeat"
 	"tandem.dev/tandem/services/drbd"
 )
 
 // Fencing with DRBD's resource-and-stonith (docs/ha.md, "Fencing"): a
 // primary that loses the peer freezes its I/O in the kernel, and DRBD's
 // fence-peer handler asks this supervisor (status.OpFencePeer). Writes
-// may land on one disk alone only once the witness records that this
-// head's data is the only current copy: the peer is then never granted
-// the vote, so it cannot take over without them.
+// may land on one disk alone only once the peer cannot serve without
+// them: either the peer, still heard over another path, has marked its
+// own disk Outdated in DRBD's metadata (it does so when it hears the
+// active head after DRBD lost it), or the witness records this head's
+// data as the only current copy, and never grants the peer the vote.
 
 // fenceRetry spaces the loop's own attempts to outdate the peer and thaw
 // I/O (the handler's attempt may have met a witness that did not answer),
@@ -49,13 +52,19 @@ func (b *Boot) fencePeerForDRBD(ctx context.Context) (string, error) {
 	if h == nil {
 		return "", errors.New("the HA supervisor does not run")
 	}
-	return h.outdatePeer(ctx, "DRBD lost "+h.peer+" while this head is primary")
+	return h.outdatePeer(ctx, "DRBD lost "+h.peer+" while this head is primary", time.Now())
 }
 
 // outdatePeer makes sure the peer can no longer serve without this head's
-// writes, and returns the verdict word for DRBD's handler.
-func (h *haSup) outdatePeer(ctx context.Context, why string) (string, error) {
+// writes, and returns the verdict word for DRBD's handler. lost is when
+// this head's DRBD lost the peer, or later: the peer's mark counts only
+// if the peer announced it after that.
+func (h *haSup) outdatePeer(ctx context.Context, why string, lost time.Time) (string, error) {
 	switch {
+	case h.peerMarkedSince(ctx, lost):
+		h.log.Warn("HA: " + why + ": " + h.peer + " has marked its own disk Outdated in DRBD's metadata " +
+			"(it hears this head over another path): it cannot serve before it has resynced; writing on alone")
+		return "outdated", nil
 	case h.wc != nil:
 		if !h.wc.Held() {
 			return "", errors.New("this head does not hold the witness vote: its I/O stays frozen")
@@ -77,8 +86,11 @@ func (h *haSup) outdatePeer(ctx context.Context, why string) (string, error) {
 }
 
 // watchFencing is the loop's part: thaw a primary that fencing froze
-// while this head holds the vote (the handler's own attempt failed), and
-// lift the witness's record once DRBD has resynced the peer.
+// once the peer is outdated or this head holds the vote (the handler's
+// own attempt failed); on a standby whose disk may lack the active
+// peer's writes, mark it Outdated in DRBD's metadata, which lets that
+// peer thaw without the witness; and lift the witness's record once
+// DRBD has resynced the peer.
 func (h *haSup) watchFencing(ctx context.Context, now time.Time, in stateForFencing) {
 	b := h.b
 	if !in.frozen {
@@ -87,16 +99,27 @@ func (h *haSup) watchFencing(ctx context.Context, now time.Time, in stateForFenc
 		return // DRBD's handler is likely at it: give it time
 	}
 	switch {
-	case in.active && in.frozen && in.vote && now.Sub(time.Unix(0, h.fencing.frozenAt.Load())) >= fenceRetry:
+	case in.active && in.frozen && (in.vote || in.peerOutdated) && now.Sub(time.Unix(0, h.fencing.frozenAt.Load())) >= fenceRetry:
 		h.fencing.try(b, "HA thaw", now, func() {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			if _, err := h.outdatePeer(actx, "DRBD froze this primary's I/O"); err != nil {
+			if _, err := h.outdatePeer(actx, "DRBD froze this primary's I/O", time.Unix(0, h.fencing.frozenAt.Load())); err != nil {
 				return
 			}
 			if err := in.drbd.ResumeIO(actx); err != nil {
 				h.log.Error("HA: cannot resume DRBD's frozen I/O", "err", err)
 			}
+		})
+	case !in.active && in.stale && in.secondary && in.upToDate && !in.connected:
+		h.fencing.try(b, "HA outdate self", now, func() {
+			octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := in.drbd.Outdate(octx); err != nil {
+				h.log.Error("HA: cannot mark this head's disk Outdated; "+h.peer+" stays frozen unless the witness answers it", "err", err)
+				return
+			}
+			h.log.Warn("HA: DRBD lost " + h.peer + " while it went on serving: this head's disk is now marked Outdated in DRBD's metadata, " +
+				"so " + h.peer + " may write on alone; this head does not take over until it has resynced")
 		})
 	case h.wc != nil && in.synced && h.wc.Vote().Writer:
 		h.fencing.try(b, "HA unfence", now, func() {
@@ -114,18 +137,63 @@ func (h *haSup) watchFencing(ctx context.Context, now time.Time, in stateForFenc
 // frozenByFencing: DRBD holds this head's I/O (fencing froze it).
 func frozenByFencing(st drbd.State) bool { return st.Suspended != "" && st.Suspended != "no" }
 
+// peerOutdated: the peer, seen now, announces that DRBD's metadata marks
+// its disk Outdated.
+func peerOutdated(s heartbeat.Snapshot) bool {
+	return s.Seen && s.Peer != nil && s.Peer.State.Outdated
+}
+
+// markFresh bounds how long outdatePeer waits for the peer's mark to be
+// announced after the loss: one or two heartbeat rounds.
+const markFresh = 2 * time.Second
+
+// peerMarkedSince reports whether the peer announces its disk marked
+// Outdated in a heartbeat it sent after lost. A mark announced before
+// could predate a resync that cleared it; the heartbeat's echo orders
+// the two with no clock and no delay bound (heartbeat.PeerStatus.HeardUs).
+// It waits up to markFresh for such a heartbeat, and not at all when the
+// peer announces no mark.
+func (h *haSup) peerMarkedSince(ctx context.Context, lost time.Time) bool {
+	if h.hb == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, markFresh)
+	defer cancel()
+	for {
+		s := h.hb.Snapshot()
+		if !peerOutdated(s) {
+			return false
+		}
+		if s.Peer.HeardUs.After(lost) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // stateForFencing is what watchFencing needs from one observation.
 type stateForFencing struct {
 	active, frozen, vote, synced bool
-	drbd                         *drbd.Resource
+	// The standby's side: its disk may lack the active peer's writes
+	// (replicaWatch), and DRBD's view of it.
+	stale, secondary, upToDate, connected bool
+	peerOutdated                          bool
+	drbd                                  *drbd.Resource
 }
 
 func fencingState(in ha.Role, vote bool, st drbd.State, r *drbd.Resource) stateForFencing {
 	return stateForFencing{
-		active: in == ha.Active,
-		frozen: frozenByFencing(st),
-		vote:   vote,
-		synced: st.Connection == "Connected" && st.Disk == "UpToDate" && st.PeerDisk == "UpToDate",
-		drbd:   r,
+		active:    in == ha.Active,
+		frozen:    frozenByFencing(st),
+		vote:      vote,
+		synced:    st.Connection == "Connected" && st.Disk == "UpToDate" && st.PeerDisk == "UpToDate",
+		secondary: st.Role == "Secondary",
+		upToDate:  st.Disk == "UpToDate",
+		connected: st.Connection == "Connected",
+		drbd:      r,
 	}
 }

@@ -13,9 +13,15 @@ import "time"
 // A power pull or a cut of every link is not this: the peer falls
 // silent with the connection, and nothing is heard from it after DRBD
 // loses it.
+//
+// A head that was active at any time since DRBD lost the peer is never
+// stale: it may have written alone, and the stale mark leads to
+// `drbdadm outdate`, after which DRBD would resync the peer's older data
+// over those writes.
 type replicaWatch struct {
 	lostAt     time.Time // when DRBD was first seen not Connected
 	staleSince time.Time
+	wasActive  bool // active at some time since lostAt
 }
 
 // update takes one observation and says whether the copy may be stale,
@@ -25,13 +31,15 @@ func (w *replicaWatch) update(now time.Time, connected, upToDate, active, peerAc
 	was := !w.staleSince.IsZero()
 	switch {
 	case connected:
-		w.lostAt = time.Time{}
+		w.lostAt, w.wasActive = time.Time{}, false
 		if upToDate {
 			w.staleSince = time.Time{}
 		}
 	case w.lostAt.IsZero():
-		w.lostAt = now
-	case !active && peerActive && !was && lastHeard.After(w.lostAt.Add(interval)):
+		w.lostAt, w.wasActive = now, active
+	case active:
+		w.wasActive = true
+	case peerActive && !was && !w.wasActive && lastHeard.After(w.lostAt.Add(interval)):
 		w.staleSince = now
 	}
 	stale = !w.staleSince.IsZero()

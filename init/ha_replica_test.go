@@ -43,6 +43,20 @@ func TestReplicaWatch(t *testing.T) {
 			{0, false, true, true, false, 0, false, false},
 			{5, false, true, true, false, 5, false, false},
 		}},
+		// It took over while DRBD was disconnected and wrote alone, then
+		// stopped; the old active, hung in its stop, still announces
+		// active. Marking this disk stale (and outdating it) would have
+		// DRBD resync the old data over the new writes.
+		{"active since the loss: never stale", []obs{
+			{0, true, true, false, true, 0, false, false},
+			{1, false, true, false, true, 1, false, false},
+			{5, false, true, true, false, 4, false, false}, // took over
+			{60, false, true, false, true, 60, false, false},
+			{61, false, true, false, true, 61, false, false},
+			{70, true, true, false, true, 70, false, false}, // reconnected: a new watch
+			{71, false, true, false, true, 71, false, false},
+			{72, false, true, false, true, 72, true, true},
+		}},
 		{"no peer serving (both restarting): not stale", []obs{
 			{0, false, true, false, false, 0, false, false},
 			{5, false, true, false, false, 5, false, false},

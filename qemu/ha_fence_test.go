@@ -11,22 +11,24 @@ import (
 	"tandem.dev/tandem/qemu"
 )
 
-// DRBD's fencing when the witness cannot answer (issue 6, "never two
-// writers"): the active head's writes stay frozen rather than land on its
-// disk alone, and thaw once the witness records it as the writer.
+// DRBD's fencing when the witness cannot answer (issue 6: "the head
+// outdates the peer through DRBD's fence-peer hook when it can reach
+// it"): the active head's writes stay frozen until the peer, still heard
+// over the management network, has marked its own disk Outdated in DRBD's
+// metadata; then they go on, with no witness at all.
 //
 //  1. The full lab boots with the witness on the client; head-a serves
 //     and the client writes through the VIP over a hard NFSv3 mount.
 //  2. The witness is paused (SIGSTOP): head-a's lease runs out, and it
 //     stays active on its peer alone.
 //  3. Both replication links are cut. head-a's DRBD loses head-b and
-//     freezes its I/O; the fence-peer handler cannot have head-b recorded
-//     as outdated (no vote), so DRBD stays frozen ("helper broken").
-//  4. The witness resumes. head-a gets the vote back, has the witness
-//     record it as the writer, and thaws DRBD itself (drbdadm resume-io);
-//     the client writes again.
-//  5. The links come back: head-b resyncs, the record is lifted, and
-//     every acknowledged record reads back uncached.
+//     freezes its I/O. head-b, hearing head-a after its own DRBD lost it,
+//     marks its disk Outdated (drbdadm outdate) and announces it; head-a
+//     writes on, thawed by that mark, not by the witness. head-b cannot
+//     take over now, not even after a reboot, until it has resynced.
+//  4. The witness resumes and the links come back: head-b resyncs and is
+//     UpToDate again, with no split brain, and every acknowledged record
+//     reads back uncached.
 func TestFencingFreezesWithoutTheWitness(t *testing.T) {
 	ctx, lab, _ := startHALab(t, 20*time.Minute)
 	a, b, client := lab.VM("head-a"), lab.VM("head-b"), lab.VM("client")
@@ -45,41 +47,39 @@ func TestFencingFreezesWithoutTheWitness(t *testing.T) {
 		return s.Role == "active" && s.HA != nil && !s.HA.Vote.Held && s.HA.Heartbeat.Seen
 	})
 
-	// 3. Replication cut: head-a's DRBD freezes and stays frozen.
-	markA := a.Console.Len()
+	// 3. Replication cut: head-a's DRBD freezes; head-b outdates itself;
+	// head-a writes on.
+	markA, markB := a.Console.Len(), b.Console.Len()
+	cut := time.Now()
 	setRepLinks(t, lab, false)
-	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(kernelLog(t, ctx, a), "fence-peer helper broken, returned 1") {
-		if time.Now().After(deadline) {
-			t.Fatalf("head-a's DRBD never ran the fence-peer handler to a refusal after the cut:\n%s", drbdKernelLines(t, ctx, a))
-		}
-		sleepCtx(ctx, time.Second)
+	if _, err := b.Console.WaitForAfter(ctx, markB, regexp.MustCompile(`this head's disk is now marked Outdated in DRBD's metadata`)); err != nil {
+		t.Fatalf("head-b did not mark its disk Outdated: %v\n%s", err, drbdKernelLines(t, ctx, b))
 	}
-	sleepCtx(ctx, 3*time.Second) // past the loop's 2 s retry: nothing thaws it without the vote
-	if strings.Contains(a.Console.Text()[markA:], "I/O resumed after fencing") {
-		t.Fatalf("head-a thawed DRBD without the witness vote")
+	marked := time.Since(cut)
+	lines := drbdLines(kernelLog(t, ctx, b), `drbd`)
+	t.Logf("head-b's DRBD kernel log, last lines:\n%s", strings.Join(lines[max(0, len(lines)-12):], "\n"))
+	if _, err := a.Console.WaitForAfter(ctx, markA, regexp.MustCompile(`head-b has marked its own disk Outdated in DRBD's metadata`)); err != nil {
+		t.Fatalf("head-a did not take head-b's mark: %v\n%s", err, drbdKernelLines(t, ctx, a))
 	}
-	st := nodeStatus(t, ctx, a)
-	if st.Role != "active" || st.DRBD == nil || st.DRBD.Role != "Primary" {
-		t.Fatalf("head-a while frozen: role %s, DRBD %+v", st.Role, st.DRBD)
-	}
-	t.Logf("head-a frozen: DRBD %s %s/%s, decision %s", st.DRBD.Connection, st.DRBD.Disk, st.DRBD.PeerDisk, st.HA.Decision.Reason)
-
-	// 4. The witness is back: head-a is recorded as the writer and thaws.
-	guest(t, ctx, client, "busybox", "kill", "-CONT", witness)
-	thawed := regexp.MustCompile(`drbd: I/O resumed after fencing`)
-	if _, err := a.Console.WaitForAfter(ctx, markA, thawed); err != nil {
-		t.Fatalf("head-a did not thaw once the witness answered again: %v", err)
-	}
-	mustLogAfter(t, a, markA, "DRBD froze this primary's I/O: the witness now records this head's data as the only current copy")
 	clientWrites(t, ctx, client, "/tmp/v3")
-	if st := nodeStatus(t, ctx, b); st.Role == "active" {
-		t.Errorf("head-b became active: %+v", st.HA.Decision)
+	thawed := time.Since(cut)
+	if strings.Contains(a.Console.Text()[markA:], "the witness now records this head's data") {
+		t.Errorf("head-a went through the witness, which is paused")
 	}
+	stB := nodeStatus(t, ctx, b)
+	if stB.Role == "active" || stB.DRBD == nil || stB.DRBD.Disk != "Outdated" || stB.DRBD.Role != "Secondary" {
+		t.Fatalf("head-b after marking itself: role %s, DRBD %+v", stB.Role, stB.DRBD)
+	}
+	t.Logf("replication cut: head-b marked its disk Outdated after %.1f s, the client wrote again by %.1f s; head-b: %s",
+		marked.Seconds(), thawed.Seconds(), stB.HA.Decision.Reason)
 
-	// 5. The links come back; the pair is whole and the record lifted.
+	// 4. The witness and the links come back; the pair is whole.
+	guest(t, ctx, client, "busybox", "kill", "-CONT", witness)
 	setRepLinks(t, lab, true)
 	pairReady(t, ctx, a)
+	if st := nodeStatus(t, ctx, b); st.DRBD == nil || st.DRBD.Disk != "UpToDate" {
+		t.Errorf("head-b after the resync: DRBD %+v", st.DRBD)
+	}
 	for name, klog := range map[string]string{"head-a": kernelLog(t, ctx, a), "head-b": kernelLog(t, ctx, b)} {
 		if m := splitBrain.FindString(klog); m != "" {
 			t.Errorf("%s's kernel log: %q", name, m)

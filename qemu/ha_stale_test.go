@@ -17,8 +17,9 @@ import (
 //  2. Both replication links are cut; the management network still
 //     carries the heartbeat. head-a goes on serving alone; head-b hears it
 //     after DRBD lost it, so its copy may lack writes: it counts its disk
-//     as Outdated. head-a's DRBD froze its I/O on losing head-b, and
-//     thawed once the witness recorded head-a as the only current copy.
+//     as Outdated, and marks it so in DRBD's metadata. head-a's DRBD froze
+//     its I/O on losing head-b, and thawed once the witness recorded
+//     head-a as the only current copy, or head-b announced its mark.
 //  3. head-a loses power. head-b must not take over: it would serve
 //     data without head-a's last writes (and the witness refuses it the
 //     vote).
@@ -48,8 +49,14 @@ func TestFailoverNotOnStaleData(t *testing.T) {
 			s.HA.Heartbeat.Peer != nil && s.HA.Heartbeat.Peer.Role == "active" && s.DRBD != nil && s.DRBD.Connection != "Connected"
 	})
 	clientWrites(t, ctx, client, "/tmp/v3") // head-a acknowledges writes head-b lacks
+	waitStatus(t, ctx, b, func(s status.Status) bool { return s.DRBD != nil && s.DRBD.Disk == "Outdated" })
 	sleepCtx(ctx, 5*time.Second)
-	mustLogAfter(t, a, markA, "the witness now records this head's data as the only current copy")
+	// head-a thawed through the witness's record or head-b's own mark,
+	// whichever came first.
+	if out := a.Console.Text()[markA:]; !strings.Contains(out, "the witness now records this head's data as the only current copy") &&
+		!strings.Contains(out, "head-b has marked its own disk Outdated in DRBD's metadata") {
+		t.Errorf("head-a's console shows neither the witness's record nor head-b's mark after the cut")
+	}
 
 	// 3. head-a dies; head-b holds back for longer than any takeover.
 	if err := a.Quit(); err != nil {

@@ -29,6 +29,8 @@
 //     already recorded.
 //   - A head that booted alone and has never seen the peer nor held a
 //     witness vote since waits; a ping target alone is not contact.
+//   - For the first dead time after it starts, a head has not heard a
+//     silent peer, only not yet heard it: it does not take over.
 //   - An active head that loses quorum stops within StopBound; if the
 //     stop overruns it, it self-fences (the hardware watchdog resets it
 //     within WatchdogTimeout).
@@ -61,11 +63,20 @@
 // resource-and-stonith). While DRBD is connected, a write completes only
 // on both disks, and DRBD refuses to promote T beside a primary O. Once
 // O's DRBD loses T, the kernel freezes O's I/O until O's fence-peer
-// handler reports T outdated, and O reports that only after the witness
-// recorded O as the one head with current data, which it does only for
-// its lease holder. T is then never granted the vote until the record is
-// lifted after a resync. So when T holds the vote, O writes nothing that
-// T lacks, and T may promote at once. Only T's service address waits
+// handler reports T outdated, and O reports that only when either
+//
+//   - T announces, in a heartbeat sent after O's loss (ordered by its
+//     echo, not by clocks), that DRBD's metadata marks T's disk Outdated.
+//     T marks it only when it hears O after its own DRBD lost O, and
+//     never if T was active since that loss (it may have written alone).
+//     An Outdated disk does not promote (this rule table, and DRBD
+//     itself) until a resync from O, after a reboot too; or
+//   - the witness recorded O as the one head with current data, which it
+//     does only for its lease holder. T is then never granted the vote
+//     until the record is lifted after a resync.
+//
+// So when T holds the vote and its disk is UpToDate, O writes nothing
+// that T lacks, and T may promote at once. Only T's service address waits
 // until I + Margin after the vote (Params.AddressDelay): time for O's
 // loop to notice its lost quorum and drop the address first, so clients
 // never see it on two heads; T's stack starts below it meanwhile. T
@@ -276,6 +287,10 @@ type Elapsed struct {
 	// Takeover: how long this head, not active, has without a break heard
 	// nothing from the peer and held the vote.
 	Takeover time.Duration
+	// Listening: how much longer this head, just started, listens before
+	// a peer it has not heard counts as silent (DeadTime after the first
+	// Step; 0 after that).
+	Listening time.Duration
 }
 
 // Action is what the caller does.
@@ -499,6 +514,12 @@ func standby(p Params, in Inputs, el Elapsed, d Decision) Decision {
 		// vote to it and do not take over.
 		return d.with(Alert, "peer heard but it does not hear this head (one-way contact): not taking over")
 	}
+	if el.Listening > 0 {
+		// Not hearing the peer yet is not silence: it may be booting
+		// beside us, and the preferred head should start the service.
+		d.After = el.Listening
+		return d.with(None, "just started: listening for the peer %v more before it counts as silent", d.After)
+	}
 	if in.Disk != ha.UpToDate {
 		return d.with(Alert, "peer not seen and local disk is %s: cannot take over", in.Disk)
 	}
@@ -525,6 +546,7 @@ func standby(p Params, in Inputs, el Elapsed, d Decision) Decision {
 // Step period. Not safe for concurrent use.
 type Machine struct {
 	p            Params
+	started      time.Time
 	contacted    bool
 	quorumLostAt time.Time
 	takeoverAt   time.Time
@@ -543,6 +565,9 @@ func (m *Machine) Params() Params { return m.p }
 
 // Step records the observation in at now and decides.
 func (m *Machine) Step(now time.Time, in Inputs) Decision {
+	if m.started.IsZero() {
+		m.started = now
+	}
 	if in.PeerSeen || in.Vote && m.p.Tiebreaker == Witness {
 		m.contacted = true
 	}
@@ -571,5 +596,9 @@ func (m *Machine) Elapsed(now time.Time) Elapsed {
 		}
 		return now.Sub(t)
 	}
-	return Elapsed{Contacted: m.contacted, QuorumLost: since(m.quorumLostAt), Takeover: since(m.takeoverAt)}
+	el := Elapsed{Contacted: m.contacted, QuorumLost: since(m.quorumLostAt), Takeover: since(m.takeoverAt)}
+	if !m.started.IsZero() {
+		el.Listening = max(0, m.p.DeadTime-since(m.started))
+	}
+	return el
 }

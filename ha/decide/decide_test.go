@@ -298,6 +298,7 @@ func TestInvariants(t *testing.T) {
 	elapsed := []Elapsed{
 		{}, {Contacted: true}, {Contacted: true, Takeover: delay - time.Millisecond}, {Contacted: true, Takeover: delay},
 		{Contacted: true, QuorumLost: params.StopBound - time.Millisecond}, {Contacted: true, QuorumLost: params.StopBound},
+		{Contacted: true, Takeover: time.Hour, Listening: time.Millisecond},
 	}
 	n := 0
 	for _, tb := range []Tiebreaker{Witness, PingTarget} {
@@ -359,6 +360,8 @@ func checkInvariants(t *testing.T, p Params, in Inputs, el Elapsed, d Decision) 
 				fail("never take over from a peer still heard")
 			case el.Takeover < p.TakeoverDelay():
 				fail("promote without the peer only after the takeover delay")
+			case el.Listening > 0:
+				fail("a head that just started does not take over from a peer it has not heard yet")
 			case !el.Contacted && !(in.Vote && p.Tiebreaker == Witness):
 				fail("a head that booted alone waits for the peer or the witness")
 			case el.Takeover+d.AddressAfter < p.AddressDelay():
@@ -514,7 +517,10 @@ func TestMachineBootedAlone(t *testing.T) {
 	p := params
 	p.Tiebreaker = PingTarget
 	m, _ := NewMachine(p)
-	if d := m.Step(t0, lost); d.Action != None || !strings.Contains(d.Reason, "booted alone") {
+	if d := m.Step(t0, lost); d.Action != None || !strings.Contains(d.Reason, "just started") || d.After != p.WithDefaults().DeadTime {
+		t.Fatalf("ping mode, just started: %s %q after %v", d.Action, d.Reason, d.After)
+	}
+	if d := m.Step(t0.Add(p.WithDefaults().DeadTime), lost); d.Action != None || !strings.Contains(d.Reason, "booted alone") {
 		t.Fatalf("ping mode, alone: %s %q", d.Action, d.Reason)
 	}
 	if d := m.Step(t0.Add(time.Hour), lost); d.Action != None || !strings.Contains(d.Reason, "booted alone") {
@@ -531,10 +537,16 @@ func TestMachineBootedAlone(t *testing.T) {
 		t.Errorf("elapsed %+v", el)
 	}
 
-	// With a witness, its grant is contact.
+	// With a witness, its grant is contact, once the head has listened
+	// for the peer for a dead time: it may be booting beside us.
 	m, _ = NewMachine(params)
-	m.Step(t0, lost)
-	if d := m.Step(t0.Add(params.TakeoverDelay()), lost); d.Action != FencePromote {
+	if d := m.Step(t0, lost); d.Action != None || !strings.Contains(d.Reason, "just started") {
+		t.Errorf("witness mode, just started: %s %q", d.Action, d.Reason)
+	}
+	if d := m.Step(t0.Add(params.DeadTime-time.Millisecond), lost); d.Action != None || d.After != time.Millisecond {
+		t.Errorf("witness mode, still listening: %s %q after %v", d.Action, d.Reason, d.After)
+	}
+	if d := m.Step(t0.Add(params.DeadTime), lost); d.Action != FencePromote {
 		t.Errorf("witness mode: %s %q", d.Action, d.Reason)
 	}
 }

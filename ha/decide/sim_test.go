@@ -16,12 +16,14 @@ import (
 // witness leasing its vote and recording which head wrote alone, DRBD
 // (a connection over the replication link, noticed lost after a per-head
 // delay; a primary that loses it freezes until the witness records it as
-// the writer: resource-and-stonith), one-way delays, link cuts in any
-// direction, crashes, and stops that take long or hang until the
-// watchdog resets the head. Every active head writes every step. It
-// checks what the timing argument promises: never two heads writing at
-// once, no head promoted without every write a client was told is done,
-// and no split brain.
+// the writer: resource-and-stonith, or until the peer announces that it
+// outdated its own disk: a standby that hears the active peer after its
+// DRBD lost it marks its disk Outdated, as DRBD's outdate-peer daemon
+// does), one-way delays, link cuts in any direction, crashes, and stops
+// that take long or hang until the watchdog resets the head. Every active
+// head writes every step. It checks what the timing argument promises:
+// never two heads writing at once, no head promoted without every write
+// a client was told is done, and no split brain.
 
 const (
 	simStep  = 50 * time.Millisecond
@@ -37,8 +39,11 @@ var simParams = Params{Interval: 500 * time.Millisecond, DeadTime: 3 * time.Seco
 
 type scenario struct {
 	name string
-	hb   func(from, to int, t time.Duration) bool // heartbeat link up (DRBD runs over it too)
+	hb   func(from, to int, t time.Duration) bool // heartbeat link up
 	wit  func(head int, t time.Duration) bool     // witness reachable (both ways)
+	// rep: DRBD's replication link up (nil: DRBD runs over the heartbeat
+	// link, up while both directions are).
+	rep func(t time.Duration) bool
 	// crash is when a head dies (0: never); stop how long its stop takes;
 	// detect how long its DRBD takes to notice a lost connection (0: 6 s).
 	crash  [2]time.Duration
@@ -76,6 +81,17 @@ type simHead struct {
 	promote  bool          // a promotion waits for the witness's record
 	data     []int         // the writes this head's disk holds, in order
 	outdated bool          // the witness denied us: the peer is the writer
+	lostAt   time.Duration // when this head's DRBD last lost the peer
+	// diskOutdated: this head marked its own disk Outdated in DRBD's
+	// metadata (drbdadm outdate) because it heard the active peer after
+	// its DRBD lost it. It survives restarts; only a resync from the peer
+	// clears it. The head announces it in every heartbeat.
+	diskOutdated     bool
+	peerDiskOutdated bool // the peer announced diskOutdated in its newest heartbeat
+	// wasActive: this head was active (or starting, or stopping) since
+	// its DRBD lost the peer; its disk may hold writes the peer lacks, and
+	// it must not outdate itself (init's replicaWatch has the same rule).
+	wasActive bool
 }
 
 type simMsg struct {
@@ -83,9 +99,10 @@ type simMsg struct {
 	to   int           // head, or -1: the witness
 	from int
 	// heartbeat
-	sent, echo time.Duration
-	role       ha.Role
-	epoch      uint64
+	sent, echo   time.Duration
+	role         ha.Role
+	epoch        uint64
+	diskOutdated bool
 	// witness
 	vote, release, granted bool
 	outdate, clear         bool // record the sender as the writer; lift the record
@@ -93,10 +110,11 @@ type simMsg struct {
 }
 
 type simResult struct {
-	active [2][]time.Duration
-	fail   string
-	trace  []string
-	writes int
+	active    [2][]time.Duration
+	fail      string
+	trace     []string
+	writes    int
+	lastWrite [2]time.Duration // each head's last write (-1 h: none)
 }
 
 // prefix says whether a is a prefix of b.
@@ -131,7 +149,17 @@ func simulate(sc scenario) simResult {
 		}
 		return sc.detect[i]
 	}
-	link := func(t time.Duration) bool { return sc.hb(0, 1, t) && sc.hb(1, 0, t) && !hs[0].dead && !hs[1].dead }
+	// DRBD's link: the replication link, or without one the heartbeat's.
+	link := func(t time.Duration) bool {
+		if hs[0].dead || hs[1].dead {
+			return false
+		}
+		if sc.rep != nil {
+			return sc.rep(t)
+		}
+		return sc.hb(0, 1, t) && sc.hb(1, 0, t)
+	}
+	res.lastWrite = [2]time.Duration{never, never}
 	var linkUpSince, linkDownSince time.Duration = 0, never
 	nextWrite := 0
 	for t := time.Duration(0); t <= sc.end; t += simStep {
@@ -199,9 +227,33 @@ func simulate(sc scenario) simResult {
 				}
 				h.lastHeard = t
 				h.peerRole, h.peerEpoch = msg.role, msg.epoch
+				h.peerDiskOutdated = msg.diskOutdated
 				h.lastGot = max(h.lastGot, msg.sent)
 				if msg.echo > h.heardUsAt {
 					h.heardUsAt = msg.echo
+				}
+				// A standby that hears the active peer, in a packet sent
+				// more than an interval after its DRBD lost it, knows the
+				// peer went on serving and may write without it: it
+				// outdates its own disk (drbdadm outdate). A head whose
+				// promotion is under way counts as active (the loop's
+				// own rule: starting counts as active). A head that was
+				// itself active and wrote since the loss must not: its
+				// disk holds writes the peer lacks (the peer may be an
+				// old active still frozen, or hung in its stop, and
+				// announcing active), and the resync onto an outdated
+				// disk would drop them.
+				if !h.diskOutdated && h.role != ha.Active && !h.promote && !h.conn && !h.wasActive &&
+					msg.role == ha.Active && msg.sent > h.lostAt+simParams.Interval {
+					h.diskOutdated = true
+					logf(t, "head %d: outdates its own disk (heard the active peer after DRBD lost it)", msg.to)
+				}
+				// A frozen primary thaws once the peer, heard now,
+				// announces its disk outdated: it cannot serve without
+				// this head's writes before it has resynced from it.
+				if h.frozen && msg.diskOutdated {
+					h.frozen = false
+					logf(t, "head %d: the peer announces its disk outdated; I/O thaws", msg.to)
 				}
 			}
 		}
@@ -217,7 +269,7 @@ func simulate(sc scenario) simResult {
 		}
 		for i, h := range hs {
 			if h.conn && linkDownSince != never && t-linkDownSince >= detect(i) {
-				h.conn = false
+				h.conn, h.lostAt = false, t
 				logf(t, "head %d: DRBD lost the peer", i)
 				if h.role == ha.Active {
 					h.frozen = true
@@ -226,10 +278,14 @@ func simulate(sc scenario) simResult {
 		}
 		a, b := hs[0], hs[1]
 		if !a.conn && !b.conn && linkDownSince == never && t-linkUpSince >= simConnect && !(a.role == ha.Active && b.role == ha.Active) {
-			// DRBD connects and resyncs from the head with the newer data;
-			// a primary never becomes the target (it refuses).
+			// DRBD connects and resyncs from the head with the newer data,
+			// or onto the one whose disk is marked Outdated (DRBD goes by
+			// that mark, not by the data: were the outdated disk the
+			// newer, its writes would be lost, and the prefix check below
+			// catches that); a primary never becomes the target (it
+			// refuses).
 			src, dst := a, b
-			if len(b.data) > len(a.data) {
+			if a.diskOutdated != b.diskOutdated && a.diskOutdated || a.diskOutdated == b.diskOutdated && len(b.data) > len(a.data) {
 				src, dst = b, a
 			}
 			if !prefix(dst.data, src.data) {
@@ -237,6 +293,7 @@ func simulate(sc scenario) simResult {
 			}
 			if dst.role != ha.Active || len(dst.data) == len(src.data) {
 				dst.data = slices.Clone(src.data)
+				dst.diskOutdated, a.wasActive, b.wasActive = false, false, false
 				a.conn, b.conn, a.frozen, b.frozen = true, true, false, false
 				logf(t, "DRBD connected and resynced (%d writes)", len(src.data))
 				if writer >= 0 {
@@ -261,7 +318,8 @@ func simulate(sc scenario) simResult {
 			// Send a heartbeat and talk to the witness once per interval.
 			if t%simParams.Interval == 0 {
 				if sc.hb(i, 1-i, t) {
-					queue = append(queue, simMsg{at: t + simDelay, to: 1 - i, from: i, sent: t, echo: h.lastGot, role: h.announce, epoch: h.epoch})
+					queue = append(queue, simMsg{at: t + simDelay, to: 1 - i, from: i, sent: t, echo: h.lastGot, role: h.announce, epoch: h.epoch,
+						diskOutdated: h.diskOutdated})
 				}
 				if h.wantVote || t < h.expiry {
 					release := !h.wantVote
@@ -282,12 +340,24 @@ func simulate(sc scenario) simResult {
 				}
 			}
 			d := simParams.DeadTime
-			disk := ha.UpToDate
+			disk, peerDisk := ha.UpToDate, ha.UpToDate
+			if h.diskOutdated {
+				// decide must never promote it. DRBD itself (and
+				// drbd.Promote) would refuse too; the sim leaves that
+				// out, so that decide's own rule is what is checked.
+				disk = ha.Outdated
+			}
+			if h.peerDiskOutdated {
+				peerDisk = ha.Outdated
+			}
 			in := Inputs{Local: h.role, Disk: disk, Preferred: i == 0,
 				PeerSeen: t-h.lastHeard <= d && t-h.heardUsAt <= d, PeerAlive: t-h.lastHeard <= d,
-				PeerRole: h.peerRole, PeerDisk: ha.UpToDate, Vote: t < h.expiry, Epoch: h.epoch, PeerEpoch: h.peerEpoch}
+				PeerRole: h.peerRole, PeerDisk: peerDisk, Vote: t < h.expiry, Epoch: h.epoch, PeerEpoch: h.peerEpoch}
 			if h.stopping {
 				in.Local = ha.Active
+			}
+			if !h.conn && (in.Local == ha.Active || h.promote) { // as replicaWatch counts it
+				h.wasActive = true
 			}
 			dec := h.m.Step(t0.Add(t), in)
 			h.announce, h.wantVote = dec.Announce, dec.Vote
@@ -354,6 +424,7 @@ func simulate(sc scenario) simResult {
 			switch {
 			case !h.conn: // alone
 				h.data = append(h.data, nextWrite)
+				h.wasActive = true
 			case link(t) && peer.conn:
 				h.data = append(h.data, nextWrite)
 				peer.data = append(peer.data, nextWrite)
@@ -362,6 +433,7 @@ func simulate(sc scenario) simResult {
 			}
 			nextWrite++
 			wrote = append(wrote, i)
+			res.lastWrite[i] = t
 		}
 		res.writes = nextWrite
 		if len(wrote) == 2 {
@@ -385,43 +457,77 @@ func TestSimulatedFailures(t *testing.T) {
 	const cut = 20 * time.Second
 	fast := [2]time.Duration{2 * time.Second, 2 * time.Second}
 	delay := simParams.TakeoverDelay()
+	witGone := func(_ int, t time.Duration) bool { return t < cut }
+	repCut := func(t time.Duration) bool { return t < cut }
 	for _, tc := range []struct {
 		sc scenario
 		// takeover: head 1 must become active, within this of the cut (0: must not)
 		takeover time.Duration
+		// writing: head 0 must still write this long after the cut (0: no
+		// check): its I/O froze when DRBD lost the peer, and thawed.
+		writing time.Duration
 	}{
-		{scenario{name: "healthy", hb: up, wit: witUp, stop: fast, end: 200 * time.Second}, 0},
+		{scenario{name: "healthy", hb: up, wit: witUp, stop: fast, end: 200 * time.Second}, 0, 0},
 		// Both heartbeat paths cut, both heads reach the witness: the
 		// active keeps the vote, and the service.
-		{scenario{name: "heartbeat partition", hb: cutAfter(cut), wit: witUp, stop: fast, end: 200 * time.Second}, 0},
+		{scenario{name: "heartbeat partition", hb: cutAfter(cut), wit: witUp, stop: fast, end: 200 * time.Second}, 0, 0},
 		// Only head 0 -> head 1 cut: nobody sees anybody (contact must be
 		// mutual); the active keeps the vote.
-		{scenario{name: "one-way cut", hb: func(from, _ int, t time.Duration) bool { return from == 1 || t < cut }, wit: witUp, stop: fast, end: 200 * time.Second}, 0},
-		{scenario{name: "other one-way cut", hb: func(from, _ int, t time.Duration) bool { return from == 0 || t < cut }, wit: witUp, stop: fast, end: 200 * time.Second}, 0},
+		{scenario{name: "one-way cut", hb: func(from, _ int, t time.Duration) bool { return from == 1 || t < cut }, wit: witUp, stop: fast, end: 200 * time.Second}, 0, 0},
+		{scenario{name: "other one-way cut", hb: func(from, _ int, t time.Duration) bool { return from == 0 || t < cut }, wit: witUp, stop: fast, end: 200 * time.Second}, 0, 0},
 		// The active crashes: the standby takes over once the lease and
 		// the takeover delay have passed.
 		{scenario{name: "active crashes", hb: up, wit: witUp, crash: [2]time.Duration{cut, 0}, stop: fast, end: 200 * time.Second},
-			simLease + delay + 6*time.Second},
+			simLease + delay + 6*time.Second, 0},
 		// The active is cut off from everything and stops quickly.
 		{scenario{name: "active isolated", hb: cutAfter(cut), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut }, stop: fast, end: 200 * time.Second},
-			simLease + delay + 6*time.Second},
+			simLease + delay + 6*time.Second, 0},
 		// ...and its stop hangs: the watchdog resets it; the standby still
 		// waits long enough.
 		{scenario{name: "isolated active hangs in its stop", hb: cutAfter(cut), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut },
-			stop: [2]time.Duration{hang, hang}, end: 200 * time.Second}, simLease + delay + 6*time.Second},
+			stop: [2]time.Duration{hang, hang}, end: 200 * time.Second}, simLease + delay + 6*time.Second, 0},
 		// The active loses the witness first (keeps running on the peer),
 		// then the peer too.
 		{scenario{name: "witness then peer lost", hb: cutAfter(cut + 30*time.Second), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut },
-			stop: [2]time.Duration{hang, hang}, end: 250 * time.Second}, 30*time.Second + delay + 7*time.Second},
+			stop: [2]time.Duration{hang, hang}, end: 250 * time.Second}, 30*time.Second + delay + 7*time.Second, 0},
 		// The active's stop takes just under its bound.
 		{scenario{name: "slow stop", hb: cutAfter(cut), wit: func(h int, t time.Duration) bool { return h == 1 || t < cut },
-			stop: [2]time.Duration{simParams.StopBound - simStep, hang}, end: 200 * time.Second}, simLease + delay + 6*time.Second},
+			stop: [2]time.Duration{simParams.StopBound - simStep, hang}, end: 200 * time.Second}, simLease + delay + 6*time.Second, 0},
+		// Only the replication link is cut; the heartbeat stays up, and
+		// neither head reaches the witness any more. Head 0's I/O freezes
+		// when its DRBD loses the peer; nothing can record it as the
+		// writer, but head 1 still hears it announce active after its own
+		// DRBD lost it, outdates its disk and announces that, and head 0
+		// thaws on it and serves on alone.
+		{scenario{name: "replication cut, witness gone", hb: up, wit: witGone, rep: repCut, stop: fast, end: 200 * time.Second},
+			0, 170 * time.Second},
+		// ...then head 0 crashes: head 1 lacks its writes since the thaw
+		// and must not take over (its disk is Outdated; nor does it hold
+		// the vote).
+		{scenario{name: "replication cut, witness gone, then the active crashes", hb: up, wit: witGone, rep: repCut,
+			crash: [2]time.Duration{cut + 60*time.Second, 0}, stop: fast, end: 200 * time.Second}, 0, 50 * time.Second},
+		// ...and then head 1 reaches the witness again, which records no
+		// writer (head 0 thawed without it) and would grant it the vote:
+		// only the Outdated disk keeps head 1 from taking over without
+		// head 0's writes.
+		{scenario{name: "replication cut, witness gone, the active crashes, the witness returns", hb: up,
+			wit:   func(h int, t time.Duration) bool { return t < cut || h == 1 && t >= cut+90*time.Second },
+			rep:   repCut,
+			crash: [2]time.Duration{cut + 60*time.Second, 0}, stop: fast, end: 200 * time.Second}, 0, 50 * time.Second},
+		// Only the replication link is cut and the witness stays up:
+		// head 0 thaws by whichever path comes first (the witness's
+		// record, or head 1's outdated disk); head 1 does not take over.
+		{scenario{name: "replication cut, witness up", hb: up, wit: witUp, rep: repCut, stop: fast, end: 200 * time.Second},
+			0, 170 * time.Second},
 	} {
 		t.Run(tc.sc.name, func(t *testing.T) {
 			res := simulate(tc.sc)
 			report := strings.Join(res.trace, "\n")
 			if res.fail != "" {
 				t.Fatalf("%s\n%s", res.fail, report)
+			}
+			if testing.Verbose() {
+				t.Logf("trace:\n%s", report)
 			}
 			if len(res.active[0]) == 0 || res.active[0][0] > 5*time.Second {
 				t.Fatalf("head 0 (preferred) did not start the service: %v\n%s", res.active[0], report)
@@ -434,12 +540,16 @@ func TestSimulatedFailures(t *testing.T) {
 			case tc.takeover > 0 && res.active[1][0] > cut+tc.takeover:
 				t.Errorf("head 1 took over at %v, later than %v\n%s", res.active[1][0], cut+tc.takeover, report)
 			}
+			if tc.writing > 0 && res.lastWrite[0] < cut+tc.writing {
+				t.Errorf("head 0 last wrote at %v, before %v: its I/O did not thaw\n%s", res.lastWrite[0], cut+tc.writing, report)
+			}
 		})
 	}
 }
 
 // Random cuts of the four links (each heartbeat direction, each head to
-// the witness), random crashes and stop times: never two active heads.
+// the witness), in half the runs of a separate replication link too,
+// random crashes and stop times: never two active heads.
 func TestSimulatedRandomFailures(t *testing.T) {
 	runs := 200
 	if testing.Short() {
@@ -479,6 +589,13 @@ func TestSimulatedRandomFailures(t *testing.T) {
 		}
 		if r.IntN(4) == 0 {
 			sc.crash[r.IntN(2)] = time.Duration(r.Int64N(int64(end)))
+		}
+		// Drawn last, so that the other half of the seeds keep their
+		// links: DRBD over a replication link of its own, cut on its own.
+		if r.IntN(2) == 0 {
+			rep := flips()
+			sc.name += " (replication link)"
+			sc.rep = func(t time.Duration) bool { return upAt(rep, t) }
 		}
 		res := simulate(sc)
 		if res.fail != "" {

@@ -111,6 +111,10 @@ type State struct {
 	Disk      ha.DiskState `json:"disk"`
 	HoldsVote bool         `json:"holds_vote"`
 	Epoch     uint64       `json:"epoch"`
+	// Outdated: DRBD's metadata on the sender marks its disk Outdated
+	// (drbdadm outdate): it cannot be promoted before a resync, even
+	// after a reboot. Disk may say Outdated for softer reasons.
+	Outdated bool `json:"outdated,omitempty"`
 }
 
 // sentRing remembers when we sent each of our recent sequence numbers, to
@@ -318,7 +322,7 @@ func (e *Endpoint) sendRound() {
 	for i, p := range e.paths {
 		e.seq++
 		pk := packet{
-			Role: e.state.Role, HoldsVote: e.state.HoldsVote, Path: uint8(i),
+			Role: e.state.Role, HoldsVote: e.state.HoldsVote, Outdated: e.state.Outdated, Path: uint8(i),
 			Boot: e.boot, Seq: e.seq, Tick: e.tick, SentUnix: now.UnixNano(), Epoch: e.state.Epoch,
 			EchoBoot: e.peer.echoBoot, EchoSeq: e.peer.echoSeq,
 			Pair: e.cfg.Pair, Node: e.cfg.Node, Disk: string(e.state.Disk),
@@ -666,6 +670,10 @@ type PeerStatus struct {
 	State     State     `json:"state"`
 	SentAt    time.Time `json:"sent_at"` // the peer's clock, informational
 	LastHeard time.Time `json:"last_heard"`
+	// HeardUs: our send time of the newest of our packets the peer
+	// echoed. State was sent after the peer received that packet, so it
+	// is no older than this, on our clock and with no bound on delays.
+	HeardUs time.Time `json:"heard_us,omitzero"`
 	// LongestGap is the longest time between two consecutive packets of
 	// this boot accepted on any path: the longest the peer went unheard
 	// while alive. Compare with the dead time.
@@ -707,8 +715,8 @@ func (e *Endpoint) Snapshot() Snapshot {
 		l := e.peer.last
 		s.Peer = &PeerStatus{
 			Boot: e.peer.boot, Since: e.peer.since, Boots: e.peer.boots,
-			State:  State{Role: l.Role, Disk: ha.DiskState(l.Disk), HoldsVote: l.HoldsVote, Epoch: l.Epoch},
-			SentAt: time.Unix(0, l.SentUnix), LastHeard: e.peer.accepted, LongestGap: Duration(e.peer.gap.longest),
+			State:  State{Role: l.Role, Disk: ha.DiskState(l.Disk), HoldsVote: l.HoldsVote, Epoch: l.Epoch, Outdated: l.Outdated},
+			SentAt: time.Unix(0, l.SentUnix), LastHeard: e.peer.accepted, HeardUs: e.peer.heardUsAt, LongestGap: Duration(e.peer.gap.longest),
 		}
 	}
 	expected := uint64(0)

@@ -196,6 +196,9 @@ func TestPeersMeetAndExchangeState(t *testing.T) {
 	want := State{Role: ha.Active, Disk: ha.UpToDate, HoldsVote: true, Epoch: 7}
 	p.a.SetState(want)
 	s := await(t, p.b, "nas-a's new state", func(s Snapshot) bool { return s.Peer != nil && s.Peer.State == want })
+	want = State{Role: ha.Standby, Disk: ha.Outdated, Epoch: 7, Outdated: true}
+	p.a.SetState(want)
+	s = await(t, p.b, "nas-a's new state", func(s Snapshot) bool { return s.Peer != nil && s.Peer.State == want })
 	if s.Peer.Boot != p.a.BootID() || s.Peer.Boots != 1 {
 		t.Errorf("peer boot %v (%d boots), want %v (1)", s.Peer.Boot, s.Peer.Boots, p.a.BootID())
 	}
@@ -407,6 +410,20 @@ func TestPeerRebootAccepted(t *testing.T) {
 }
 
 func TestPacketCodec(t *testing.T) {
+	for _, in := range []packet{
+		{Role: ha.Standby, HoldsVote: true, Path: 1, Boot: BootID{9, 8}, Seq: 42, Tick: 21, SentUnix: 1234567890,
+			Epoch: 3, EchoBoot: BootID{7}, EchoSeq: 41, EchoHold: 500, Pair: "vdi-nas", Node: "nas-b", Disk: "UpToDate"},
+		{Role: ha.Standby, Outdated: true, Path: 0, Boot: BootID{9, 8}, Seq: 43, Tick: 22, SentUnix: 1234567891,
+			Epoch: 3, EchoBoot: BootID{7}, EchoSeq: 41, EchoHold: 500, Pair: "vdi-nas", Node: "nas-b", Disk: "Outdated"},
+	} {
+		b, err := appendPacket(nil, &in, testKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := parsePacket(b, "vdi-nas", testKey); err != nil || *out != in {
+			t.Fatalf("round trip: %+v, %v; want %+v", out, err, in)
+		}
+	}
 	in := packet{Role: ha.Standby, HoldsVote: true, Path: 1, Boot: BootID{9, 8}, Seq: 42, Tick: 21, SentUnix: 1234567890,
 		Epoch: 3, EchoBoot: BootID{7}, EchoSeq: 41, EchoHold: 500, Pair: "vdi-nas", Node: "nas-b", Disk: "Outdated"}
 	b, err := appendPacket(nil, &in, testKey)

@@ -17,7 +17,8 @@ import (
 //	  0     4  magic "TDHB"
 //	  4     1  version (1)
 //	  5     1  role (0 none, 1 standby, 2 active)
-//	  6     1  flags (bit 0: the sender holds the witness vote)
+//	  6     1  flags (bit 0: the sender holds the witness vote; bit 1:
+//	           its DRBD metadata marks its disk Outdated)
 //	  7     1  path index the sender sent this copy on (informational)
 //	  8    16  boot ID: random, new every time the sender starts
 //	 24     8  sequence number: one counter per boot, +1 for every packet
@@ -61,6 +62,7 @@ func (id BootID) MarshalText() ([]byte, error) { return []byte(id.String()), nil
 type packet struct {
 	Role      ha.Role
 	HoldsVote bool
+	Outdated  bool
 	Path      uint8
 	Boot      BootID
 	Seq       uint64
@@ -91,6 +93,9 @@ func appendPacket(b []byte, p *packet, key []byte) ([]byte, error) {
 	var flags byte
 	if p.HoldsVote {
 		flags |= 1
+	}
+	if p.Outdated {
+		flags |= 2
 	}
 	b = append(b, version, code, flags, p.Path)
 	b = append(b, p.Boot[:]...)
@@ -125,8 +130,8 @@ func parsePacket(b []byte, pair string, key []byte) (*packet, error) {
 	if len(b) < minPacket || len(b) > MaxPacket || string(b[:4]) != magic || b[4] != version {
 		return nil, errMalformed
 	}
-	p := &packet{Path: b[7], HoldsVote: b[6]&1 != 0}
-	if b[6]&^1 != 0 {
+	p := &packet{Path: b[7], HoldsVote: b[6]&1 != 0, Outdated: b[6]&2 != 0}
+	if b[6]&^3 != 0 {
 		return nil, errMalformed
 	}
 	switch b[5] {

@@ -230,6 +230,18 @@ func (r *Resource) ResumeIO(ctx context.Context) error {
 	return nil
 }
 
+// Outdate marks this head's disk Outdated in DRBD's metadata (drbdadm
+// outdate): it can then not be promoted before a resync from the peer,
+// even after a reboot. DRBD refuses it on a Primary or a connected
+// device.
+func (r *Resource) Outdate(ctx context.Context) error {
+	if _, err := r.adm(ctx, "outdate", "outdate", r.cfg.Resource); err != nil {
+		return err
+	}
+	r.log.Warn("drbd: this head's disk is marked Outdated until it resyncs from the peer")
+	return nil
+}
+
 // Demote makes this head Secondary again; it fails while the stack above
 // still holds the device open.
 func (r *Resource) Demote(ctx context.Context) error {

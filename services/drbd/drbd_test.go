@@ -190,6 +190,31 @@ func TestPromote(t *testing.T) {
 	}
 }
 
+func TestOutdate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		res  result
+		kind services.Kind // -1: no error
+	}{
+		{"outdated", ok(""), -1},
+		{"refused while connected", fail(17, "0: State change failed: (-10) State change was refused by peer node\n"), services.Refused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake().on("drbdadm outdate r0", tc.res)
+			r := newTest(t, labConfig(t, "head-b"), f, secondaryStandalone)
+			err := r.Outdate(context.Background())
+			switch {
+			case !f.called("drbdadm outdate r0"):
+				t.Fatalf("no drbdadm outdate: %v", f.calls)
+			case tc.kind < 0 && err != nil:
+				t.Fatalf("outdate: %v", err)
+			case tc.kind >= 0 && (err == nil || services.KindOf(err) != tc.kind):
+				t.Fatalf("outdate: %v, want kind %v", err, tc.kind)
+			}
+		})
+	}
+}
+
 func TestDemoteAndStop(t *testing.T) {
 	primary := strings.Replace(events84Initial, "role:Secondary suspended", "role:Primary suspended", 1)
 	f := newFake().on("drbdsetup events2 --now --statistics r0", ok(primary)).
