@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,10 +50,17 @@ func soak(b *testing.B) {
 	for vm, mark := range marks {
 		text := vm.Console.Text()[mark:]
 		for name, re := range events {
-			n := len(re.FindAllStringIndex(text, -1))
-			total[name] += n
-			if n > 0 {
-				b.Logf("%s: %d × %s", vm.Name, n, name)
+			found := re.FindAllStringIndex(text, -1)
+			total[name] += len(found)
+			if len(found) > 0 {
+				b.Logf("%s: %d × %s", vm.Name, len(found), name)
+			}
+			for _, at := range found[:min(len(found), 5)] { // which, and why
+				line := text[at[0]:]
+				if i := strings.IndexByte(line, '\n'); i >= 0 {
+					line = line[:i]
+				}
+				b.Logf("  %s: %s", vm.Name, line)
 			}
 		}
 	}
