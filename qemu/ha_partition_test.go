@@ -78,7 +78,7 @@ func TestFailoverPartitionBetweenHeads(t *testing.T) {
 	// 3. Long enough for a wrong takeover: head-b would get the vote
 	// after the lease at the latest and promote a takeover delay later.
 	// And long enough for head-a to serve alone for a while after its
-	// DRBD has noticed the loss (ping-int, 10 s, plus ping-timeout).
+	// DRBD has noticed the loss (ping-int plus ping-timeout, 4 s).
 	hold := max(max(dead, lease)+interval+delay+4*dead, 25*time.Second)
 	t.Logf("partition: every link between the heads cut for %v (dead time %v, lease %v, takeover delay %v)", hold, dead, lease, delay)
 	sleepCtx(ctx, hold)

@@ -162,6 +162,12 @@ func (c Config) Render() ([]byte, error) {
 	w(2, "after-sb-0pri disconnect;")
 	w(2, "after-sb-1pri disconnect;")
 	w(2, "after-sb-2pri disconnect;")
+	// Notice a lost peer within about 4 s rather than 10.5 s: until
+	// then a primary's writes wait, and a standby cannot mark itself
+	// Outdated. timeout (ack of a write) must stay below ping-int.
+	w(2, "ping-int 3;")
+	w(2, "ping-timeout 10;")
+	w(2, "timeout 25;")
 	w(1, "}")
 	w(1, "disk {")
 	// A primary that loses the peer freezes its I/O (in the kernel,

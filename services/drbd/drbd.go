@@ -181,7 +181,8 @@ func (r *Resource) Promote(ctx context.Context) error {
 			return err
 		}
 		// The HA supervisor promotes once the peer has been silent for
-		// longer than DRBD's own ping takes to notice (ping-int, 10 s),
+		// one dead time, which can be shorter than DRBD's own ping takes
+		// to notice (ping-int 3 s plus ping-timeout 1 s, conf.go),
 		// yet an idle DRBD may still count the lost peer as Connected:
 		// the request then goes to the peer, DRBD drops the connection
 		// for want of an answer, and refuses before the fence-peer
