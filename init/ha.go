@@ -236,15 +236,35 @@ func (h *haSup) poke() {
 func (h *haSup) loop(ctx context.Context) {
 	t := time.NewTicker(h.params.Interval)
 	defer t.Stop()
+	silent := time.NewTimer(time.Hour)
+	defer silent.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-h.kick:
+		case <-silent.C:
 		}
 		h.step(ctx, time.Now())
+		silent.Reset(untilSilent(h.hb.Snapshot()))
 	}
+}
+
+// untilSilent is how long until the peer has been silent (or deaf to
+// us) for a whole dead time, if no packet comes meanwhile: the loop
+// decides again then, not up to an interval later.
+func untilSilent(s heartbeat.Snapshot) time.Duration {
+	next := time.Hour
+	if s.Peer == nil {
+		return next
+	}
+	for _, at := range []time.Time{s.Peer.LastHeard, s.Peer.HeardUs} {
+		if d := at.Add(time.Duration(s.DeadTime)).Sub(s.At); d >= 0 && d < next {
+			next = d + time.Millisecond
+		}
+	}
+	return next
 }
 
 // step is one round: observe, decide, announce, act.
@@ -695,6 +715,10 @@ func (h *haSup) fence(ctx context.Context) error {
 		return fmt.Errorf("fence: %w", err)
 	}
 	h.log.Warn("HA: fencing " + h.peer + ": verdict \"down\" for DRBD's fence-peer handler")
+	if err := b.stack.drbd.DropPeer(ctx); err != nil {
+		// The promotion still works once DRBD notices by itself.
+		h.log.Warn("HA: DRBD did not drop the silent peer at once", "err", err)
+	}
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"tandem.dev/tandem/ha"
 	"tandem.dev/tandem/ha/decide"
+	"tandem.dev/tandem/ha/heartbeat"
 	"tandem.dev/tandem/init/status"
 )
 
@@ -212,6 +213,33 @@ func TestHoldForPreferred(t *testing.T) {
 		}
 		if h.holdForPreferred(t0.Add(preferredHold), tc.in) {
 			t.Errorf("%s: still holding after %v", tc.name, preferredHold)
+		}
+	}
+}
+
+func TestUntilSilent(t *testing.T) {
+	now := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	snap := func(heard, heardUs time.Duration, peer bool) heartbeat.Snapshot {
+		s := heartbeat.Snapshot{At: now, DeadTime: heartbeat.Duration(3 * time.Second)}
+		if peer {
+			s.Peer = &heartbeat.PeerStatus{LastHeard: now.Add(-heard), HeardUs: now.Add(-heardUs)}
+		}
+		return s
+	}
+	for _, c := range []struct {
+		name string
+		s    heartbeat.Snapshot
+		want time.Duration
+	}{
+		{"never heard of", snap(0, 0, false), time.Hour},
+		{"just heard", snap(0, 0, true), ms(3001)},
+		{"heard 2.5 s ago", snap(ms(2500), ms(100), true), ms(501)},
+		{"it stopped echoing us first", snap(ms(100), ms(2900), true), ms(101)},
+		{"already silent a dead time", snap(ms(3500), ms(3500), true), time.Hour},
+	} {
+		if got := untilSilent(c.s); got != c.want {
+			t.Errorf("%s: untilSilent = %v, want %v", c.name, got, c.want)
 		}
 	}
 }

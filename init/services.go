@@ -337,8 +337,29 @@ func (b *Boot) startServices() error {
 		}()
 		sup.Run(run)
 	}()
+	go b.warmStandby(run, sup)
 	// The HA supervisor decides the role from here on (ha.go).
 	return b.startHA(run)
+}
+
+// rewarmEvery renews the standby's warm takeover path: memory pressure
+// or emulation can drop it over hours.
+const rewarmEvery = 10 * time.Minute
+
+// warmStandby warms the active-only layers while this head is the
+// standby: at once after boot (a head that was just power-cycled takes
+// over cold otherwise), then every rewarmEvery.
+func (b *Boot) warmStandby(ctx context.Context, sup *supervise.Supervisor) {
+	for {
+		if b.role() == roleStandby {
+			sup.Warm(ctx, graph.ActiveOnly)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(rewarmEvery):
+		}
+	}
 }
 
 // onEscalate hands a layer that failed past its migration threshold to

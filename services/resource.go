@@ -31,6 +31,15 @@ type Promoter interface {
 	Demote(ctx context.Context) error
 }
 
+// Warmer is a layer that a standby head can ready for a takeover
+// without touching anything shared: Warm runs the layer's programs once
+// in a harmless mode (a version or help query), so that their code is in
+// memory, not on the compressed root, when the takeover needs it. On a
+// cold head under emulation the first run of lvm alone costs a second.
+type Warmer interface {
+	Warm(ctx context.Context) error
+}
+
 // Kind classifies a failure, so the supervisor can decide what to do.
 type Kind int
 

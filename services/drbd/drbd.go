@@ -198,6 +198,44 @@ func (r *Resource) Promote(ctx context.Context) error {
 	return nil
 }
 
+// DropPeer makes DRBD let go of a peer that the HA supervisor has found
+// dead and fenced (heartbeats silent on every path, the witness vote
+// held, the verdict written), rather than wait for its own ping timeout:
+// a promotion asked of a DRBD that still counts the peer goes to the dead
+// peer and waits for that timeout before the fence-peer handler even
+// runs. The forced disconnect asks nothing of the peer; DRBD then listens
+// again, so the peer resyncs from this head when it is back.
+func (r *Resource) DropPeer(ctx context.Context) error {
+	const op = "drop-peer"
+	st, err := r.current(ctx, op)
+	if err != nil {
+		return err
+	}
+	if !st.Configured || !peerCounted(st.Connection) {
+		return nil
+	}
+	if _, err := r.adm(ctx, op, "disconnect", "--force", r.cfg.Resource); err != nil {
+		return err
+	}
+	if _, err := r.adm(ctx, op, "connect", r.cfg.Resource); err != nil {
+		return err
+	}
+	r.log.Warn("drbd: dropped the silent peer without waiting for DRBD's ping timeout", "was", st.Connection)
+	return nil
+}
+
+// peerCounted reports whether DRBD still counts a peer in this
+// connection state (events2 naming; 8.4's WFReportParams is the
+// handshake).
+func peerCounted(conn string) bool {
+	switch conn {
+	case "", "StandAlone", "Disconnecting", "Unconnected", "Timeout", "BrokenPipe", "NetworkFailure",
+		"ProtocolError", "TearDown", "Connecting", "WFConnection":
+		return false
+	}
+	return true
+}
+
 // peerDropped polls DRBD dropPolls times, pollEvery apart (3 s), for it
 // to leave Connected after a refused promotion that raced its loss of
 // the peer, and reports whether it did. The refusal itself comes from

@@ -58,3 +58,40 @@ func TestPromoteRetriesWhenThePeerDropsMidRequest(t *testing.T) {
 		})
 	}
 }
+
+// A takeover drops a peer DRBD still counts, and only such a peer: the
+// forced disconnect asks nothing of it, and DRBD listens again at once.
+func TestDropPeer(t *testing.T) {
+	dropped := strings.NewReplacer("connection:Connected role:Secondary", "connection:Connecting role:Unknown",
+		"replication:Established peer-disk:UpToDate", "replication:Off peer-disk:DUnknown").Replace(events84Initial)
+	for _, tc := range []struct {
+		name   string
+		events string
+		want   []string
+	}{
+		{"still counted: dropped and listening again", events84Initial, []string{"drbdadm disconnect --force r0", "drbdadm connect r0"}},
+		{"already dropped: left alone", dropped, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake().on("drbdsetup events2 --now --statistics r0", ok(tc.events))
+			r := newTest(t, labConfig(t, "head-b"), f, tc.events)
+			if err := r.DropPeer(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			var adm []string
+			for _, c := range f.calls {
+				if strings.HasPrefix(c, "drbdadm ") {
+					adm = append(adm, c)
+				}
+			}
+			if strings.Join(adm, "; ") != strings.Join(tc.want, "; ") {
+				t.Errorf("drbdadm calls %q, want %q", adm, tc.want)
+			}
+		})
+	}
+	for conn, counted := range map[string]bool{"Connected": true, "WFReportParams": true, "Connecting": false, "StandAlone": false, "NetworkFailure": false, "": false} {
+		if peerCounted(conn) != counted {
+			t.Errorf("peerCounted(%q) = %v, want %v", conn, !counted, counted)
+		}
+	}
+}

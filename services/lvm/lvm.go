@@ -129,6 +129,18 @@ func New(cfg *site.Config, opts Options) (*Volume, error) {
 	return v, nil
 }
 
+var _ services.Warmer = (*Volume)(nil)
+
+// Warm runs lvm once (version) on the standby, which reads nothing from
+// the PV: a takeover's lvchange then starts from memory.
+func (v *Volume) Warm(ctx context.Context) error {
+	if err := WriteConfig(v.dir); err != nil {
+		return err
+	}
+	_, err := v.lvm.Run(ctx, "version")
+	return err
+}
+
 // Name is the resource's name in the graph.
 func (v *Volume) Name() string { return ResourceName }
 

@@ -159,6 +159,11 @@ func (f *fake) Stop(context.Context) error {
 	return f.do("stop")
 }
 
+func (f *fake) Warm(context.Context) error {
+	f.rec.add("warm " + f.name)
+	return f.do("warm")
+}
+
 func (f *fake) Monitor(context.Context) error {
 	f.monitors.Add(1)
 	return f.do("monitor")

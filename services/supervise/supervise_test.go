@@ -132,6 +132,41 @@ func TestRoles(t *testing.T) {
 	}
 }
 
+// Warm readies only the stopped layers of the roles asked for, and goes
+// on past a layer whose warming fails.
+func TestWarm(t *testing.T) {
+	h := newHarness(t, testPolicy())
+	ctx := context.Background()
+	h.f["xfs"].set("warm", errors.New("injected"))
+	steps := []struct {
+		name  string
+		do    func() error
+		roles []graph.Role
+		calls []string
+	}{
+		{"bare head", nil, []graph.Role{graph.ActiveOnly}, prefixed("warm", "lvm", "xfs", "nfs", "smb", "vip")},
+		{"standby", func() error { return h.sup.StartRoles(ctx, graph.Both) }, []graph.Role{graph.ActiveOnly},
+			prefixed("warm", "lvm", "xfs", "nfs", "smb", "vip")},
+		{"standby, shared layers", nil, []graph.Role{graph.Both}, nil},
+		{"active", func() error { return h.sup.Start(ctx) }, []graph.Role{graph.ActiveOnly}, nil},
+		{"back to standby", func() error { return h.sup.StopRoles(ctx, graph.ActiveOnly) }, []graph.Role{graph.ActiveOnly},
+			prefixed("warm", "lvm", "xfs", "nfs", "smb", "vip")},
+	}
+	for _, st := range steps {
+		if st.do != nil {
+			if err := st.do(); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+		}
+		h.rec.reset()
+		h.sup.Warm(ctx, st.roles...)
+		h.wantCalls(st.name, st.calls)
+	}
+	if !strings.Contains(h.log.String(), "warm xfs: injected") {
+		t.Errorf("the failed warming is not logged:\n%s", h.log.String())
+	}
+}
+
 func TestStopContinuesPastFailure(t *testing.T) {
 	tests := []struct {
 		name string

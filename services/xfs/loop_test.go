@@ -87,6 +87,10 @@ func TestLoopXFS(t *testing.T) {
 	if err != nil || first.UUID == "" || first.Label != Label {
 		t.Fatalf("xfs_admin: %+v %v", first, err)
 	}
+	// Start logs what ReadSuper finds: it must agree with xfprogs.
+	if got, err := ReadSuper(dev); err != nil || got != first {
+		t.Errorf("ReadSuper = %+v, %v; xfs_admin says %+v", got, err, first)
+	}
 
 	if err := f.Start(ctx); err != nil {
 		t.Fatal("second start:", err)

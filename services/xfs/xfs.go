@@ -18,8 +18,9 @@
 // get -d noalign: xfsprogs 6 refuses small aligned filesystems ("Log size
 // must be at least 64MB").
 //
-// The UUID is logged at every mount (xfs_admin -u), so the logs prove
-// that a restart mounted the same filesystem and did not make a new one.
+// The UUID is logged at every mount (read from the superblock), so the
+// logs prove that a restart mounted the same filesystem and did not make
+// a new one.
 //
 // # Mount options
 //
@@ -325,7 +326,7 @@ func (f *Filesystem) Start(ctx context.Context) error {
 		return f.errorf("start", services.Refused, "will not make a filesystem on %s: it holds %s", f.dev, c)
 	}
 
-	info, err := f.admin.Info(ctx, f.dev)
+	info, err := ReadSuper(f.dev)
 	if err != nil {
 		f.log.Warn("cannot read the filesystem's UUID", "device", f.dev, "err", err)
 	}
