@@ -617,6 +617,16 @@ func (h *haSup) promote(ctx context.Context, decided time.Time, in decide.Inputs
 	defer func() { h.finished(err) }()
 	t0 := time.Now()
 	if d.Action == decide.FencePromote {
+		// Once the service is up (or failed to come up), DRBD listens
+		// for the peer again after fence dropped it.
+		defer func() {
+			if b.stack == nil || b.stack.drbd == nil {
+				return
+			}
+			if rerr := b.stack.drbd.Reconnect(ctx); rerr != nil {
+				h.log.Warn("HA: DRBD does not listen for the peer again; its monitor reconnects later", "err", rerr)
+			}
+		}()
 		if err = h.fence(ctx); err != nil {
 			rc.steps = append(rc.steps, status.FailoverStep{Name: "fence", StartMS: t0.Sub(rc.start).Milliseconds(), MS: time.Since(t0).Milliseconds(), Error: err.Error()})
 			h.addFailover(rc, "active", time.Now(), err)

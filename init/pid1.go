@@ -72,6 +72,7 @@ type Boot struct {
 	siteRaw  []byte                   // the site config as read, even if invalid
 	mounts   []string                 // mounted after the root, unmounted in reverse
 	watchdog *watchdog
+	warmNow  chan struct{} // wakes warmStandby (after a release)
 }
 
 // caught are the signals whose Go default would end the process; for PID 1

@@ -106,6 +106,10 @@ func (b *Boot) release(ctx context.Context, rc roleChange) error {
 		return err
 	}
 	b.Log.Info(fmt.Sprintf("role: standby after %d ms", time.Since(t0).Milliseconds()))
+	select {
+	case b.warmNow <- struct{}{}: // ready for taking the service back
+	default:
+	}
 	return nil
 }
 

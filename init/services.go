@@ -337,7 +337,8 @@ func (b *Boot) startServices() error {
 		}()
 		sup.Run(run)
 	}()
-	go b.warmStandby(run, sup)
+	b.warmNow = make(chan struct{}, 1)
+	go b.warmStandby(run, sup, b.warmNow)
 	// The HA supervisor decides the role from here on (ha.go).
 	return b.startHA(run)
 }
@@ -348,8 +349,8 @@ const rewarmEvery = 10 * time.Minute
 
 // warmStandby warms the active-only layers while this head is the
 // standby: at once after boot (a head that was just power-cycled takes
-// over cold otherwise), then every rewarmEvery.
-func (b *Boot) warmStandby(ctx context.Context, sup *supervise.Supervisor) {
+// over cold otherwise), after each release, and every rewarmEvery.
+func (b *Boot) warmStandby(ctx context.Context, sup *supervise.Supervisor, now <-chan struct{}) {
 	for {
 		if b.role() == roleStandby {
 			sup.Warm(ctx, graph.ActiveOnly)
@@ -358,6 +359,7 @@ func (b *Boot) warmStandby(ctx context.Context, sup *supervise.Supervisor) {
 		case <-ctx.Done():
 			return
 		case <-time.After(rewarmEvery):
+		case <-now:
 		}
 	}
 }

@@ -62,6 +62,7 @@ type Resource struct {
 	w           *watcher
 
 	standAloneSince time.Time // when the monitor first saw StandAlone
+	dropped         bool      // DropPeer disconnected; Reconnect undoes it
 	reconnects      int       // attempts since the last connection
 	nextReconnect   time.Time
 }
@@ -203,8 +204,9 @@ func (r *Resource) Promote(ctx context.Context) error {
 // held, the verdict written), rather than wait for its own ping timeout:
 // a promotion asked of a DRBD that still counts the peer goes to the dead
 // peer and waits for that timeout before the fence-peer handler even
-// runs. The forced disconnect asks nothing of the peer; DRBD then listens
-// again, so the peer resyncs from this head when it is back.
+// runs. The forced disconnect asks nothing of the peer. DRBD stays
+// StandAlone until Reconnect, which the caller runs once the service is
+// up, off the takeover's path.
 func (r *Resource) DropPeer(ctx context.Context) error {
 	const op = "drop-peer"
 	st, err := r.current(ctx, op)
@@ -217,11 +219,26 @@ func (r *Resource) DropPeer(ctx context.Context) error {
 	if _, err := r.adm(ctx, op, "disconnect", "--force", r.cfg.Resource); err != nil {
 		return err
 	}
-	if _, err := r.adm(ctx, op, "connect", r.cfg.Resource); err != nil {
-		return err
-	}
+	r.mu.Lock()
+	r.dropped = true
+	r.mu.Unlock()
 	r.log.Warn("drbd: dropped the silent peer without waiting for DRBD's ping timeout", "was", st.Connection)
 	return nil
+}
+
+// Reconnect lets DRBD listen for the peer again after DropPeer, so the
+// peer resyncs from this head when it is back. Without a DropPeer it
+// does nothing: a StandAlone the monitor found is the monitor's.
+func (r *Resource) Reconnect(ctx context.Context) error {
+	r.mu.Lock()
+	dropped := r.dropped
+	r.dropped = false
+	r.mu.Unlock()
+	if !dropped {
+		return nil
+	}
+	_, err := r.adm(ctx, "reconnect", "connect", r.cfg.Resource)
+	return err
 }
 
 // peerCounted reports whether DRBD still counts a peer in this

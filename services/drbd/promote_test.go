@@ -60,7 +60,7 @@ func TestPromoteRetriesWhenThePeerDropsMidRequest(t *testing.T) {
 }
 
 // A takeover drops a peer DRBD still counts, and only such a peer: the
-// forced disconnect asks nothing of it, and DRBD listens again at once.
+// forced disconnect asks nothing of it. Reconnect undoes only that drop.
 func TestDropPeer(t *testing.T) {
 	dropped := strings.NewReplacer("connection:Connected role:Secondary", "connection:Connecting role:Unknown",
 		"replication:Established peer-disk:UpToDate", "replication:Off peer-disk:DUnknown").Replace(events84Initial)
@@ -69,7 +69,7 @@ func TestDropPeer(t *testing.T) {
 		events string
 		want   []string
 	}{
-		{"still counted: dropped and listening again", events84Initial, []string{"drbdadm disconnect --force r0", "drbdadm connect r0"}},
+		{"still counted: dropped, then listening again", events84Initial, []string{"drbdadm disconnect --force r0", "drbdadm connect r0"}},
 		{"already dropped: left alone", dropped, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -77,6 +77,11 @@ func TestDropPeer(t *testing.T) {
 			r := newTest(t, labConfig(t, "head-b"), f, tc.events)
 			if err := r.DropPeer(context.Background()); err != nil {
 				t.Fatal(err)
+			}
+			for range 2 { // the second finds nothing to undo
+				if err := r.Reconnect(context.Background()); err != nil {
+					t.Fatal(err)
+				}
 			}
 			var adm []string
 			for _, c := range f.calls {

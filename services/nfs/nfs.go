@@ -130,12 +130,14 @@ type Server struct {
 	rpc   prober
 	// mount mounts a pseudo filesystem; isMount says whether a path is
 	// a mount point. Both are replaced in tests.
-	mount   func(src, target, fstype string) error
-	isMount func(path string) (bool, error)
-	binary  func(name string) bool
-	scoped  func(scope string, fn func() error) error // inScope; tests run fn directly
-	ready   time.Duration                             // how long a daemon may take to register
+	mount    func(src, target, fstype string) error
+	isMount  func(path string) (bool, error)
+	binary   func(name string) bool
+	scoped   func(scope string, fn func() error) error // inScope; tests run fn directly
+	ready    time.Duration                             // how long a daemon may take to register
+	watching func(pid int) bool                        // watchingPipe; tests fake it
 
+	ops   sync.Mutex // one of Start, Stop or Warm at a time
 	mu    sync.Mutex
 	procs map[string]proc // daemons we started, by program name
 }
@@ -153,7 +155,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	return &Server{
 		cfg: cfg, log: log.With("resource", Name), run: execRunner{}, start: execStarter{}, rpc: rpcProber{"127.0.0.1"},
 		mount:   func(src, target, fstype string) error { return syscall.Mount(src, target, fstype, 0, "") },
-		isMount: isMountpoint, binary: haveBinary, scoped: inScope, ready: 10 * time.Second,
+		isMount: isMountpoint, binary: haveBinary, scoped: inScope, ready: 10 * time.Second, watching: watchingPipe,
 		procs: map[string]proc{},
 	}, nil
 }
@@ -183,6 +185,8 @@ func (s *Server) errorf(op string, kind services.Kind, format string, a ...any) 
 // left running and only the exports are re-synced.
 func (s *Server) Start(ctx context.Context) error {
 	const op = "start"
+	s.ops.Lock()
+	defer s.ops.Unlock()
 	c := s.cfg
 	// State written to the root filesystem would not follow a failover.
 	if ok, err := s.isMount(c.Mountpoint); err != nil || !ok {
@@ -228,6 +232,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	if !running {
+		s.waitTracker(ctx)
 		err := s.scoped(c.Scope, func() error { return s.tool(ctx, op, "rpc.nfsd", nfsdArgs(c)...) })
 		if err != nil {
 			return err
@@ -268,13 +273,13 @@ func (s *Server) setTimes() error {
 
 // ensureDaemons starts rpcbind, rpc.statd and nfsdcld unless running.
 func (s *Server) ensureDaemons(ctx context.Context, op string, nfsdRunning bool) error {
-	if err := os.MkdirAll(s.cfg.RPCBindDir, 0o755); err != nil {
-		return s.errorf(op, services.Failed, "%v", err)
-	}
-	if err := s.ensureDaemon(ctx, op, "rpcbind", []string{"-f"}, func(ctx context.Context) error {
-		return s.rpc.Null(ctx, 111, ProgPortmap, 2)
-	}); err != nil {
+	if err := s.ensureRPCBind(ctx, op); err != nil {
 		return err
+	}
+	// nfsdcld first: it loads its database while the rest starts, and
+	// must be watching for its pipe before nfsd starts (waitTracker).
+	if !nfsdRunning && s.binary("nfsdcld") {
+		s.startTracker()
 	}
 	// statd serves NLM (NFSv3 locks) only; NFSv4 keeps its own state.
 	statd := []string{"-F", "--no-notify", "-P", filepath.Join(s.cfg.StateDir, "statd")}
@@ -286,29 +291,80 @@ func (s *Server) ensureDaemons(ctx context.Context, op string, nfsdRunning bool)
 			return err
 		}
 	}
-	// nfsdcld must be listening before nfsd starts, or the kernel picks
-	// another client tracker for this boot.
-	if nfsdRunning || !s.binary("nfsdcld") {
-		return nil
-	}
+	return nil
+}
+
+// startTracker starts nfsdcld, the NFSv4 client tracker, unless it runs.
+func (s *Server) startTracker() {
 	if err := s.ensureFS(s.cfg.PipeFS, "rpc_pipefs", "nfsd"); err != nil {
 		s.log.Warn("no rpc_pipefs: nfsdcld not started", "err", err)
-		return nil
+		return
 	}
 	s.mu.Lock()
-	_, have := s.procs["nfsdcld"]
+	p, have := s.procs["nfsdcld"]
 	s.mu.Unlock()
-	if !have {
-		p, err := s.start.Start("nfsdcld", "-F")
-		if err != nil {
-			s.log.Warn("nfsdcld did not start", "err", err)
-			return nil
-		}
-		s.mu.Lock()
-		s.procs["nfsdcld"] = p
-		s.mu.Unlock()
+	if have && !exited(p) {
+		return
 	}
-	return nil
+	p, err := s.start.Start("nfsdcld", "-F")
+	if err != nil {
+		s.log.Warn("nfsdcld did not start", "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.procs["nfsdcld"] = p
+	s.mu.Unlock()
+}
+
+// trackerWait bounds waitTracker.
+const trackerWait = 3 * time.Second
+
+// waitTracker waits until nfsdcld watches rpc_pipefs for its pipe. The
+// kernel makes the pipe as nfsd starts and gives nfsdcld one second to
+// open it, then falls back to another client tracker for the whole boot
+// (the nfsdcltrack helper, run for every client); a just-started
+// nfsdcld still loading its database under emulation misses that
+// second.
+func (s *Server) waitTracker(ctx context.Context) {
+	s.mu.Lock()
+	p := s.procs["nfsdcld"]
+	s.mu.Unlock()
+	if p == nil {
+		return
+	}
+	deadline := time.Now().Add(trackerWait)
+	for !exited(p) && !s.watching(p.Pid()) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			s.log.Warn("nfsdcld is not watching for its pipe yet; starting nfsd anyway", "waited", trackerWait)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// watchingPipe reports whether process pid holds an inotify descriptor,
+// which nfsdcld sets up once its database is open.
+func watchingPipe(pid int) bool {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		if l, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil && l == "anon_inode:inotify" {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) ensureRPCBind(ctx context.Context, op string) error {
+	if err := os.MkdirAll(s.cfg.RPCBindDir, 0o755); err != nil {
+		return s.errorf(op, services.Failed, "%v", err)
+	}
+	return s.ensureDaemon(ctx, op, "rpcbind", []string{"-f"}, func(ctx context.Context) error {
+		return s.rpc.Null(ctx, 111, ProgPortmap, 2)
+	})
 }
 
 // ensureDaemon starts name unless alive answers, then waits until it does.
@@ -345,7 +401,7 @@ func (s *Server) ensureDaemon(ctx context.Context, op, name string, args []strin
 		case time.Now().After(deadline):
 			return s.errorf(op, services.Failed, "%s did not register within %s: %v", name, s.ready, err)
 		}
-		time.Sleep(min(100*time.Millisecond, s.ready/10))
+		time.Sleep(min(20*time.Millisecond, s.ready/10))
 	}
 }
 
@@ -360,28 +416,34 @@ func exited(p proc) bool {
 
 var _ services.Warmer = (*Server)(nil)
 
-// warmArgs ask each program for its version or usage: nothing starts,
-// nothing is read from the replicated filesystem. sm-notify is left out:
-// with a wrong flag it would be one typo away from notifying clients.
+// warmArgs ask the programs a start runs for their version or usage:
+// nothing starts, nothing is read. sm-notify is left out: with a wrong
+// flag it would be one typo away from notifying clients.
 var warmArgs = [][]string{
-	{"rpcbind", "-h"}, // -h wants an argument: a usage error
 	{"rpc.statd", "--version"},
-	{"rpc.mountd", "--version"},
 	{"nfsdcld", "--help"},
 	{"exportfs", "--help"},
 	{"rpc.nfsd", "--help"},
 }
 
-// Warm runs each nfs-utils program once on the standby. Their exit codes
-// mean nothing here; a missing program shows at Start.
+// Warm readies the standby for a start: it runs each nfs-utils program
+// once, and starts rpcbind and rpc.mountd, which keep no state of their
+// own (mountd answers from the export table that Start loads). A start
+// finds them registered and goes straight on; Stop ends them with the
+// rest. Exit codes of the queries mean nothing; a missing program shows
+// at Start.
 func (s *Server) Warm(ctx context.Context) error {
+	s.ops.Lock()
+	defer s.ops.Unlock()
 	for _, a := range warmArgs {
-		if !s.binary(a[0]) {
-			continue
+		if s.binary(a[0]) {
+			s.run.Run(ctx, a[0], a[1:]...)
 		}
-		s.run.Run(ctx, a[0], a[1:]...)
 	}
-	return nil
+	if err := s.ensureRPCBind(ctx, "warm"); err != nil {
+		return err
+	}
+	return s.ensureDaemon(ctx, "warm", "rpc.mountd", []string{"-F"}, s.mountdAlive)
 }
 
 // Stop takes NFS down in the reverse order: unexport, stop the nfsd
@@ -389,6 +451,8 @@ func (s *Server) Warm(ctx context.Context) error {
 // unmount), flush the export caches, then stop the daemons.
 func (s *Server) Stop(ctx context.Context) error {
 	const op = "stop"
+	s.ops.Lock()
+	defer s.ops.Unlock()
 	var errs []error
 	if _, err := os.Stat(filepath.Join(s.cfg.ProcNFSD, "threads")); err == nil {
 		if err := s.tool(ctx, op, "exportfs", "-ua"); err != nil {

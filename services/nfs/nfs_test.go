@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"tandem.dev/tandem/services"
 )
 
@@ -67,6 +69,8 @@ func (w *world) Run(_ context.Context, name string, args ...string) result {
 		return r
 	}
 	switch {
+	case slices.Contains(args, "--help") || slices.Contains(args, "--version"):
+		// a query: nothing changes
 	case name == "rpc.nfsd" && args[len(args)-1] == "0":
 		os.WriteFile(filepath.Join(w.proc, "threads"), []byte("0\n"), 0o644)
 	case name == "rpc.nfsd":
@@ -150,6 +154,20 @@ func newWorld(t *testing.T, versions ...string) (*Server, *world) {
 	}
 	s.run, s.start, s.rpc = w, w, w
 	s.ready = time.Second
+	// nfsdcld watches for its pipe from its third look on.
+	looks := 0
+	s.watching = func(int) bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if !w.up["nfsdcld"] {
+			return false
+		}
+		if looks++; looks < 3 {
+			return false
+		}
+		w.log = append(w.log, "nfsdcld watching")
+		return true
+	}
 	s.isMount = func(string) (bool, error) { return true, nil }
 	s.binary = func(string) bool { return true }
 	s.scoped = func(scope string, fn func() error) error {
@@ -184,8 +202,8 @@ func TestStartOrderAndState(t *testing.T) {
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	order := []string{"mount nfsd", "start rpcbind -f", "start rpc.statd -F --no-notify -P", "mount rpc_pipefs", "start nfsdcld -F",
-		"exportfs -ra", "start rpc.mountd -F", "scope lab", "rpc.nfsd -G 15 -L 15 -U -V 3 -N 4.0 -V 4.1 -V 4.2 8"}
+	order := []string{"mount nfsd", "start rpcbind -f", "mount rpc_pipefs", "start nfsdcld -F", "start rpc.statd -F --no-notify -P",
+		"exportfs -ra", "start rpc.mountd -F", "nfsdcld watching", "scope lab", "rpc.nfsd -G 15 -L 15 -U -V 3 -N 4.0 -V 4.1 -V 4.2 8"}
 	last := -1
 	for _, step := range order {
 		i := indexOf(t, w.log, step)
@@ -247,6 +265,46 @@ func TestStartOrderAndState(t *testing.T) {
 	if err := s.Stop(ctx); err != nil {
 		t.Errorf("second stop: %v", err)
 	}
+}
+
+// The standby's warming starts only the stateless daemons and touches
+// neither the kernel's nfsd nor the replicated state; the takeover's start
+// then finds them registered and starts only the rest.
+func TestWarmThenStart(t *testing.T) {
+	s, w := newWorld(t)
+	ctx := context.Background()
+	if err := s.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var started []string
+	for _, l := range w.log {
+		if strings.HasPrefix(l, "start ") || strings.HasPrefix(l, "mount ") || strings.HasPrefix(l, "exportfs -r") ||
+			strings.HasPrefix(l, "rpc.nfsd -") && !strings.HasPrefix(l, "rpc.nfsd --help") {
+			started = append(started, l)
+		}
+	}
+	if want := []string{"start rpcbind -f", "start rpc.mountd -F"}; !slices.Equal(started, want) {
+		t.Errorf("warming did %q, want only %q", started, want)
+	}
+	if _, err := os.Stat(s.cfg.StateDir); err == nil {
+		t.Errorf("warming made the state dir on the replicated filesystem")
+	}
+	n := len(w.log)
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range w.log[n:] {
+		if l == "start rpcbind -f" || l == "start rpc.mountd -F" {
+			t.Errorf("start ran %q again after warming", l)
+		}
+	}
+	indexOf(t, w.log[n:], "start rpc.statd")
+	indexOf(t, w.log[n:], "rpc.nfsd -G")
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	indexOf(t, w.log[n:], "kill rpcbind")
+	indexOf(t, w.log[n:], "kill rpc.mountd")
 }
 
 func TestMonitorFailures(t *testing.T) {
@@ -346,5 +404,24 @@ func TestClassify(t *testing.T) {
 	}
 	if classify("start", result{}, "x") != nil {
 		t.Error("success classified")
+	}
+}
+
+// watchingPipe reads a real /proc: this test process holds an inotify
+// descriptor only while it has one open.
+func TestWatchingPipe(t *testing.T) {
+	if watchingPipe(os.Getpid()) {
+		t.Fatal("watching before any inotify descriptor exists")
+	}
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !watchingPipe(os.Getpid()) {
+		t.Error("not watching with an inotify descriptor open")
+	}
+	unix.Close(fd)
+	if watchingPipe(os.Getpid()) || watchingPipe(-1) {
+		t.Error("watching after closing it, or for no process")
 	}
 }

@@ -63,6 +63,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -108,8 +109,20 @@ type Options struct {
 	// Stop's retries of a busy unmount.
 	UnmountTries int
 	UnmountDelay time.Duration
-	Log          *slog.Logger
+	// SyncSysctl is XFS's periodic log worker interval, default
+	// /proc/sys/fs/xfs/xfssyncd_centisecs (see SyncCentisecs).
+	SyncSysctl string
+	Log        *slog.Logger
 }
+
+// SyncCentisecs is the interval (1 s, the kernel's minimum) at which
+// XFS's log worker pushes all dirty metadata to its place on disk. The
+// default, 30 s, lets a busy filesystem keep most of its log dirty, and
+// the takeover head replays all of it before the mount returns: 1.7 s of
+// a 2.5 s mount in the lab. A takeover then replays about a second's
+// worth of metadata; the price is metadata written back sooner, which
+// NFS's synchronous commits mostly pay for anyway.
+const SyncCentisecs = 100
 
 // Filesystem is the XFS resource.
 type Filesystem struct {
@@ -120,6 +133,7 @@ type Filesystem struct {
 	mkfs        Mkfs
 	admin       Admin
 	mountinfo   string
+	syncSysctl  string
 	m           mounter
 	tries       int
 	delay       time.Duration
@@ -172,6 +186,7 @@ func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
 		mkfs:        Mkfs{program{name: "mkfs.xfs", path: opts.Mkfs, timeout: opts.ToolTimeout, log: log}},
 		admin:       Admin{program{name: "xfs_admin", path: opts.XFSAdmin, timeout: opts.ToolTimeout, log: log}},
 		mountinfo:   cmp.Or(opts.MountInfo, "/proc/self/mountinfo"),
+		syncSysctl:  cmp.Or(opts.SyncSysctl, "/proc/sys/fs/xfs/xfssyncd_centisecs"),
 		m:           sysMounter{},
 		tries:       opts.UnmountTries,
 		delay:       opts.UnmountDelay,
@@ -347,6 +362,11 @@ func (f *Filesystem) Start(ctx context.Context) error {
 			err = fmt.Errorf("%w: run xfs_repair by hand; Tandem never repairs by itself", err)
 		}
 		return f.wrap("start", err)
+	}
+	// The sysctl exists once the xfs module is loaded, which the mount
+	// ensures; the worker reads it at its next round.
+	if err := os.WriteFile(f.syncSysctl, []byte(strconv.Itoa(SyncCentisecs)+"\n"), 0); err != nil {
+		f.log.Warn("cannot shorten XFS's log push interval: a takeover replays more log", "sysctl", f.syncSysctl, "err", err)
 	}
 	if made {
 		f.log.Info("mounted new filesystem", "device", f.dev, "mountpoint", f.mnt, "uuid", info.UUID)

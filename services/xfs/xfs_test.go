@@ -216,7 +216,7 @@ func (g *rig) fs(t *testing.T, mkfs bool) *Filesystem {
 			Filesystem: site.Filesystem{Type: "xfs", Mountpoint: g.mnt, MkfsIfBlank: mkfs},
 		},
 	}
-	f, err := New(cfg, "head-a", Options{Device: g.dev, Mkfs: g.dir + "/mkfs.xfs", XFSAdmin: g.dir + "/xfs_admin", MountInfo: g.info,
+	f, err := New(cfg, "head-a", Options{Device: g.dev, Mkfs: g.dir + "/mkfs.xfs", XFSAdmin: g.dir + "/xfs_admin", MountInfo: g.info, SyncSysctl: g.dir + "/xfssyncd_centisecs",
 		UnmountTries: 3, UnmountDelay: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -257,6 +257,10 @@ func TestStartMakesFSOnBlank(t *testing.T) {
 	}
 	if fi, err := os.Stat(g.mnt + "/.tandem"); err != nil || !fi.IsDir() {
 		t.Errorf("state dir: %v", err)
+	}
+	// The log worker pushes dirty metadata every second: little to replay.
+	if b, _ := os.ReadFile(g.dir + "/xfssyncd_centisecs"); string(b) != "100\n" {
+		t.Errorf("xfssyncd_centisecs = %q, want 100", b)
 	}
 	// Idempotent: mounted already, nothing more.
 	if err := f.Start(ctx); err != nil {
