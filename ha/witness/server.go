@@ -58,9 +58,9 @@ import (
 )
 
 // DefaultLease is the lease when none is configured: the default
-// heartbeat dead time (3 s), so a silent head's vote is free by the time
-// its peer notices the silence.
-const DefaultLease = 3 * time.Second
+// heartbeat dead time (2.5 s), so a silent head's vote is free by the
+// time its peer notices the silence.
+const DefaultLease = 2500 * time.Millisecond
 
 // Config configures a Server.
 type Config struct {

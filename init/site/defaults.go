@@ -31,7 +31,7 @@ const (
 	DefaultHeartbeatPort       = 7790
 	DefaultControlPort         = 7792
 	DefaultHeartbeatIntervalMS = 500
-	DefaultDeadTimeMS          = 3000
+	DefaultDeadTimeMS          = 2500
 	DefaultStopBoundMS         = 20000
 	DefaultWatchdogTimeoutSec  = 30
 	DefaultMigrationThreshold  = 3
