@@ -349,10 +349,11 @@ const rewarmEvery = 10 * time.Minute
 
 // warmStandby warms the active-only layers while this head is the
 // standby: at once after boot (a head that was just power-cycled takes
-// over cold otherwise), after each release, and every rewarmEvery.
+// over cold otherwise), after each release, and every rewarmEvery. Not
+// in maintenance mode, where the head only watches.
 func (b *Boot) warmStandby(ctx context.Context, sup *supervise.Supervisor, now <-chan struct{}) {
 	for {
-		if b.role() == roleStandby {
+		if b.role() == roleStandby && !sup.InMaintenance() {
 			sup.Warm(ctx, graph.ActiveOnly)
 		}
 		select {

@@ -148,6 +148,16 @@ func TestFailoverActiveHeadKilled(t *testing.T) {
 		if rec := guest(t, ctx, standby, "busybox", "cat", "/var/lib/tandem/drbd/r0.fenced"); !strings.Contains(rec, `"verdict":"down"`) {
 			t.Errorf("kill %d: no fence record for %s on %s: %s", k, activeName, standbyName, rec)
 		}
+		// What keeps the takeover short: XFS pushes its log every second
+		// (little to replay at the next takeover), and nfsd tracks NFSv4
+		// clients through nfsdcld, not a fallback it picks when nfsdcld
+		// is late.
+		if v := strings.TrimSpace(guest(t, ctx, standby, "busybox", "cat", "/proc/sys/fs/xfs/xfssyncd_centisecs")); v != "100" {
+			t.Errorf("kill %d: xfssyncd_centisecs on %s is %s, want 100", k, standbyName, v)
+		}
+		if out := guest(t, ctx, standby, "busybox", "dmesg"); !strings.Contains(out, "NFSD: Using nfsdcld client tracking operations") {
+			t.Errorf("kill %d: nfsd on %s does not track clients through nfsdcld:\n%s", k, standbyName, grepLines(out, "NFSD"))
+		}
 
 		// The dead head comes back from its own disks and rejoins as
 		// the standby, while the client goes on writing.
@@ -156,6 +166,12 @@ func TestFailoverActiveHeadKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 		pairReady(t, ctx, standby)
+		// The new standby readies the takeover path once it is up.
+		wctx, wcancel = context.WithTimeout(ctx, time.Minute)
+		if _, err := back.Console.WaitFor(wctx, regexp.MustCompile(`warmed the takeover path`)); err != nil {
+			t.Errorf("kill %d: %s did not warm its takeover path: %v", k, activeName, err)
+		}
+		wcancel()
 		mustLog(t, back, "assembled existing array (not created)")
 		mustNotLog(t, back, "creating a new RAID10 array")
 		stopWorkload(t, ctx, client, dir)
@@ -301,4 +317,15 @@ func failoverSteps(f status.Failover) string {
 func membershipTiming(sc *site.Config) (interval, dead, lease time.Duration) {
 	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 	return ms(sc.HA.HeartbeatIntervalMS), ms(sc.HA.DeadTimeMS), ms(sc.Witness.LeaseMS)
+}
+
+// grepLines keeps the lines of text that contain s.
+func grepLines(text, s string) string {
+	var keep []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
