@@ -441,7 +441,7 @@ func evaluate(st State, wantPrimary, checkRole bool) error {
 	case st.Disk != "UpToDate" && wantPrimary:
 		return fail(services.Failed, "primary with a %s disk", st.Disk)
 	case st.Connection == "StandAlone":
-		return fail(services.Degraded, "StandAlone: not replicating (disconnected, refused or split brain); the monitor reconnects after %s, then with backoff; if it stays, check the kernel log", reconnectGrace)
+		return fail(services.Degraded, "StandAlone: not replicating (disconnected by hand or by a takeover, or refused by the peer; the kernel log says which); the monitor reconnects after %s, then with backoff", reconnectGrace)
 	case st.Connection != "Connected":
 		return fail(services.Degraded, "peer not connected (%s); writes are not replicated", orUnknown(st.Connection))
 	case st.Syncing():
