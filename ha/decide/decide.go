@@ -108,7 +108,7 @@ import (
 
 // Defaults for zero Params fields.
 const (
-	DefaultInterval = 500 * time.Millisecond // site ha.heartbeat_interval_ms
+	DefaultInterval = 500 * time.Millisecond  // site ha.heartbeat_interval_ms
 	DefaultDeadTime = 2500 * time.Millisecond // site ha.dead_time_ms
 	// DefaultStopBound is how long the active stack may take to stop
 	// (VIP, NFS/SMB, unmount with its sync, LVM, DRBD demote) before the
