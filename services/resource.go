@@ -34,8 +34,9 @@ type Promoter interface {
 // Warmer is a layer that a standby head can ready for a takeover
 // without touching anything shared: Warm runs the layer's programs once
 // in a harmless mode (a version or help query), so that their code is in
-// memory, not on the compressed root, when the takeover needs it. On a
-// cold head under emulation the first run of lvm alone costs a second.
+// memory, not on the compressed root, when the takeover needs it, and
+// may start helpers that hold no state (rpcbind). On a cold head under
+// emulation the first run of lvm alone costs a second.
 type Warmer interface {
 	Warm(ctx context.Context) error
 }
