@@ -19,11 +19,11 @@ package ha
 import "slices"
 
 // MinKeyBytes is the shortest pair key the heartbeat and the witness accept;
-// it matches init/site's rule (HMAC-SHA256 wants a key as long as its
+// it matches site's rule (HMAC-SHA256 wants a key as long as its
 // output).
 const MinKeyBytes = 32
 
-// MaxNameLen bounds pair and node names on the wire (init/site allows at
+// MaxNameLen bounds pair and node names on the wire (site allows at
 // most 63 characters for both).
 const MaxNameLen = 63
 

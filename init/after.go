@@ -11,9 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tandem.dev/tandem/board"
-	"tandem.dev/tandem/init/site"
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/internal/atomicfile"
+	"tandem.dev/tandem/site"
+	"tandem.dev/tandem/status"
 )
 
 // afterRootSteps bring the node up once the root is mounted. Everything

@@ -13,7 +13,7 @@ import (
 	"github.com/u-root/u-root/pkg/mount"
 	"golang.org/x/sys/unix"
 
-	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/status"
 )
 
 // shutdownRequest is a poweroff or reboot and what asked for it.

@@ -21,11 +21,11 @@ import (
 	"tandem.dev/tandem/ha/decide"
 	"tandem.dev/tandem/ha/heartbeat"
 	"tandem.dev/tandem/ha/witness"
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/internal/atomicfile"
 	"tandem.dev/tandem/services/drbd"
 	"tandem.dev/tandem/services/graph"
 	"tandem.dev/tandem/services/supervise"
+	"tandem.dev/tandem/status"
 )
 
 // The HA supervisor (docs/ha.md). Every heartbeat interval it gathers

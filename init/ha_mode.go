@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/internal/atomicfile"
+	"tandem.dev/tandem/status"
 )
 
 // modeFile keeps the operator's modes of this head across reboots, as

@@ -11,7 +11,7 @@ import (
 	"tandem.dev/tandem/ha"
 	"tandem.dev/tandem/ha/decide"
 	"tandem.dev/tandem/ha/heartbeat"
-	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/status"
 )
 
 func TestHAParams(t *testing.T) {

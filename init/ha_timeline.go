@@ -4,7 +4,6 @@ import (
 	"sync"
 	"time"
 
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/services/drbd"
 	"tandem.dev/tandem/services/graph"
 	"tandem.dev/tandem/services/lvm"
@@ -12,6 +11,7 @@ import (
 	"tandem.dev/tandem/services/supervise"
 	"tandem.dev/tandem/services/vip"
 	"tandem.dev/tandem/services/xfs"
+	"tandem.dev/tandem/status"
 )
 
 // stepNames name a failover's steps after the layers that make them,

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"strings"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/services/network"
+	"tandem.dev/tandem/site"
 )
 
 // Both heads boot the same image and read the same site.toml, so each

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/services/network"
+	"tandem.dev/tandem/site"
 )
 
 func TestIdentify(t *testing.T) {

@@ -21,10 +21,10 @@ import (
 
 	"tandem.dev/tandem/board"
 	"tandem.dev/tandem/image/manifest"
-	"tandem.dev/tandem/init/site"
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/services/network"
 	"tandem.dev/tandem/services/supervise"
+	"tandem.dev/tandem/site"
+	"tandem.dev/tandem/status"
 )
 
 // Boot is the state the steps share and later stages inherit.
@@ -73,6 +73,14 @@ type Boot struct {
 	mounts   []string                 // mounted after the root, unmounted in reverse
 	watchdog *watchdog
 	warmNow  chan struct{} // wakes warmStandby (after a release)
+	labAgent LabAgent      // from Options; nil: none
+	lab      bool          // the lab agent runs: status says LAB IMAGE
+}
+
+// Options are what the one binary hands PID 1.
+type Options struct {
+	// LabAgent serves the lab's guest agent on lab boards (nil: never).
+	LabAgent LabAgent
 }
 
 // caught are the signals whose Go default would end the process; for PID 1
@@ -90,15 +98,16 @@ var caught = []os.Signal{
 var continueAfterRoot = (*Boot).afterRoot
 
 // Main is PID 1. It never returns.
-func Main() {
+func Main(opts Options) {
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "tandem: init must run as PID 1")
 		os.Exit(1)
 	}
 	if raw, ok := os.LookupEnv(resumeEnv); ok {
-		resumeMain(raw) // this image re-executed itself after the root (reexec.go)
+		resumeMain(raw, opts) // this image re-executed itself after the root (reexec.go)
 	}
 	b := newBoot()
+	b.labAgent = opts.LabAgent
 	defer func() {
 		if r := recover(); r != nil {
 			b.Maintenance(fmt.Errorf("panic: %v", r))

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/status"
 )
 
 // Linux input event codes (linux/input-event-codes.h).

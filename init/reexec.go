@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tandem.dev/tandem/image/manifest"
-	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/status"
 )
 
 // Re-exec after switch_root. The kernel starts PID 1 from the initramfs's
@@ -151,12 +151,13 @@ func decodeResume(raw string, now time.Time, mono time.Duration) (*resumeState, 
 }
 
 // resumeMain is Main for a re-executed PID 1. It never returns.
-func resumeMain(raw string) {
+func resumeMain(raw string, opts Options) {
 	// Children must not inherit the marker (a child is never PID 1, but
 	// nothing else should see early boot's state either).
 	os.Unsetenv(resumeEnv)
 	now, mono := time.Now(), monoNow()
 	b := baseBoot(now)
+	b.labAgent = opts.LabAgent
 	defer func() {
 		if r := recover(); r != nil {
 			b.Maintenance(fmt.Errorf("panic: %v", r))

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"tandem.dev/tandem/image/manifest"
-	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/status"
 )
 
 // What early boot carries across the exec comes back intact, and the boot

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"tandem.dev/tandem/ha/control"
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/services/graph"
+	"tandem.dev/tandem/status"
 )
 
 // Roles. The HA supervisor (ha.go) decides which head is active: at

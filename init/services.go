@@ -14,7 +14,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/internal/atomicfile"
 	"tandem.dev/tandem/services/drbd"
 	"tandem.dev/tandem/services/graph"
@@ -25,6 +24,7 @@ import (
 	"tandem.dev/tandem/services/supervise"
 	"tandem.dev/tandem/services/vip"
 	"tandem.dev/tandem/services/xfs"
+	"tandem.dev/tandem/site"
 )
 
 // servicesBudget bounds bringing the whole graph up at boot.

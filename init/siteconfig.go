@@ -15,17 +15,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tandem.dev/tandem/image/manifest"
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/internal/atomicfile"
 	"tandem.dev/tandem/services/network"
+	"tandem.dev/tandem/site"
 )
 
 const (
 	// SiteState is the node's own copy of the site config.
 	SiteState = StateDir + "/site.toml"
-	// SiteOnConfig is how errors name site.toml on the TANDEM-CFG
-	// partition, which is where an operator edits it.
-	SiteOnConfig = manifest.LabelConfig + "/site.toml"
 	cfgLabel     = manifest.LabelConfig
 	cfgMount     = "/run/tandem/cfg"
 	cfgWait      = 2 * time.Second
@@ -50,7 +47,7 @@ func (b *Boot) loadSite() error {
 		return fmt.Errorf("invalid, nothing was touched; fix it on %s and reboot:\n%w", cfgLabel, err)
 	}
 	b.Site, b.SiteSource = cfg, name
-	if name == SiteOnConfig {
+	if name == site.OnConfigPartition {
 		if err := atomicfile.Write(SiteState, data, 0o600); err != nil {
 			return fmt.Errorf("copy %s to %s: %w", name, SiteState, err)
 		}
@@ -73,7 +70,7 @@ func readSiteConfig() ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	return data, SiteOnConfig, nil
+	return data, site.OnConfigPartition, nil
 }
 
 // readConfigPartition mounts TANDEM-CFG read-only just long enough to

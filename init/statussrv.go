@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/status"
 )
 
 // serveStatus listens on status.Socket for `tandem status`, `tandem
@@ -79,6 +79,7 @@ func (b *Boot) localStatus() status.Status {
 		UptimeMS: time.Since(b.Start).Milliseconds(),
 		ReadyMS:  b.readyMS,
 		Steps:    append([]status.Step(nil), b.steps...),
+		Lab:      b.lab,
 	}
 	if b.reason != nil {
 		st.Reason = b.reason.Error()

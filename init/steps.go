@@ -6,7 +6,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/status"
 )
 
 // Step is one named unit of boot work. Boot is a list of steps so the log

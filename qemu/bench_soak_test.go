@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/qemu"
+	"tandem.dev/tandem/site"
 )
 
 var soakFlag = flag.Duration("soak", 30*time.Minute, "how long BenchmarkIdleSoak leaves the pair idle")

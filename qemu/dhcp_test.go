@@ -13,10 +13,9 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
-	pid1 "tandem.dev/tandem/init"
-	"tandem.dev/tandem/init/site"
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/qemu"
+	"tandem.dev/tandem/site"
+	"tandem.dev/tandem/status"
 )
 
 var (
@@ -376,7 +375,7 @@ func dhcpSite(t *testing.T) []byte {
 		t.Fatalf("site.lab.toml changed: no %q", static)
 	}
 	b := bytes.Replace(good, static, []byte("interface = \"eth0\"\ndhcp = true\n"), 1)
-	c, err := site.Parse(pid1.SiteOnConfig, b)
+	c, err := site.Parse(site.OnConfigPartition, b)
 	if err != nil {
 		t.Fatalf("the DHCP site config does not parse: %v", err)
 	}

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/qemu"
+	"tandem.dev/tandem/status"
 )
 
 // R2 and R8 of issue 6, faults that must change nothing, and the

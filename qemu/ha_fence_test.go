@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/qemu"
+	"tandem.dev/tandem/status"
 )
 
 // DRBD's fencing when the witness cannot answer (issue 6: "the head

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/qemu"
 	"tandem.dev/tandem/qemu/workload"
 	"tandem.dev/tandem/services/lvm"
+	"tandem.dev/tandem/status"
 )
 
 // r4Faults picks some of R4's faults, by name, for a quicker run:

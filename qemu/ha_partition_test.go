@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/qemu"
 	"tandem.dev/tandem/qemu/workload"
+	"tandem.dev/tandem/status"
 )
 
 // R3 of issue 6: every link between the heads breaks while the witness

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/status"
 )
 
 // A double fault that must not serve old data (issue 6: "a stale head

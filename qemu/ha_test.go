@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/init/site"
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/qemu"
-	"tandem.dev/tandem/qemu/agent"
+	"tandem.dev/tandem/internal/labagent"
 	"tandem.dev/tandem/qemu/workload"
+	"tandem.dev/tandem/site"
+	"tandem.dev/tandem/status"
 )
 
 // haSiteFlag runs the HA scenarios on another site.toml than
@@ -244,7 +244,7 @@ func median(ds []time.Duration) time.Duration {
 // witness` there in the background, logging to /tmp/witness.log.
 func startWitness(t testing.TB, ctx context.Context, client *qemu.VM, siteTOML []byte) {
 	t.Helper()
-	res, err := client.Agent().Do(ctx, agent.Request{Argv: []string{"busybox", "sh", "-c", "busybox cat > /tmp/site.toml"}, Stdin: siteTOML})
+	res, err := client.Agent().Do(ctx, labagent.Request{Argv: []string{"busybox", "sh", "-c", "busybox cat > /tmp/site.toml"}, Stdin: siteTOML})
 	if err != nil || res.Exit != 0 {
 		t.Fatalf("client: writing the site config: %v %s", err, res.Stderr)
 	}

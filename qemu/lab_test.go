@@ -16,7 +16,7 @@ import (
 
 	"tandem.dev/tandem/internal/testimage"
 	"tandem.dev/tandem/qemu"
-	"tandem.dev/tandem/qemu/agent"
+	"tandem.dev/tandem/internal/labagent"
 )
 
 var earlyBootDone = regexp.MustCompile(`tandem: early boot done`)
@@ -185,7 +185,7 @@ func TestPair(t *testing.T) {
 // guests: each head pings the other over mgmt (through the hub), rep0 and
 // rep1, and a cut rep0 drops its carrier and its traffic only.
 //
-// It needs init to start the agent (init/agent.go calls agent.Start with
+// It needs init to start the agent (init/agent.go calls labagent.Start with
 // the manifest's lab channel); without that the port exists and nobody
 // opens it, and the test fails after 20 s saying so.
 func TestAgentRunsCommand(t *testing.T) {
@@ -201,7 +201,7 @@ func TestAgentRunsCommand(t *testing.T) {
 		err := vm.WaitAgentPort(pctx)
 		pcancel()
 		if err != nil {
-			t.Fatalf("%v (does init call agent.Start yet?)", err)
+			t.Fatalf("%v (does init call labagent.Start yet?)", err)
 		}
 	}
 	start := time.Now()
@@ -282,7 +282,7 @@ func TestAgentRunsCommand(t *testing.T) {
 	}
 }
 
-func run(ctx context.Context, vm *qemu.VM, argv ...string) (agent.Result, error) {
+func run(ctx context.Context, vm *qemu.VM, argv ...string) (labagent.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return vm.Agent().Run(ctx, argv...)

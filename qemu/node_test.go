@@ -18,11 +18,10 @@ import (
 	"time"
 
 	"tandem.dev/tandem/image/manifest"
-	pid1 "tandem.dev/tandem/init"
-	"tandem.dev/tandem/init/site"
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/internal/testimage"
 	"tandem.dev/tandem/qemu"
+	"tandem.dev/tandem/site"
+	"tandem.dev/tandem/status"
 )
 
 // One head booted through OVMF from the default image, as an integrator
@@ -137,8 +136,12 @@ func TestNodeReadyRebootPoweroff(t *testing.T) {
 	if exe := strings.TrimSpace(guest(t, ctx, vm, "busybox", "readlink", "/proc/1/exe")); exe != manifest.SelfPath {
 		t.Errorf("/proc/1/exe = %q, want %s", exe, manifest.SelfPath)
 	}
-	if st.State != status.Ready || st.Node != "head-a" || st.Config != pid1.SiteOnConfig {
+	if st.State != status.Ready || st.Node != "head-a" || st.Config != site.OnConfigPartition {
 		t.Errorf("status: state %s node %q config %q", st.State, st.Node, st.Config)
+	}
+	// The lab agent answers, so the head must say it is a lab image.
+	if !st.Lab {
+		t.Error("status does not say LAB IMAGE, yet the lab agent runs")
 	}
 	// Alone, the head runs the layers both heads run and waits for its
 	// peer before anything active starts. DRBD is up but unconnected
@@ -243,7 +246,7 @@ func TestNodeBadSiteConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, perr := site.Parse(pid1.SiteOnConfig, tt.site)
+			_, perr := site.Parse(site.OnConfigPartition, tt.site)
 			var want []string
 			switch {
 			case tt.reason != "" && perr != nil:

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/qemu"
 	"tandem.dev/tandem/qemu/workload"
+	"tandem.dev/tandem/status"
 )
 
 // switchovers is how many times the stack moves under the client's writes.

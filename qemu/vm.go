@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"tandem.dev/tandem/qemu/agent"
+	"tandem.dev/tandem/internal/labagent"
 )
 
 // Firmware paths of Debian's ovmf package.
@@ -97,7 +97,7 @@ type VM struct {
 	err  error
 
 	agentMu sync.Mutex
-	agent   *agent.Client
+	agent   *labagent.Client
 }
 
 // maxSocketPath is sun_path's limit minus the NUL.
@@ -500,14 +500,14 @@ func (vm *VM) QMP() *QMP { return vm.qmp }
 
 // Agent returns a client of the guest agent; it connects on first use.
 // Nil when the VM has no AgentChannel.
-func (vm *VM) Agent() *agent.Client {
+func (vm *VM) Agent() *labagent.Client {
 	if vm.AgentSocket == "" {
 		return nil
 	}
 	vm.agentMu.Lock()
 	defer vm.agentMu.Unlock()
 	if vm.agent == nil {
-		vm.agent = agent.NewClient(vm.AgentSocket)
+		vm.agent = labagent.NewClient(vm.AgentSocket)
 	}
 	return vm.agent
 }

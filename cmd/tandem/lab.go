@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"tandem.dev/tandem/qemu"
-	"tandem.dev/tandem/qemu/agent"
+	"tandem.dev/tandem/internal/labagent"
 )
 
 const labUsage = `usage:
@@ -249,7 +249,7 @@ func labList() error {
 func labExec(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("lab exec", flag.ContinueOnError)
 	labName := fs.String("lab", "", "lab name (default: the only running lab)")
-	timeout := fs.Duration("timeout", agent.DefaultTimeout, "kill the command after this long")
+	timeout := fs.Duration("timeout", labagent.DefaultTimeout, "kill the command after this long")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -272,7 +272,7 @@ func labExec(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	req := agent.Request{Argv: argv, Timeout: *timeout}
+	req := labagent.Request{Argv: argv, Timeout: *timeout}
 	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice == 0 {
 		if req.Stdin, err = io.ReadAll(os.Stdin); err != nil {
 			return err
@@ -280,7 +280,7 @@ func labExec(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout+10*time.Second)
 	defer cancel()
-	c := agent.NewClient(vm.Agent)
+	c := labagent.NewClient(vm.Agent)
 	defer c.Close()
 	res, err := c.Do(ctx, req)
 	os.Stdout.Write(res.Stdout)

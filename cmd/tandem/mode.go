@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/status"
 )
 
 // runMaintenance switches this head's HA maintenance mode: monitors keep

@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"tandem.dev/tandem/init/status"
+	"tandem.dev/tandem/status"
 )
 
 // runStatus prints PID 1's view of this node (run it on the node).

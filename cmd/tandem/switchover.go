@@ -8,8 +8,8 @@ import (
 	"os"
 	"time"
 
-	"tandem.dev/tandem/init/status"
 	"tandem.dev/tandem/services/drbd"
+	"tandem.dev/tandem/status"
 )
 
 // runSwitchover asks PID 1 to move the active role to the other head:

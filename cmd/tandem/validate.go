@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/site"
 )
 
 func runValidate(ctx context.Context, args []string) error {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"tandem.dev/tandem/ha/witness"
-	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/site"
 )
 
 // runWitness serves the pair's tiebreaker vote on a third host (never on

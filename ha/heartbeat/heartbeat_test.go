@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"tandem.dev/tandem/ha"
-	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/site"
 )
 
 var (

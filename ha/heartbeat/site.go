@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"os"
 
-	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/site"
 )
 
 // PathsFromSite returns node's heartbeat paths from a checked site config:

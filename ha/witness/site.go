@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/site"
 )
 
 // DefaultPort is the witness port when the site config names none.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/site"
 )
 
 func TestFromSite(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"regexp"
 	"strings"
 
-	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/site"
 )
 
 // Node is one head as the resource file names it.

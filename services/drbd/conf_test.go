@@ -10,7 +10,7 @@ import (
 
 	"tandem.dev/tandem/internal/golden"
 
-	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/site"
 )
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -60,9 +60,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/services"
 	"tandem.dev/tandem/services/disks"
+	"tandem.dev/tandem/site"
 )
 
 // ResourceName is the layer's name in the service graph.

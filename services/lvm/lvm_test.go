@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/internal/hosttool"
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/site"
 )
 
 // TestClassify maps LVM 2.03 stderr (captured from lvm 2.03.16 runs on

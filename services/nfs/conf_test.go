@@ -8,7 +8,7 @@ import (
 
 	"tandem.dev/tandem/internal/golden"
 
-	"tandem.dev/tandem/init/site"
+	"tandem.dev/tandem/site"
 )
 
 // richSite is the lab pair with more exports, to cover options,

@@ -29,8 +29,8 @@ import (
 	"syscall"
 	"time"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/site"
 )
 
 // Name is the resource's name in the service graph.

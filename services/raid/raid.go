@@ -67,9 +67,9 @@ import (
 	"sync"
 	"time"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/services"
 	"tandem.dev/tandem/services/disks"
+	"tandem.dev/tandem/site"
 )
 
 const (

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"testing"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/services"
 	"tandem.dev/tandem/services/disks"
+	"tandem.dev/tandem/site"
 )
 
 const uuidA = "3a7c1d0e:5b2f0a9c:1e2d3c4b:5a697887"

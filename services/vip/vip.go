@@ -23,8 +23,8 @@ import (
 	"sync"
 	"time"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/site"
 )
 
 // Name is the resource's name in the service graph.

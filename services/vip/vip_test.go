@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/site"
 )
 
 type fakeNet struct {

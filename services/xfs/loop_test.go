@@ -10,9 +10,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/internal/hosttool"
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/site"
 )
 
 // TestLoopXFS runs the resource against the real kernel: mkfs.xfs on a

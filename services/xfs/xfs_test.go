@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"tandem.dev/tandem/init/site"
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/site"
 )
 
 // TestClassify maps mkfs.xfs and xfs_admin stderr (xfsprogs 6.1,

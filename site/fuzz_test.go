@@ -13,7 +13,7 @@ var fuzzPositioned = regexp.MustCompile(`^f\.toml:[1-9][0-9]*:[1-9][0-9]*: `)
 // FuzzParse: Parse must never panic (PID 1 runs it), and every error must
 // locate itself by file:line:col, alone or inside ValidationErrors.
 func FuzzParse(f *testing.F) {
-	for _, p := range []string{"../../configs/site.example.toml", "../../configs/site.lab.toml"} {
+	for _, p := range []string{"../configs/site.example.toml", "../configs/site.lab.toml"} {
 		if data, err := os.ReadFile(p); err == nil {
 			f.Add(data)
 		}

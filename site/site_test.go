@@ -549,7 +549,7 @@ func TestParseGood(t *testing.T) {
 }
 
 func TestExamples(t *testing.T) {
-	for _, f := range []string{"../../configs/site.example.toml", "../../configs/site.lab.toml"} {
+	for _, f := range []string{"../configs/site.example.toml", "../configs/site.lab.toml"} {
 		t.Run(f, func(t *testing.T) {
 			c, err := Load(f)
 			if err != nil {
@@ -560,7 +560,7 @@ func TestExamples(t *testing.T) {
 			}
 		})
 	}
-	c, err := Load("../../configs/site.lab.toml")
+	c, err := Load("../configs/site.lab.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -572,7 +572,7 @@ func TestExamples(t *testing.T) {
 // TestExampleDocumentsEveryKey walks the schema and requires each key to
 // be set in site.example.toml or shown there as a commented assignment.
 func TestExampleDocumentsEveryKey(t *testing.T) {
-	data, err := os.ReadFile("../../configs/site.example.toml")
+	data, err := os.ReadFile("../configs/site.example.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -259,3 +259,17 @@ func TestFormatHA(t *testing.T) {
 		t.Errorf("no-quorum view:\n%s", out)
 	}
 }
+
+// TestFormatLab: a lab image says so; a production one never does.
+func TestFormatLab(t *testing.T) {
+	for _, lab := range []bool{false, true} {
+		st := Status{State: Ready, Node: "head-a", Version: "v", Slot: "a", Lab: lab}
+		var b strings.Builder
+		if err := Format(&b, &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(b.String(), "LAB IMAGE"); got != lab {
+			t.Errorf("lab=%v: LAB IMAGE shown=%v:\n%s", lab, got, b.String())
+		}
+	}
+}

@@ -1,4 +1,4 @@
-// Package agent is the lab's guest agent: the guest half (Serve) runs
+// Package labagent is the lab's guest agent: the guest half (Serve) runs
 // commands that the host half (Client) sends over a virtio-serial port.
 //
 // The port exists only on lab boards (board lab_channel) and in QEMU; it
@@ -7,7 +7,7 @@
 // The protocol is JSON lines: the host writes a Request per line, the
 // guest answers each with a Result carrying the same id, in any order
 // (requests run concurrently).
-package agent
+package labagent
 
 import "time"
 

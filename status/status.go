@@ -45,6 +45,8 @@ type Status struct {
 	Version string `json:"version"`
 	Slot    string `json:"slot"`
 	Board   string `json:"board,omitempty"`
+	// Lab: the lab's guest agent runs on this head (a QEMU lab image).
+	Lab bool `json:"lab,omitempty"`
 	// Config is where the site config was read from.
 	Config string `json:"config,omitempty"`
 	// UptimeMS counts from PID 1's start; ReadyMS is when it became ready.
@@ -321,6 +323,9 @@ func Format(w io.Writer, st *Status) error {
 		}
 	}
 	fmt.Fprintf(&b, "version  %s (slot %s, board %s)\n", st.Version, st.Slot, orDash(st.Board))
+	if st.Lab {
+		b.WriteString("image    LAB IMAGE: the lab's guest agent runs here; never on hardware\n")
+	}
 	if st.Config != "" {
 		fmt.Fprintf(&b, "config   %s\n", st.Config)
 	}

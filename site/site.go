@@ -22,11 +22,16 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"tandem.dev/tandem/image/manifest"
 	"tandem.dev/tandem/internal/tomlpos"
 )
 
 // Version is the only schema version this package reads.
 const Version = 1
+
+// OnConfigPartition is how errors name site.toml on the TANDEM-CFG
+// partition, which is where an operator edits it.
+const OnConfigPartition = manifest.LabelConfig + "/site.toml"
 
 // MaxSize bounds a site config. A real one is a few KiB; the bound keeps a
 // corrupt or hostile file on the config partition from exhausting PID 1.
