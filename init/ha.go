@@ -416,7 +416,7 @@ func (h *haSup) observe(now time.Time, snap heartbeat.Snapshot) decide.Inputs {
 
 // diskState maps DRBD's disk state; unknown or not yet reported is
 // DUnknown.
-func diskState(s string) ha.DiskState {
+func diskState[T ~string](s T) ha.DiskState {
 	if d := ha.DiskState(s); d.Known() {
 		return d
 	}

@@ -11,6 +11,7 @@ import (
 	"tandem.dev/tandem/ha"
 	"tandem.dev/tandem/ha/decide"
 	"tandem.dev/tandem/ha/heartbeat"
+	"tandem.dev/tandem/services/drbd"
 	"tandem.dev/tandem/status"
 )
 
@@ -187,7 +188,7 @@ func TestHoldForPreferred(t *testing.T) {
 	tests := []struct {
 		name string
 		in   decide.Inputs
-		conn string
+		conn drbd.ConnState
 		hold bool
 	}{
 		{"preferred peer outdated", base, "Connecting", true},

@@ -124,7 +124,7 @@ func (s *stack) details() map[string]func() string {
 	return d
 }
 
-func orDash(s string) string { return cmp.Or(s, "-") }
+func orDash[T ~string](s T) string { return cmp.Or(string(s), "-") }
 
 // runDirs are what the storage tools expect under /run (a fresh tmpfs):
 // drbdadm and lvm lock in /var/lock, which links to /run/lock.

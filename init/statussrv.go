@@ -145,6 +145,6 @@ func (s *stack) drbdStatus() *status.DRBD {
 		return nil
 	}
 	d := s.drbd.State()
-	return &status.DRBD{Resource: s.drbd.Config().Resource, Role: d.Role, PeerRole: d.PeerRole, Connection: d.Connection,
-		Replication: d.Replication, Disk: d.Disk, PeerDisk: d.PeerDisk, SyncPercent: d.SyncPercent}
+	return &status.DRBD{Resource: s.drbd.Config().Resource, Role: string(d.Role), PeerRole: string(d.PeerRole), Connection: string(d.Connection),
+		Replication: d.Replication, Disk: string(d.Disk), PeerDisk: string(d.PeerDisk), SyncPercent: d.SyncPercent}
 }

@@ -155,7 +155,7 @@ func (r *Resource) Start(ctx context.Context) error {
 }
 
 func attached(st State) bool {
-	return st.Configured && st.Disk != "" && st.Disk != "Diskless" && st.Disk != "Failed" && st.Disk != "Detaching"
+	return st.Configured && st.Disk != "" && st.Disk != Diskless && st.Disk != Failed && st.Disk != Detaching
 }
 
 // Promote makes this head Primary. It refuses unless the local disk is
@@ -169,16 +169,16 @@ func (r *Resource) Promote(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if st.Role == "Primary" {
+	if st.Role == Primary {
 		r.setWant(true)
 		return nil
 	}
-	if st.Disk != "UpToDate" {
+	if st.Disk != UpToDate {
 		return &services.Error{Resource: Name, Op: op, Kind: services.Refused,
 			Err: fmt.Errorf("%w: local disk is %s (peer %s, connection %s)", ErrNoUpToDateDisk, orUnknown(st.Disk), orUnknown(st.PeerDisk), orUnknown(st.Connection))}
 	}
 	if _, err := r.adm(ctx, op, "primary", r.cfg.Resource); err != nil {
-		if !errors.Is(err, ErrPeerNotOutdated) || st.Connection != "Connected" || !r.peerDropped(ctx, op) {
+		if !errors.Is(err, ErrPeerNotOutdated) || st.Connection != Connected || !r.peerDropped(ctx, op) {
 			return err
 		}
 		// The HA supervisor promotes once the peer has been silent for
@@ -242,12 +242,13 @@ func (r *Resource) Reconnect(ctx context.Context) error {
 }
 
 // peerCounted reports whether DRBD still counts a peer in this
-// connection state (events2 naming; 8.4's WFReportParams is the
-// handshake).
-func peerCounted(conn string) bool {
+// connection state (events2 naming: the tracker has made 8.4's
+// WFReportParams handshake Connected). A word this code does not know
+// counts, so that DropPeer rather disconnects once too often.
+func peerCounted(conn ConnState) bool {
 	switch conn {
-	case "", "StandAlone", "Disconnecting", "Unconnected", "Timeout", "BrokenPipe", "NetworkFailure",
-		"ProtocolError", "TearDown", "Connecting", "WFConnection":
+	case "", StandAlone, Disconnecting, Unconnected, Timeout, BrokenPipe, NetworkFailure,
+		ProtocolError, TearDown, Connecting:
 		return false
 	}
 	return true
@@ -260,7 +261,7 @@ func peerCounted(conn string) bool {
 func (r *Resource) peerDropped(ctx context.Context, op string) bool {
 	for i := 0; ; i++ {
 		st, err := r.oneshot(ctx, op)
-		if err == nil && st.Configured && st.Connection != "Connected" {
+		if err == nil && st.Configured && st.Connection != Connected {
 			return true
 		}
 		if i == dropPolls {
@@ -308,7 +309,7 @@ func (r *Resource) Demote(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !st.Configured || st.Role != "Primary" {
+	if !st.Configured || st.Role != Primary {
 		return nil
 	}
 	if _, err := r.adm(ctx, op, "secondary", r.cfg.Resource); err != nil {
@@ -327,7 +328,7 @@ func (r *Resource) Stop(ctx context.Context) error {
 		return err
 	}
 	if st.Configured {
-		if st.Role == "Primary" {
+		if st.Role == Primary {
 			if _, err := r.adm(ctx, op, "secondary", r.cfg.Resource); err != nil {
 				return err
 			}
@@ -352,13 +353,13 @@ func (r *Resource) Monitor(ctx context.Context) error {
 	}
 	if r.fresh() {
 		r.maybeSkipInitialSync(ctx, st)
-		if st.Disk == "UpToDate" {
+		if st.Disk == UpToDate {
 			r.clearFresh()
 		}
 	}
 	// after-resync-target runs on the peer, not here: the fence record
 	// of this head goes once the peer is seen caught up.
-	if st.Connection == "Connected" && st.PeerDisk == "UpToDate" {
+	if st.Connection == Connected && st.PeerDisk == UpToDate {
 		if rec, ok := PeerFenced(r.cfg.StateDir, r.cfg.Resource); ok {
 			if err := os.Remove(FenceFile(r.cfg.StateDir, r.cfg.Resource)); err == nil {
 				r.log.Info("peer resynced; fence lifted", "fenced_at", rec.At)
@@ -388,9 +389,9 @@ const reconnectMax = 10 * time.Minute
 func (r *Resource) reconnect(ctx context.Context, st State) {
 	now := r.now()
 	r.mu.Lock()
-	if !st.Configured || st.Connection != "StandAlone" {
+	if !st.Configured || st.Connection != StandAlone {
 		r.standAloneSince = time.Time{}
-		if st.Connection == "Connected" {
+		if st.Connection == Connected {
 			r.reconnects, r.nextReconnect = 0, time.Time{}
 		}
 		r.mu.Unlock()
@@ -428,9 +429,9 @@ func evaluate(st State, wantPrimary, checkRole bool) error {
 	switch {
 	case !st.Configured:
 		return fail(services.Failed, "resource is not configured in the kernel")
-	case checkRole && wantPrimary && st.Role != "Primary":
+	case checkRole && wantPrimary && st.Role != Primary:
 		return fail(services.Failed, "role is %s, want Primary", orUnknown(st.Role))
-	case checkRole && !wantPrimary && st.Role == "Primary":
+	case checkRole && !wantPrimary && st.Role == Primary:
 		return fail(services.Failed, "role is Primary, want Secondary")
 	case st.Suspended != "" && st.Suspended != "no":
 		// Fencing froze it: the HA supervisor resumes it once the peer is
@@ -438,25 +439,25 @@ func evaluate(st State, wantPrimary, checkRole bool) error {
 		return fail(services.Degraded, "I/O frozen (%s) until the peer is outdated", st.Suspended)
 	case !attached(st):
 		return fail(services.Failed, "local disk is %s", orUnknown(st.Disk))
-	case st.Disk != "UpToDate" && wantPrimary:
+	case st.Disk != UpToDate && wantPrimary:
 		return fail(services.Failed, "primary with a %s disk", st.Disk)
-	case st.Connection == "StandAlone":
+	case st.Connection == StandAlone:
 		return fail(services.Degraded, "StandAlone: not replicating (disconnected by hand or by a takeover, or refused by the peer; the kernel log says which); the monitor reconnects after %s, then with backoff", reconnectGrace)
-	case st.Connection != "Connected":
+	case st.Connection != Connected:
 		return fail(services.Degraded, "peer not connected (%s); writes are not replicated", orUnknown(st.Connection))
 	case st.Syncing():
 		return fail(services.Degraded, "resync %s at %.1f%% (disk %s, peer %s)", st.Replication, st.SyncPercent, st.Disk, st.PeerDisk)
-	case st.Disk != "UpToDate" || st.PeerDisk != "UpToDate":
+	case st.Disk != UpToDate || st.PeerDisk != UpToDate:
 		return fail(services.Degraded, "disk %s, peer disk %s", st.Disk, orUnknown(st.PeerDisk))
 	}
 	return nil
 }
 
-func orUnknown(s string) string {
+func orUnknown[T ~string](s T) string {
 	if s == "" {
 		return "unknown"
 	}
-	return s
+	return string(s)
 }
 
 func (r *Resource) setWant(p bool) {

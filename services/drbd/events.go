@@ -10,13 +10,13 @@ import (
 
 // State is the resource as DRBD last reported it.
 type State struct {
-	Configured  bool   // the kernel knows the resource
-	Role        string // Primary, Secondary, Unknown
-	PeerRole    string
-	Connection  string // events2 naming: Connected, Connecting, StandAlone, ...
-	Replication string // Established, SyncSource, SyncTarget, ...; "" if unknown
-	Disk        string // UpToDate, Inconsistent, Outdated, Diskless, ...
-	PeerDisk    string
+	Configured  bool // the kernel knows the resource
+	Role        Role
+	PeerRole    Role
+	Connection  ConnState // events2 naming, whatever the dialect
+	Replication string    // Established, SyncSource, SyncTarget, ...; "" if unknown
+	Disk        DiskState
+	PeerDisk    DiskState
 	Suspended   string // "no" or why I/O is frozen
 	// SyncPercent is the resync progress while Replication is Sync*/
 	// PausedSync*, 100 when both disks are UpToDate, else 0.
@@ -30,12 +30,6 @@ func (s State) String() string {
 	if !s.Configured {
 		return "not configured"
 	}
-	dash := func(v string) string {
-		if v == "" {
-			return "-"
-		}
-		return v
-	}
 	out := fmt.Sprintf("%s/%s %s %s/%s", dash(s.Role), dash(s.PeerRole), dash(s.Connection), dash(s.Disk), dash(s.PeerDisk))
 	if s.Syncing() {
 		out += fmt.Sprintf(" %s %.1f%%", s.Replication, s.SyncPercent)
@@ -44,6 +38,13 @@ func (s State) String() string {
 		out += " suspended:" + s.Suspended
 	}
 	return out
+}
+
+func dash[T ~string](v T) string {
+	if v == "" {
+		return "-"
+	}
+	return string(v)
 }
 
 // Syncing reports whether a resync runs (or is paused) on this device.
@@ -155,29 +156,29 @@ func (t *tracker) events2(f []string) bool {
 			return true
 		}
 		s.Configured = true
-		set(&s.Role, m, "role")
-		set(&s.Suspended, m, "suspended")
+		set(&s.Role, m, "role", parseRole)
+		set(&s.Suspended, m, "suspended", verbatim)
 	case "device":
 		s.Configured = true
 		if destroy {
-			s.Disk = "Diskless"
+			s.Disk = Diskless
 			return true
 		}
-		set(&s.Disk, m, "disk")
+		set(&s.Disk, m, "disk", parseDiskState)
 	case "connection":
 		if destroy {
-			s.Connection, s.PeerRole, s.Replication, s.PeerDisk = "StandAlone", "Unknown", "", "DUnknown"
+			s.Connection, s.PeerRole, s.Replication, s.PeerDisk = StandAlone, Unknown, "", DUnknown
 			return true
 		}
-		set(&s.Connection, m, "connection")
-		set(&s.PeerRole, m, "role")
+		set(&s.Connection, m, "connection", connState)
+		set(&s.PeerRole, m, "role", parseRole)
 	case "peer-device":
 		if destroy {
-			s.Replication, s.PeerDisk = "", "DUnknown"
+			s.Replication, s.PeerDisk = "", DUnknown
 			return true
 		}
-		set(&s.Replication, m, "replication")
-		set(&s.PeerDisk, m, "peer-disk")
+		set(&s.Replication, m, "replication", verbatim)
+		set(&s.PeerDisk, m, "peer-disk", parseDiskState)
 		if v, ok := m["out-of-sync"]; ok {
 			s.OutOfSyncKiB, _ = strconv.ParseUint(v, 10, 64)
 		} else if _, stats := m["received"]; stats {
@@ -195,17 +196,27 @@ func (t *tracker) events2(f []string) bool {
 	return true
 }
 
-func set(dst *string, m map[string]string, key string) {
+// set parses m[key] into dst if the line has the key.
+func set[T any](dst *T, m map[string]string, key string, parse func(string) T) {
 	if v, ok := m[key]; ok {
-		*dst = v
+		*dst = parse(v)
 	}
+}
+
+func verbatim(v string) string { return v }
+
+// connState is parseConnState for events2, which prints only connection
+// states there.
+func connState(v string) ConnState {
+	c, _ := parseConnState(v)
+	return c
 }
 
 // fixPercent keeps SyncPercent meaningful whatever the dialect said.
 func (t *tracker) fixPercent(fromDone bool) {
 	s := &t.st
 	switch {
-	case s.Disk == "UpToDate" && s.PeerDisk == "UpToDate":
+	case s.Disk == UpToDate && s.PeerDisk == UpToDate:
 		s.SyncPercent = 100
 	case !s.Syncing():
 		s.SyncPercent = 0
@@ -216,10 +227,6 @@ func (t *tracker) fixPercent(fromDone bool) {
 		}
 	}
 }
-
-// connMap renames 8.x connection states to the events2 words, so State
-// reads the same whatever the dialect. Sync states are replication states.
-var connMap = map[string]string{"WFConnection": "Connecting", "WFReportParams": "Connected"}
 
 func (t *tracker) legacy(f []string) bool {
 	res, ok := legacyResource(f[2])
@@ -264,24 +271,23 @@ func (t *tracker) tokens(f []string) bool {
 		return true
 	}
 	s.Configured = true
-	switch {
-	case cs == "StandAlone" || cs == "Disconnecting" || cs == "Unconnected" || cs == "Timeout" ||
-		cs == "BrokenPipe" || cs == "NetworkFailure" || cs == "ProtocolError" || cs == "TearDown":
-		s.Connection, s.Replication = cs, ""
-	case connMap[cs] != "":
-		s.Connection, s.Replication = connMap[cs], "Off"
-	default: // Connected or a sync state: the link is up
-		s.Connection = "Connected"
-		s.Replication = cs
-		if cs == "Connected" {
-			s.Replication = "Established"
-		}
+	// 8.x's cs: is the connection state until the link is up, then the
+	// replication state (SyncSource, ...).
+	switch c, ok := parseConnState(cs); {
+	case ok && c == Connected:
+		s.Connection, s.Replication = Connected, "Established"
+	case ok && c == Connecting:
+		s.Connection, s.Replication = Connecting, "Off"
+	case ok:
+		s.Connection, s.Replication = c, ""
+	default: // a sync state: the link is up
+		s.Connection, s.Replication = Connected, cs
 	}
 	if r, p, ok := strings.Cut(m["ro"], "/"); ok {
-		s.Role, s.PeerRole = r, p
+		s.Role, s.PeerRole = parseRole(r), parseRole(p)
 	}
 	if d, p, ok := strings.Cut(m["ds"], "/"); ok {
-		s.Disk, s.PeerDisk = d, p
+		s.Disk, s.PeerDisk = parseDiskState(d), parseDiskState(p)
 	}
 	// "r---" (events) or "r-----" (/proc/drbd): 's' means I/O suspended.
 	for _, x := range f {

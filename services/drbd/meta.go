@@ -161,7 +161,7 @@ func (r *Resource) settleFreshPair(ctx context.Context) {
 	defer cancel()
 	for {
 		st := r.State()
-		if st.Disk == "UpToDate" {
+		if st.Disk == UpToDate {
 			r.clearFresh()
 			return
 		}
@@ -177,9 +177,9 @@ func (r *Resource) settleFreshPair(ctx context.Context) {
 
 // skipReady says whether st allows skipping the initial sync.
 func skipReady(st State) bool {
-	return st.Configured && st.Connection == "Connected" && st.Replication == "Established" &&
-		st.Disk == "Inconsistent" && st.PeerDisk == "Inconsistent" &&
-		st.Role == "Secondary" && st.PeerRole == "Secondary"
+	return st.Configured && st.Connection == Connected && st.Replication == "Established" &&
+		st.Disk == Inconsistent && st.PeerDisk == Inconsistent &&
+		st.Role == Secondary && st.PeerRole == Secondary
 }
 
 // maybeSkipInitialSync makes a brand-new pair UpToDate/UpToDate without

@@ -94,7 +94,7 @@ func TestDropPeer(t *testing.T) {
 			}
 		})
 	}
-	for conn, counted := range map[string]bool{"Connected": true, "WFReportParams": true, "Connecting": false, "StandAlone": false, "NetworkFailure": false, "": false} {
+	for conn, counted := range map[ConnState]bool{Connected: true, "SomethingNew": true, Connecting: false, StandAlone: false, NetworkFailure: false, "": false} {
 		if peerCounted(conn) != counted {
 			t.Errorf("peerCounted(%q) = %v, want %v", conn, !counted, counted)
 		}
