@@ -16,7 +16,7 @@
 // primaries".
 package ha
 
-import "slices"
+import "tandem.dev/tandem/services/drbd"
 
 // MinKeyBytes is the shortest pair key the heartbeat and the witness accept;
 // it matches site's rule (HMAC-SHA256 wants a key as long as its
@@ -44,25 +44,23 @@ const (
 // Valid reports whether r is one of the three roles.
 func (r Role) Valid() bool { return r == Active || r == Standby || r == None }
 
-// DiskState is a DRBD disk state, spelt as drbdsetup prints it.
-type DiskState string
+// DiskState is DRBD's disk state, as services/drbd parses it; the names
+// below let ha/decide read in ha's own terms.
+type DiskState = drbd.DiskState
 
 // DRBD disk states (8.4 and 9; Detaching is 9's).
 const (
-	Diskless     DiskState = "Diskless"
-	Attaching    DiskState = "Attaching"
-	Detaching    DiskState = "Detaching"
-	Failed       DiskState = "Failed"
-	Negotiating  DiskState = "Negotiating"
-	Inconsistent DiskState = "Inconsistent"
-	Outdated     DiskState = "Outdated"
-	DUnknown     DiskState = "DUnknown"
-	Consistent   DiskState = "Consistent"
-	UpToDate     DiskState = "UpToDate"
+	Diskless     = drbd.Diskless
+	Attaching    = drbd.Attaching
+	Detaching    = drbd.Detaching
+	Failed       = drbd.Failed
+	Negotiating  = drbd.Negotiating
+	Inconsistent = drbd.Inconsistent
+	Outdated     = drbd.Outdated
+	DUnknown     = drbd.DUnknown
+	Consistent   = drbd.Consistent
+	UpToDate     = drbd.UpToDate
 )
 
 // DiskStates lists every state, for tables and tests.
-var DiskStates = []DiskState{Diskless, Attaching, Detaching, Failed, Negotiating, Inconsistent, Outdated, DUnknown, Consistent, UpToDate}
-
-// Known reports whether d is one of DiskStates.
-func (d DiskState) Known() bool { return slices.Contains(DiskStates, d) }
+var DiskStates = drbd.DiskStates

@@ -3,6 +3,7 @@ package heartbeat
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -674,5 +675,33 @@ func TestLongestGapJSON(t *testing.T) {
 	}
 	if g, ok := got.Paths[1]["longest_gap"]; ok {
 		t.Errorf("path without a gap has longest_gap %v", g)
+	}
+}
+
+// The disk state goes on the wire as DRBD spells it: these bytes are
+// what every release sends, whatever type holds the state in memory.
+func TestPacketGolden(t *testing.T) {
+	for d, word := range map[ha.DiskState]string{
+		ha.Diskless: "Diskless", ha.Attaching: "Attaching", ha.Detaching: "Detaching", ha.Failed: "Failed",
+		ha.Negotiating: "Negotiating", ha.Inconsistent: "Inconsistent", ha.Outdated: "Outdated",
+		ha.DUnknown: "DUnknown", ha.Consistent: "Consistent", ha.UpToDate: "UpToDate",
+	} {
+		if string(d) != word {
+			t.Errorf("disk state %q goes on the wire as %q", word, string(d))
+		}
+	}
+	if len(ha.DiskStates) != 10 {
+		t.Errorf("%d disk states; the table above has 10", len(ha.DiskStates))
+	}
+	st := State{Role: ha.Standby, Disk: ha.UpToDate, HoldsVote: true, Epoch: 3}
+	in := packet{Role: st.Role, HoldsVote: st.HoldsVote, Path: 1, Boot: BootID{9, 8}, Seq: 42, Tick: 21, SentUnix: 1234567890,
+		Epoch: st.Epoch, EchoBoot: BootID{7}, EchoSeq: 41, EchoHold: 500, Pair: "vdi-nas", Node: "nas-b", Disk: string(st.Disk)}
+	b, err := appendPacket(nil, &in, testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "544448420101010109080000000000000000000000000000000000000000002a000000000000001500000000499602d20000000000000003070000000000000000000000000000000000000000000029000001f4077664692d6e6173056e61732d62085570546f4461746520f4f6363d458da2f53383375df2b4f308f71fcf2e73b1492e3d156c8f257e2c"
+	if got := hex.EncodeToString(b); got != want {
+		t.Errorf("packet bytes changed:\n got %s\nwant %s", got, want)
 	}
 }
