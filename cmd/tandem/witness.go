@@ -54,7 +54,7 @@ func runWitness(ctx context.Context, args []string) error {
 			return usageError{fmt.Errorf("--pair %q differs from the site config's pair %q", *pair, cfg.Pair)}
 		}
 	} else {
-		key, err := witness.ReadKeyFile(*keyFile)
+		key, err := site.ReadKeyFile(*keyFile)
 		if err != nil {
 			return err
 		}

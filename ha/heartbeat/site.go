@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 
 	"tandem.dev/tandem/site"
 )
@@ -33,24 +32,4 @@ func PathsFromSite(cfg *site.Config, node string) ([]Path, error) {
 		return nil, errors.New("heartbeat: no path: neither the replication nor the management addresses are static on both heads")
 	}
 	return paths, nil
-}
-
-// PairKey returns the pair key of a checked site config: pair.key, or the
-// content of pair.key_file (hex or base64, as site.DecodeKey reads it).
-func PairKey(cfg *site.Config) ([]byte, error) {
-	if cfg.Pair.Key != "" {
-		return site.DecodeKey(cfg.Pair.Key)
-	}
-	if cfg.Pair.KeyFile == "" {
-		return nil, errors.New("pair key: neither pair.key nor pair.key_file is set")
-	}
-	b, err := os.ReadFile(cfg.Pair.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("pair key: %w", err)
-	}
-	key, err := site.DecodeKey(string(b))
-	if err != nil {
-		return nil, fmt.Errorf("pair key %s: %w", cfg.Pair.KeyFile, err)
-	}
-	return key, nil
 }

@@ -3,7 +3,6 @@ package witness
 import (
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -15,8 +14,9 @@ const DefaultPort = 7791
 
 // FromSite builds a witness Config from a checked site config: the pair
 // name, the two node names (only they may ask), the lease (witness.lease_ms,
-// which defaults to the dead time), and the pair key: from keyFile when given (the witness host
-// rarely has the heads' key_file path), else pair.key or pair.key_file.
+// which defaults to the dead time), and the pair key: from keyFile when
+// given (the witness host rarely has the heads' key_file path), else as
+// site's PairKey reads it.
 // It also returns the port of witness.address (DefaultPort if unset).
 func FromSite(cfg *site.Config, keyFile string) (Config, int, error) {
 	c := Config{Pair: cfg.Pair.Name, Lease: time.Duration(cfg.Witness.LeaseMS) * time.Millisecond}
@@ -27,16 +27,10 @@ func FromSite(cfg *site.Config, keyFile string) (Config, int, error) {
 		c.Nodes = append(c.Nodes, n.Name)
 	}
 	var err error
-	switch {
-	case keyFile != "":
-		c.Key, err = ReadKeyFile(keyFile)
-	case cfg.Pair.Key != "":
-		c.Key, err = site.DecodeKey(cfg.Pair.Key)
-	default:
-		c.Key, err = ReadKeyFile(cfg.Pair.KeyFile)
-		if err != nil {
-			err = fmt.Errorf("%w (the site config's key_file is a path on the heads; copy the key here and name it with --key-file)", err)
-		}
+	if keyFile != "" {
+		c.Key, err = site.ReadKeyFile(keyFile)
+	} else if c.Key, err = cfg.PairKey(); err != nil && cfg.Pair.KeyFile != "" {
+		err = fmt.Errorf("%w (the site config's key_file is a path on the heads; copy the key here and name it with --key-file)", err)
 	}
 	if err != nil {
 		return Config{}, 0, err
@@ -52,17 +46,4 @@ func FromSite(cfg *site.Config, keyFile string) (Config, int, error) {
 		}
 	}
 	return c, port, nil
-}
-
-// ReadKeyFile reads a pair key file (hex or base64, as site.DecodeKey).
-func ReadKeyFile(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("pair key: %w", err)
-	}
-	key, err := site.DecodeKey(string(b))
-	if err != nil {
-		return nil, fmt.Errorf("pair key %s: %w", path, err)
-	}
-	return key, nil
 }

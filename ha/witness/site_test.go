@@ -47,7 +47,7 @@ func TestFromSite(t *testing.T) {
 	if err := os.WriteFile(kf, []byte("short"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadKeyFile(kf); err == nil {
+	if _, _, err := FromSite(ex, kf); err == nil {
 		t.Errorf("a short key was accepted")
 	}
 }
