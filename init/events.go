@@ -154,8 +154,10 @@ func (b *Boot) stopServices() error {
 		b.Log.Info("stop "+mgmt.Name()+" ok", "op", "stop", "resource", mgmt.Name())
 		return nil
 	}
-	if b.role() == roleActive && b.haSup() != nil {
-		b.handOverForShutdown(ctx)
+	if h := b.haSup(); h != nil {
+		hctx, cancel := context.WithTimeout(ctx, handOverBudget)
+		h.HandOverForShutdown(hctx)
+		cancel()
 	}
 	if stopRun != nil {
 		stopRun() // no monitor restarts while we stop
@@ -165,22 +167,6 @@ func (b *Boot) stopServices() error {
 
 // handOverBudget bounds the handover before a planned poweroff or reboot.
 const handOverBudget = time.Minute
-
-// handOverForShutdown moves the service to the peer before a planned
-// poweroff or reboot of the active head, as a switchover: without it the
-// peer would wait out the whole takeover delay. If the peer cannot take
-// it, the service stops with this head.
-func (b *Boot) handOverForShutdown(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, handOverBudget)
-	defer cancel()
-	b.Log.Info("shutdown: handing the service to the peer first")
-	msg, err := b.switchover(ctx)
-	if err != nil {
-		b.Log.Warn("shutdown: no handover; the service stops with this head", "err", err)
-		return
-	}
-	b.Log.Info("shutdown: " + msg)
-}
 
 // killAll asks every other process to end, then kills what is left.
 // Kernel threads ignore both.

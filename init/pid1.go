@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tandem.dev/tandem/board"
+	"tandem.dev/tandem/ha/supervisor"
 	"tandem.dev/tandem/image/manifest"
 	"tandem.dev/tandem/services/network"
 	"tandem.dev/tandem/services/supervise"
@@ -66,15 +67,12 @@ type Boot struct {
 	mgmt     *network.Management
 	details  map[string]func() string // per service, for status
 	stack    *stack                   // this head's layers, once the services run
-	curRole  string                   // roleActive or roleStandby
-	roleMu   sync.Mutex               // one role change at a time
-	ha       *haSup                   // the HA supervisor, once the services run
+	ha       *supervisor.Supervisor   // once the services run; it owns the role
 	siteRaw  []byte                   // the site config as read, even if invalid
 	mounts   []string                 // mounted after the root, unmounted in reverse
 	watchdog *watchdog
-	warmNow  chan struct{} // wakes warmStandby (after a release)
-	labAgent LabAgent      // from Options; nil: none
-	lab      bool          // the lab agent runs: status says LAB IMAGE
+	labAgent LabAgent // from Options; nil: none
+	lab      bool     // the lab agent runs: status says LAB IMAGE
 }
 
 // Options are what the one binary hands PID 1.

@@ -1,7 +1,6 @@
 package pid1
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"tandem.dev/tandem/ha"
+	"tandem.dev/tandem/ha/supervisor"
 	"tandem.dev/tandem/internal/atomicfile"
 	"tandem.dev/tandem/services/drbd"
 	"tandem.dev/tandem/services/graph"
@@ -25,6 +26,7 @@ import (
 	"tandem.dev/tandem/services/vip"
 	"tandem.dev/tandem/services/xfs"
 	"tandem.dev/tandem/site"
+	"tandem.dev/tandem/status"
 )
 
 // servicesBudget bounds bringing the whole graph up at boot.
@@ -124,8 +126,6 @@ func (s *stack) details() map[string]func() string {
 	return d
 }
 
-func orDash[T ~string](s T) string { return cmp.Or(string(s), "-") }
-
 // runDirs are what the storage tools expect under /run (a fresh tmpfs):
 // drbdadm and lvm lock in /var/lock, which links to /run/lock.
 var runDirs = []string{"/run/lock"}
@@ -149,7 +149,7 @@ func (b *Boot) storage(st *stack) error {
 	if err != nil {
 		return err
 	}
-	key, err := pairKey(sc)
+	key, err := sc.PairKey()
 	if err != nil {
 		return err
 	}
@@ -209,28 +209,6 @@ func (b *Boot) rememberRAID(r *raid.RAID) {
 		return
 	}
 	b.Log.Info("raid10: recorded array UUID " + u)
-}
-
-// pairKey decodes the pair key, inline or from key_file (relative to the
-// state directory).
-func pairKey(sc *site.Config) ([]byte, error) {
-	raw := sc.Pair.Key
-	if raw == "" && sc.Pair.KeyFile != "" {
-		p := sc.Pair.KeyFile
-		if !filepath.IsAbs(p) {
-			p = filepath.Join("/var/lib/tandem", p)
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("pair.key_file: %w", err)
-		}
-		raw = strings.TrimSpace(string(data))
-	}
-	k, err := site.DecodeKey(raw)
-	if err != nil {
-		return nil, fmt.Errorf("pair key: %w", err)
-	}
-	return k, nil
 }
 
 // management turns a node's [node.management] into the resource.
@@ -302,7 +280,8 @@ func (b *Boot) bond(nd *site.Node) (*network.Bond, error) {
 	return bond, nil
 }
 
-// startServices starts the graph bottom-up and keeps monitoring it.
+// startServices starts the graph bottom-up, keeps monitoring it, and
+// hands the head's role to the HA supervisor (ha/supervisor).
 func (b *Boot) startServices() error {
 	g, st, err := b.serviceGraph()
 	if err != nil {
@@ -316,15 +295,21 @@ func (b *Boot) startServices() error {
 	ctx, cancel := context.WithTimeout(context.Background(), servicesBudget)
 	defer cancel()
 	// Both heads run the shared layers; the active ones follow once the
-	// head's role is settled (roles.go).
+	// HA supervisor settles the head's role.
 	if err := sup.StartRoles(ctx, graph.Both); err != nil {
 		return err
 	}
-	b.setRole(roleStandby)
 	b.rememberRAID(st.raid)
-	if err := b.serveControl(); err != nil {
-		return err
+	h, err := b.newHA(sup, st)
+	if err != nil {
+		return fmt.Errorf("HA: %w", err)
 	}
+	if err := h.ServeControl(); err != nil {
+		return fmt.Errorf("HA: %w", err)
+	}
+	b.mu.Lock()
+	b.ha = h
+	b.mu.Unlock()
 	run, stop := context.WithCancel(context.Background())
 	b.mu.Lock()
 	b.stopRun = stop
@@ -337,10 +322,59 @@ func (b *Boot) startServices() error {
 		}()
 		sup.Run(run)
 	}()
-	b.warmNow = make(chan struct{}, 1)
-	go b.warmStandby(run, sup, b.warmNow)
-	// The HA supervisor decides the role from here on (ha.go).
-	return b.startHA(run)
+	go b.warmStandby(run, sup, h)
+	h.Start(run)
+	return nil
+}
+
+// newHA sets up the HA supervisor for this head's stack: the watchdog's
+// timeout from the site config, the heartbeat and the tiebreaker.
+func (b *Boot) newHA(sup *supervise.Supervisor, st *stack) (*supervisor.Supervisor, error) {
+	sc := b.Site
+	b.mu.Lock()
+	wd := b.watchdog
+	b.mu.Unlock()
+	wdTimeout := time.Duration(sc.HA.WatchdogTimeoutSeconds) * time.Second
+	if wd == nil {
+		b.Log.Warn("HA: no hardware watchdog: a hung PID 1 cannot be reset; a stop that overruns its bound still restarts the kernel")
+	} else {
+		wdTimeout = wd.setTimeout(wdTimeout, b.Log)
+	}
+	key, err := sc.PairKey()
+	if err != nil {
+		return nil, err
+	}
+	cfg := supervisor.Config{Site: sc, Node: b.Node, Key: key, Params: supervisor.Params(sc, wdTimeout),
+		Layers: sup, DRBD: st.drbd, VIP: st.vip, Host: host{b}, Log: b.Log}
+	if wd != nil {
+		cfg.Watch = wd // a nil *watchdog must not become a non-nil interface
+	}
+	if err := supervisor.Connect(&cfg); err != nil {
+		return nil, err
+	}
+	return supervisor.New(cfg)
+}
+
+// host is what PID 1 does for the HA supervisor.
+type host struct{ b *Boot }
+
+func (h host) Stopping() bool             { return h.b.stopping.Load() }
+func (h host) LocalStatus() status.Status { return h.b.localStatus() }
+
+// Restart is a self-fence: no sync (a hung filesystem is the likely
+// reason to be here, and nothing unsynced was acknowledged to a client).
+func (h host) Restart(why string) {
+	h.b.drainConsoles()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
+		h.b.Log.Error("HA: restart failed; waiting for the watchdog", "err", err)
+	}
+}
+
+// haSup is the HA supervisor, once the services run.
+func (b *Boot) haSup() *supervisor.Supervisor {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ha
 }
 
 // rewarmEvery renews the standby's warm takeover path: memory pressure
@@ -351,16 +385,16 @@ const rewarmEvery = 10 * time.Minute
 // standby: at once after boot (a head that was just power-cycled takes
 // over cold otherwise), after each release, and every rewarmEvery. Not
 // in maintenance mode, where the head only watches.
-func (b *Boot) warmStandby(ctx context.Context, sup *supervise.Supervisor, now <-chan struct{}) {
+func (b *Boot) warmStandby(ctx context.Context, sup *supervise.Supervisor, h *supervisor.Supervisor) {
 	for {
-		if b.role() == roleStandby && !sup.InMaintenance() {
+		if h.Role() == ha.Standby && !sup.InMaintenance() {
 			sup.Warm(ctx, graph.ActiveOnly)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(rewarmEvery):
-		case <-now:
+		case <-h.Released():
 		}
 	}
 }
@@ -369,7 +403,7 @@ func (b *Boot) warmStandby(ctx context.Context, sup *supervise.Supervisor, now <
 // the HA supervisor, which fails over when the peer can take over.
 func (b *Boot) onEscalate(name string, err error) {
 	if h := b.haSup(); h != nil {
-		h.escalate(name, err)
+		h.Escalate(name, err)
 		return
 	}
 	b.Log.Error("service "+name+" needs attention (the HA supervisor is not running)", "err", err)

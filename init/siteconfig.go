@@ -23,9 +23,9 @@ import (
 const (
 	// SiteState is the node's own copy of the site config.
 	SiteState = StateDir + "/site.toml"
-	cfgLabel     = manifest.LabelConfig
-	cfgMount     = "/run/tandem/cfg"
-	cfgWait      = 2 * time.Second
+	cfgLabel  = manifest.LabelConfig
+	cfgMount  = "/run/tandem/cfg"
+	cfgWait   = 2 * time.Second
 )
 
 // errUnconfigured: there is no site config anywhere; not a failure.

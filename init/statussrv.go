@@ -2,10 +2,12 @@ package pid1
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"tandem.dev/tandem/ha/supervisor"
 	"tandem.dev/tandem/status"
 )
 
@@ -31,18 +33,30 @@ type statusHandler struct{ b *Boot }
 
 func (h statusHandler) Status() status.Status { return h.b.Status() }
 
+// errNoHA: the request needs the HA supervisor, which runs only once
+// the services do.
+var errNoHA = errors.New("the services and the HA supervisor are not running on this head")
+
 func (h statusHandler) Switchover(ctx context.Context) (string, error) {
-	return h.b.switchover(ctx)
+	s := h.b.haSup()
+	if s == nil {
+		return "", errNoHA
+	}
+	return s.Switchover(ctx)
 }
 
 func (h statusHandler) Operate(ctx context.Context, req status.Request) (string, error) {
+	s := h.b.haSup()
+	if s == nil {
+		return "", errNoHA
+	}
 	switch req.Op {
 	case status.OpCleanup:
-		return h.b.cleanup(req.Layer)
+		return s.Cleanup(req.Layer)
 	case status.OpFencePeer:
-		return h.b.fencePeerForDRBD(ctx)
+		return s.FencePeerForDRBD(ctx)
 	}
-	return h.b.setMode(ctx, req)
+	return s.SetMode(ctx, req)
 }
 
 func (h statusHandler) Shutdown(op string) error {
@@ -56,9 +70,13 @@ func (b *Boot) Status() status.Status {
 	if st.Role == "" {
 		return st // the services (and the control channel) do not run
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	h := b.haSup()
+	if h == nil {
+		return st
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), supervisor.PeerTimeout)
 	defer cancel()
-	peer, err := b.peerStatus(ctx)
+	peer, err := h.PeerStatus(ctx)
 	if err != nil {
 		st.PeerError = err.Error()
 	} else {
@@ -90,16 +108,16 @@ func (b *Boot) localStatus() status.Status {
 	if b.Site != nil {
 		st.Pair = b.Site.Pair.Name
 	}
-	sup, details, stk := b.sup, b.details, b.stack
-	st.Role = b.curRole
+	sup, details, stk, h := b.sup, b.details, b.stack, b.ha
 	b.mu.Unlock()
+	if h != nil {
+		st.Role = string(h.Role())
+		st.HA = h.StatusView()
+	}
 	if stk != nil {
 		st.RAID, st.DRBD = stk.raidStatus(), stk.drbdStatus()
 	}
 	st.RSSKiB = vmRSS()
-	if h := b.haSup(); h != nil {
-		st.HA = h.statusView()
-	}
 	if sup != nil {
 		for _, r := range sup.Status() {
 			s := status.Service{Name: r.Name, State: string(r.State), Role: r.Role.String(),

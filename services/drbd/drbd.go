@@ -433,7 +433,7 @@ func evaluate(st State, wantPrimary, checkRole bool) error {
 		return fail(services.Failed, "role is %s, want Primary", orUnknown(st.Role))
 	case checkRole && !wantPrimary && st.Role == Primary:
 		return fail(services.Failed, "role is Primary, want Secondary")
-	case st.Suspended != "" && st.Suspended != "no":
+	case st.FrozenByFencing():
 		// Fencing froze it: the HA supervisor resumes it once the peer is
 		// outdated, or stops the head. A restart could only hang on it.
 		return fail(services.Degraded, "I/O frozen (%s) until the peer is outdated", st.Suspended)

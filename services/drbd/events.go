@@ -25,6 +25,10 @@ type State struct {
 	Updated      time.Time
 }
 
+// FrozenByFencing: DRBD holds this node's I/O, as resource-and-stonith
+// fencing does when a primary loses its peer.
+func (s State) FrozenByFencing() bool { return s.Suspended != "" && s.Suspended != "no" }
+
 // String is the state in one line: "Primary/Secondary Connected UpToDate/UpToDate".
 func (s State) String() string {
 	if !s.Configured {

@@ -99,3 +99,12 @@ var DiskStates = []DiskState{Diskless, Attaching, Detaching, Failed, Negotiating
 func (d DiskState) Known() bool { return slices.Contains(DiskStates, d) }
 
 func parseDiskState(s string) DiskState { return DiskState(s) }
+
+// OrUnknown is d, or DUnknown when DRBD has not said or said a word
+// this code does not know: the HA rules reason about known states only.
+func (d DiskState) OrUnknown() DiskState {
+	if d.Known() {
+		return d
+	}
+	return DUnknown
+}

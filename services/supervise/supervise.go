@@ -42,6 +42,9 @@ type Clock interface {
 
 type realClock struct{}
 
+// RealClock is the wall clock.
+var RealClock Clock = realClock{}
+
 func (realClock) Now() time.Time                         { return time.Now() }
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 

@@ -1,4 +1,4 @@
-package pid1
+package supervisor
 
 import (
 	"context"
@@ -33,53 +33,49 @@ type fenceWork struct {
 }
 
 // try runs fn in the background unless one runs or the last was too recent.
-func (f *fenceWork) try(b *Boot, what string, now time.Time, fn func()) {
+func (f *fenceWork) try(s *Supervisor, what string, now time.Time, fn func()) {
 	if now.UnixNano() < f.next.Load() || !f.busy.CompareAndSwap(false, true) {
 		return
 	}
 	f.next.Store(now.Add(fenceRetry).UnixNano())
-	goSafe(b, what, func() {
+	s.goSafe(what, func() {
 		defer f.busy.Store(false)
 		fn()
 	})
 }
 
-// fencePeerForDRBD answers DRBD's fence-peer handler on a primary that
+// FencePeerForDRBD answers DRBD's fence-peer handler on a primary that
 // lost the peer: "outdated" once the witness records this head as the
 // only current one, else an error, and the I/O stays frozen.
-func (b *Boot) fencePeerForDRBD(ctx context.Context) (string, error) {
-	h := b.haSup()
-	if h == nil {
-		return "", errors.New("the HA supervisor does not run")
-	}
-	return h.outdatePeer(ctx, "DRBD lost "+h.peer+" while this head is primary", time.Now())
+func (s *Supervisor) FencePeerForDRBD(ctx context.Context) (string, error) {
+	return s.outdatePeer(ctx, "DRBD lost "+s.peer+" while this head is primary", s.clock.Now())
 }
 
 // outdatePeer makes sure the peer can no longer serve without this head's
 // writes, and returns the verdict word for DRBD's handler. lost is when
 // this head's DRBD lost the peer, or later: the peer's mark counts only
 // if the peer announced it after that.
-func (h *haSup) outdatePeer(ctx context.Context, why string, lost time.Time) (string, error) {
+func (s *Supervisor) outdatePeer(ctx context.Context, why string, lost time.Time) (string, error) {
 	switch {
-	case h.peerMarkedSince(ctx, lost):
-		h.log.Warn("HA: " + why + ": " + h.peer + " has marked its own disk Outdated in DRBD's metadata " +
+	case s.peerMarkedSince(ctx, lost):
+		s.log.Warn("" + why + ": " + s.peer + " has marked its own disk Outdated in DRBD's metadata " +
 			"(it hears this head over another path): it cannot serve before it has resynced; writing on alone")
 		return "outdated", nil
-	case h.wc != nil:
-		if !h.wc.Held() {
+	case s.wc != nil:
+		if !s.wc.Held() {
 			return "", errors.New("this head does not hold the witness vote: its I/O stays frozen")
 		}
-		if err := h.wc.OutdatePeer(ctx); err != nil {
-			h.log.Error("HA: cannot record "+h.peer+" as outdated at the witness: I/O stays frozen", "why", why, "err", err)
+		if err := s.wc.OutdatePeer(ctx); err != nil {
+			s.log.Error("cannot record "+s.peer+" as outdated at the witness: I/O stays frozen", "why", why, "err", err)
 			return "", err
 		}
-		h.log.Warn("HA: " + why + ": the witness now records this head's data as the only current copy; " +
-			h.peer + " is not granted the vote until it has resynced")
+		s.log.Warn("" + why + ": the witness now records this head's data as the only current copy; " +
+			s.peer + " is not granted the vote until it has resynced")
 		return "outdated", nil
-	case h.ping != nil && h.ping.held():
+	case s.ping != nil && s.ping.held():
 		// A ping target cannot record anything: both heads may reach it
 		// (docs/ha.md, "Ping target").
-		h.log.Warn("HA: " + why + ": the ping target answers; writing on alone (a ping target cannot outdate " + h.peer + ")")
+		s.log.Warn("" + why + ": the ping target answers; writing on alone (a ping target cannot outdate " + s.peer + ")")
 		return "down", nil
 	}
 	return "", errors.New("no tiebreaker vote held: I/O stays frozen")
@@ -91,51 +87,47 @@ func (h *haSup) outdatePeer(ctx context.Context, why string, lost time.Time) (st
 // peer's writes, mark it Outdated in DRBD's metadata, which lets that
 // peer thaw without the witness; and lift the witness's record once
 // DRBD has resynced the peer.
-func (h *haSup) watchFencing(ctx context.Context, now time.Time, in stateForFencing) {
-	b := h.b
+func (s *Supervisor) watchFencing(ctx context.Context, now time.Time, in stateForFencing) {
 	if !in.frozen {
-		h.fencing.frozenAt.Store(0)
-	} else if h.fencing.frozenAt.CompareAndSwap(0, now.UnixNano()) {
+		s.fencing.frozenAt.Store(0)
+	} else if s.fencing.frozenAt.CompareAndSwap(0, now.UnixNano()) {
 		return // DRBD's handler is likely at it: give it time
 	}
 	switch {
-	case in.active && in.frozen && (in.vote || in.peerOutdated) && now.Sub(time.Unix(0, h.fencing.frozenAt.Load())) >= fenceRetry:
-		h.fencing.try(b, "HA thaw", now, func() {
+	case in.active && in.frozen && (in.vote || in.peerOutdated) && now.Sub(time.Unix(0, s.fencing.frozenAt.Load())) >= fenceRetry:
+		s.fencing.try(s, "HA thaw", now, func() {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			if _, err := h.outdatePeer(actx, "DRBD froze this primary's I/O", time.Unix(0, h.fencing.frozenAt.Load())); err != nil {
+			if _, err := s.outdatePeer(actx, "DRBD froze this primary's I/O", time.Unix(0, s.fencing.frozenAt.Load())); err != nil {
 				return
 			}
-			if err := in.drbd.ResumeIO(actx); err != nil {
-				h.log.Error("HA: cannot resume DRBD's frozen I/O", "err", err)
+			if err := s.cfg.DRBD.ResumeIO(actx); err != nil {
+				s.log.Error("cannot resume DRBD's frozen I/O", "err", err)
 			}
 		})
 	case !in.active && in.stale && in.secondary && in.upToDate && !in.connected:
-		h.fencing.try(b, "HA outdate self", now, func() {
+		s.fencing.try(s, "HA outdate self", now, func() {
 			octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			if err := in.drbd.Outdate(octx); err != nil {
-				h.log.Error("HA: cannot mark this head's disk Outdated; "+h.peer+" stays frozen unless the witness answers it", "err", err)
+			if err := s.cfg.DRBD.Outdate(octx); err != nil {
+				s.log.Error("cannot mark this head's disk Outdated; "+s.peer+" stays frozen unless the witness answers it", "err", err)
 				return
 			}
-			h.log.Warn("HA: DRBD lost " + h.peer + " while it went on serving: this head's disk is now marked Outdated in DRBD's metadata, " +
-				"so " + h.peer + " may write on alone; this head does not take over until it has resynced")
+			s.log.Warn("DRBD lost " + s.peer + " while it went on serving: this head's disk is now marked Outdated in DRBD's metadata, " +
+				"so " + s.peer + " may write on alone; this head does not take over until it has resynced")
 		})
-	case h.wc != nil && in.synced && h.wc.Vote().Writer:
-		h.fencing.try(b, "HA unfence", now, func() {
+	case s.wc != nil && in.synced && s.wc.Vote().Writer:
+		s.fencing.try(s, "HA unfence", now, func() {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			if err := h.wc.ClearWriter(cctx); err != nil {
-				h.log.Warn("HA: cannot lift the witness's record of "+h.peer+" as outdated; retrying", "err", err)
+			if err := s.wc.ClearWriter(cctx); err != nil {
+				s.log.Warn("cannot lift the witness's record of "+s.peer+" as outdated; retrying", "err", err)
 				return
 			}
-			h.log.Info("HA: " + h.peer + " has resynced: the witness no longer records it as outdated")
+			s.log.Info("" + s.peer + " has resynced: the witness no longer records it as outdated")
 		})
 	}
 }
-
-// frozenByFencing: DRBD holds this head's I/O (fencing froze it).
-func frozenByFencing(st drbd.State) bool { return st.Suspended != "" && st.Suspended != "no" }
 
 // peerOutdated: the peer, seen now, announces that DRBD's metadata marks
 // its disk Outdated.
@@ -153,18 +145,18 @@ const markFresh = 2 * time.Second
 // the two with no clock and no delay bound (heartbeat.PeerStatus.HeardUs).
 // It waits up to markFresh for such a heartbeat, and not at all when the
 // peer announces no mark.
-func (h *haSup) peerMarkedSince(ctx context.Context, lost time.Time) bool {
-	if h.hb == nil {
+func (s *Supervisor) peerMarkedSince(ctx context.Context, lost time.Time) bool {
+	if s.hb == nil {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, markFresh)
 	defer cancel()
 	for {
-		s := h.hb.Snapshot()
-		if !peerOutdated(s) {
+		snap := s.hb.Snapshot()
+		if !peerOutdated(snap) {
 			return false
 		}
-		if s.Peer.HeardUs.After(lost) {
+		if snap.Peer.HeardUs.After(lost) {
 			return true
 		}
 		select {
@@ -182,18 +174,17 @@ type stateForFencing struct {
 	// (replicaWatch), and DRBD's view of it.
 	stale, secondary, upToDate, connected bool
 	peerOutdated                          bool
-	drbd                                  *drbd.Resource
 }
 
-func fencingState(in ha.Role, vote bool, st drbd.State, r *drbd.Resource) stateForFencing {
+func fencingState(in ha.Role, vote bool, st drbd.State) stateForFencing {
+	connected := st.Connection == drbd.Connected
 	return stateForFencing{
 		active:    in == ha.Active,
-		frozen:    frozenByFencing(st),
+		frozen:    st.FrozenByFencing(),
 		vote:      vote,
-		synced:    st.Connection == "Connected" && st.Disk == "UpToDate" && st.PeerDisk == "UpToDate",
-		secondary: st.Role == "Secondary",
-		upToDate:  st.Disk == "UpToDate",
-		connected: st.Connection == "Connected",
-		drbd:      r,
+		synced:    connected && st.Disk == drbd.UpToDate && st.PeerDisk == drbd.UpToDate,
+		secondary: st.Role == drbd.Secondary,
+		upToDate:  st.Disk == drbd.UpToDate,
+		connected: connected,
 	}
 }

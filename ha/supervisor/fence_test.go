@@ -1,4 +1,4 @@
-package pid1
+package supervisor
 
 import (
 	"context"
@@ -38,8 +38,8 @@ func TestOutdatePeer(t *testing.T) {
 		return c
 	}
 	a, b := client("head-a"), client("head-b")
-	ha := &haSup{log: slog.New(slog.DiscardHandler), peer: "head-b", wc: a}
-	hb := &haSup{log: slog.New(slog.DiscardHandler), peer: "head-a", wc: b}
+	ha := &Supervisor{log: slog.New(slog.DiscardHandler), peer: "head-b", wc: a}
+	hb := &Supervisor{log: slog.New(slog.DiscardHandler), peer: "head-a", wc: b}
 
 	if says, err := ha.outdatePeer(ctx, "test", time.Now()); err == nil {
 		t.Fatalf("without the vote: %q, want an error (I/O stays frozen)", says)
@@ -75,7 +75,7 @@ func TestOutdatePeer(t *testing.T) {
 	}
 
 	// No tiebreaker at all: frozen.
-	none := &haSup{log: slog.New(slog.DiscardHandler), peer: "head-b"}
+	none := &Supervisor{log: slog.New(slog.DiscardHandler), peer: "head-b"}
 	if says, err := none.outdatePeer(ctx, "test", time.Now()); err == nil {
 		t.Errorf("no tiebreaker: %q", says)
 	}
@@ -109,7 +109,7 @@ func TestOutdatePeerByThePeersOwnMark(t *testing.T) {
 	}
 	a := endpoint("head-a", "head-b", ports[0], ports[1])
 	b := endpoint("head-b", "head-a", ports[1], ports[0])
-	h := &haSup{log: slog.New(slog.DiscardHandler), peer: "head-b", hb: a}
+	h := &Supervisor{log: slog.New(slog.DiscardHandler), peer: "head-b", hb: a}
 	await := func(what string, cond func(heartbeat.Snapshot) bool) {
 		t.Helper()
 		for !cond(a.Snapshot()) {

@@ -7,8 +7,8 @@ import "time"
 // shutdown bounds it too (events.go); the earlier bound wins, and the HA
 // supervisor lifts only its own.
 
-// boundBy makes sure the petting stops by t, keeping an earlier bound.
-func (w *watchdog) boundBy(t time.Time) {
+// BoundBy makes sure the petting stops by t, keeping an earlier bound.
+func (w *watchdog) BoundBy(t time.Time) {
 	if w == nil {
 		return
 	}
@@ -19,9 +19,9 @@ func (w *watchdog) boundBy(t time.Time) {
 	}
 }
 
-// lift removes the bound t if it is still the one in force (a shutdown
+// Lift removes the bound t if it is still the one in force (a shutdown
 // may have set its own since).
-func (w *watchdog) lift(t time.Time) {
+func (w *watchdog) Lift(t time.Time) {
 	if w == nil {
 		return
 	}

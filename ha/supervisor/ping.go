@@ -1,4 +1,4 @@
-package pid1
+package supervisor
 
 import (
 	"context"
@@ -13,11 +13,11 @@ import (
 	"time"
 )
 
-// pinger is the tiebreaker with witness.ping_target: the head counts the
+// Pinger is the tiebreaker with witness.ping_target: the head counts the
 // vote as held while the target answers ICMP echo. It gives no
 // exclusivity (docs/ha.md says what that costs). PID 1 runs as root, so
 // it uses a raw socket rather than exec'ing ping every interval.
-type pinger struct {
+type Pinger struct {
 	target netip.Addr
 	every  time.Duration
 	valid  time.Duration // a reply counts for this long
@@ -30,14 +30,14 @@ type pinger struct {
 	lastErr string
 }
 
-func newPinger(target string, every, valid time.Duration, log *slog.Logger) (*pinger, error) {
+func NewPinger(target string, every, valid time.Duration, log *slog.Logger) (*Pinger, error) {
 	a, err := netip.ParseAddr(target)
 	if err != nil || !a.Is4() {
 		return nil, fmt.Errorf("ping target %q: an IPv4 address is needed", target)
 	}
 	var id [2]byte
 	rand.Read(id[:])
-	return &pinger{target: a, every: every, valid: valid, log: log, id: binary.BigEndian.Uint16(id[:])}, nil
+	return &Pinger{target: a, every: every, valid: valid, log: log, id: binary.BigEndian.Uint16(id[:])}, nil
 }
 
 // echoRequest is an ICMP echo request with its checksum.
@@ -69,7 +69,7 @@ func inetChecksum(b []byte) uint16 {
 
 // run pings until ctx ends. A socket that cannot be opened is retried:
 // the vote is simply not held meanwhile.
-func (p *pinger) run(ctx context.Context) {
+func (p *Pinger) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
 		if err != nil {
@@ -100,7 +100,7 @@ func (p *pinger) run(ctx context.Context) {
 	}
 }
 
-func (p *pinger) receive(c net.PacketConn) {
+func (p *Pinger) receive(c net.PacketConn) {
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := c.ReadFrom(buf)
@@ -119,28 +119,28 @@ func (p *pinger) receive(c net.PacketConn) {
 		p.lastOK, p.lastErr = time.Now(), ""
 		p.mu.Unlock()
 		if !was {
-			p.log.Info("HA: ping target answers", "target", p.target.String())
+			p.log.Info("ping target answers", "target", p.target.String())
 		}
 	}
 }
 
-func (p *pinger) note(err error) {
+func (p *Pinger) note(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.lastErr != err.Error() {
-		p.log.Warn("HA: ping target", "target", p.target.String(), "err", err)
+		p.log.Warn("ping target", "target", p.target.String(), "err", err)
 	}
 	p.lastErr = err.Error()
 }
 
 // held reports whether the target answered within the validity window.
-func (p *pinger) held() bool {
+func (p *Pinger) held() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return !p.lastOK.IsZero() && time.Since(p.lastOK) <= p.valid
 }
 
-func (p *pinger) state() (lastOK time.Time, lastErr string) {
+func (p *Pinger) state() (lastOK time.Time, lastErr string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.lastOK, p.lastErr

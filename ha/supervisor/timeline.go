@@ -1,4 +1,4 @@
-package pid1
+package supervisor
 
 import (
 	"sync"
@@ -64,13 +64,6 @@ func stackSteps(origin, begin time.Time, done []layerDone, up bool) []status.Fai
 	return out
 }
 
-// serviceSupervisor is the service supervisor, once the services run.
-func (b *Boot) serviceSupervisor() *supervise.Supervisor {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.sup
-}
-
 // stepWatch follows the ActiveOnly layers while a role change runs, by
 // polling the supervisor's states (it has no callbacks, and a step
 // timeline to ~10 ms is plenty).
@@ -83,11 +76,8 @@ type stepWatch struct {
 
 const stepPoll = 10 * time.Millisecond
 
-func watchSteps(sup *supervise.Supervisor, up bool) *stepWatch {
+func watchSteps(sup Layers, clock Clock, up bool) *stepWatch {
 	w := &stepWatch{stop: make(chan struct{})}
-	if sup == nil {
-		return w
-	}
 	// Only the layers that change count: a layer already at its goal
 	// when the change starts makes no step.
 	pending := map[string]bool{}
@@ -97,7 +87,7 @@ func watchSteps(sup *supervise.Supervisor, up bool) *stepWatch {
 		}
 	}
 	poll := func() {
-		now := time.Now()
+		now := clock.Now()
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		for _, r := range sup.Status() {

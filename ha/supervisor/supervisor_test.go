@@ -1,4 +1,4 @@
-package pid1
+package supervisor
 
 import (
 	"log/slog"
@@ -15,25 +15,29 @@ import (
 	"tandem.dev/tandem/status"
 )
 
-func TestHAParams(t *testing.T) {
+func TestParams(t *testing.T) {
 	tests := []struct {
-		name  string
-		in    siteHA
-		delay time.Duration
-		addr  time.Duration
-		tb    decide.Tiebreaker
+		name                       string
+		intervalMS, deadMS, stopMS int
+		ping                       string
+		watchdog                   time.Duration
+		delay, addr                time.Duration
+		tb                         decide.Tiebreaker
 	}{
 		// With the witness, DRBD's fencing protects the data: no wait for
 		// the disk, interval + margin for the address.
-		{"defaults", siteHA{500, 3000, 20000, "", 30 * time.Second}, 0, 1500 * time.Millisecond, decide.Witness},
-		{"slow interval", siteHA{1000, 5000, 8000, "", 30 * time.Second}, 0, 2 * time.Second, decide.Witness},
+		{"defaults", 500, 3000, 20000, "", 30 * time.Second, 0, 1500 * time.Millisecond, decide.Witness},
+		{"slow interval", 1000, 5000, 8000, "", 30 * time.Second, 0, 2 * time.Second, decide.Witness},
 		// A ping target adds the stop bound and the watchdog: 1 + 1 + 20 + 30 s.
-		{"ping target", siteHA{1000, 3000, 20000, "192.0.2.1", 30 * time.Second}, 52 * time.Second, 52 * time.Second, decide.PingTarget},
-		{"ping target, short watchdog", siteHA{500, 5000, 5000, "192.0.2.1", 6 * time.Second}, 12500 * time.Millisecond, 12500 * time.Millisecond, decide.PingTarget},
+		{"ping target", 1000, 3000, 20000, "192.0.2.1", 30 * time.Second, 52 * time.Second, 52 * time.Second, decide.PingTarget},
+		{"ping target, short watchdog", 500, 5000, 5000, "192.0.2.1", 6 * time.Second, 12500 * time.Millisecond, 12500 * time.Millisecond, decide.PingTarget},
 	}
 	for _, tc := range tests {
-		p := haParams(tc.in)
-		if got, addr := p.TakeoverDelay(), p.AddressDelay(); got != tc.delay || addr != tc.addr || p.Tiebreaker != tc.tb || p.WatchdogTimeout != tc.in.watchdog {
+		sc := testSite(t)
+		sc.HA.HeartbeatIntervalMS, sc.HA.DeadTimeMS, sc.HA.StopBoundMS = tc.intervalMS, tc.deadMS, tc.stopMS
+		sc.Witness.PingTarget = tc.ping
+		p := Params(sc, tc.watchdog)
+		if got, addr := p.TakeoverDelay(), p.AddressDelay(); got != tc.delay || addr != tc.addr || p.Tiebreaker != tc.tb || p.WatchdogTimeout != tc.watchdog {
 			t.Errorf("%s: takeover delay %v (want %v), address delay %v (want %v), tiebreaker %v, watchdog %v", tc.name, got, tc.delay, addr, tc.addr, p.Tiebreaker, p.WatchdogTimeout)
 		}
 		if err := p.Validate(); err != nil {
@@ -127,14 +131,6 @@ func TestCountdownIsOneDecision(t *testing.T) {
 	}
 }
 
-func TestDiskState(t *testing.T) {
-	for in, want := range map[string]ha.DiskState{"UpToDate": ha.UpToDate, "Outdated": ha.Outdated, "": ha.DUnknown, "Bogus": ha.DUnknown} {
-		if got := diskState(in); got != want {
-			t.Errorf("diskState(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
 func TestEchoRequest(t *testing.T) {
 	req := echoRequest(0x1234, 7)
 	if inetChecksum(req) != 0 {
@@ -153,31 +149,6 @@ func TestEchoRequest(t *testing.T) {
 			t.Errorf("%s taken for our echo reply", name)
 		}
 	}
-}
-
-// The HA supervisor's stop bound and a shutdown's share the watchdog:
-// the earlier wins, and each lifts only its own.
-func TestWatchdogBounds(t *testing.T) {
-	w := &watchdog{}
-	now := time.Now()
-	ha, shut := now.Add(20*time.Second), now.Add(90*time.Second)
-	w.boundBy(ha)
-	w.boundBy(shut) // later: the HA bound stays
-	if !w.bound().Equal(ha) {
-		t.Fatalf("bound %v, want the HA bound %v", w.bound(), ha)
-	}
-	w.lift(ha)
-	if !w.bound().IsZero() {
-		t.Fatalf("bound %v after lifting it", w.bound())
-	}
-	w.boundBy(shut)
-	w.lift(ha) // not ours any more: the shutdown's stays
-	if !w.bound().Equal(shut) {
-		t.Errorf("lifting a stale bound removed the shutdown's: %v", w.bound())
-	}
-	var none *watchdog // a board without a watchdog
-	none.boundBy(now)
-	none.lift(now)
 }
 
 // At a cold start the head that is not preferred gives the preferred one
@@ -201,8 +172,8 @@ func TestHoldForPreferred(t *testing.T) {
 	}
 	t0 := time.Now()
 	for _, tc := range tests {
-		h := &haSup{log: slog.New(slog.DiscardHandler), peer: "head-a"}
-		h.drbdState.Connection = tc.conn
+		h := &Supervisor{log: slog.New(slog.DiscardHandler), peer: "head-a"}
+		h.drbdState.Connection = drbd.ConnState(tc.conn)
 		if got := h.holdForPreferred(t0, tc.in); got != tc.hold {
 			t.Errorf("%s: hold %v, want %v", tc.name, got, tc.hold)
 		}

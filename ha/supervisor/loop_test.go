@@ -1,0 +1,345 @@
+package supervisor
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem.dev/tandem/ha"
+	"tandem.dev/tandem/ha/decide"
+	"tandem.dev/tandem/services/drbd"
+)
+
+// These tests drive the loop's glue, observe → decide → act, against
+// fakes of PID 1's parts (rig_test.go), with the clock in the test's
+// hands. ha/decide's own tests prove the rule table; these prove that
+// the loop feeds it the right inputs and carries out what it says.
+
+func TestTakeover(t *testing.T) {
+	tests := []struct {
+		name         string
+		node         string
+		setup        func(r *rig)
+		after        time.Duration // the round that decides
+		wantAction   decide.Action
+		wantStarts   int
+		wantEpoch    uint64
+		wantOutdates int  // the witness records the peer as outdated
+		wantVerdict  bool // DRBD's fence-peer verdict is "down", then removed
+		wantKind     string
+	}{
+		{
+			name: "the active peer falls silent: fence it, start a new epoch, take over",
+			node: "head-b", setup: (*rig).silentPeerTakeover, after: 3 * time.Second,
+			wantAction: decide.FencePromote, wantStarts: 1, wantEpoch: 2, wantOutdates: 1, wantKind: "takeover",
+		},
+		{
+			name: "no vote: a silent peer is not taken over",
+			node: "head-b",
+			setup: func(r *rig) {
+				r.silentPeerTakeover()
+				r.wit.held = false
+			},
+			// In sync with the active peer until it fell silent: its epoch.
+			after: 3 * time.Second, wantAction: decide.Alert, wantEpoch: 1,
+		},
+		{
+			name:  "cold start beside a standby peer, preferred: start, same epoch, no fencing",
+			node:  "head-a",
+			setup: func(r *rig) { r.peer(true, ha.Standby, 0) },
+			after: 0, wantAction: decide.Promote, wantStarts: 1, wantEpoch: 0, wantKind: "start",
+		},
+		{
+			name:  "cold start beside a standby peer, not preferred: the peer starts",
+			node:  "head-b",
+			setup: func(r *rig) { r.peer(true, ha.Standby, 0) },
+			after: 0, wantAction: decide.None,
+		},
+		{
+			name:  "the peer yields (it failed): fail over, same epoch",
+			node:  "head-b",
+			setup: func(r *rig) { r.peer(true, ha.None, 3) },
+			after: 0, wantAction: decide.Promote, wantStarts: 1, wantEpoch: 3, wantKind: "failover",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, tc.node, nil)
+			tc.setup(r)
+			d := r.step(tc.after)
+			if d.Action != tc.wantAction {
+				t.Fatalf("decision %v (%s), want %v", d.Action, d.Reason, tc.wantAction)
+			}
+			starts, _ := r.layers.counts()
+			if starts != tc.wantStarts {
+				t.Errorf("the active layers started %d times, want %d", starts, tc.wantStarts)
+			}
+			if e := r.s.Epoch(); e != tc.wantEpoch {
+				t.Errorf("epoch %d, want %d", e, tc.wantEpoch)
+			}
+			if e, err := readEpoch(r.s.cfg.EpochFile); e != tc.wantEpoch || err != nil {
+				t.Errorf("epoch file: %d, %v; want %d", e, err, tc.wantEpoch)
+			}
+			if r.wit.outdates != tc.wantOutdates {
+				t.Errorf("the witness was asked to outdate the peer %d times, want %d", r.wit.outdates, tc.wantOutdates)
+			}
+			if tc.wantOutdates > 0 && r.drbd.dropped != 1 {
+				t.Errorf("DRBD dropped the dead peer %d times, want once", r.drbd.dropped)
+			}
+			if _, err := os.Stat(drbd.VerdictFile(r.drbd.cfg.ConfDir, "r0")); err == nil {
+				t.Error("the fence verdict outlived the takeover")
+			}
+			wantRole := ha.Standby
+			if tc.wantStarts > 0 {
+				wantRole = ha.Active
+			}
+			if got := r.s.Role(); got != wantRole {
+				t.Errorf("role %s, want %s", got, wantRole)
+			}
+			if tc.wantKind != "" {
+				v := r.s.StatusView()
+				if len(v.Failovers) != 1 || v.Failovers[0].Kind != tc.wantKind || !v.Failovers[0].OK {
+					t.Errorf("failovers %+v, want one %q that worked", v.Failovers, tc.wantKind)
+				}
+			}
+		})
+	}
+}
+
+// An active head that loses both the peer and the vote stops its stack
+// within the stop bound, with the watchdog armed to reset it otherwise;
+// a stop that hangs ends in a self-fence.
+func TestQuorumLostWhileActive(t *testing.T) {
+	tests := []struct {
+		name         string
+		stopHangs    bool
+		wantRole     ha.Role
+		wantRestarts int
+	}{
+		{"the stack stops in time", false, ha.Standby, 0},
+		{"the stop hangs: self-fence", true, ha.Standby, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "head-a", func(p *decide.Params) { p.StopBound = time.Second })
+			r.peer(true, ha.Standby, 0)
+			if d := r.step(0); d.Action != decide.Promote || r.s.Role() != ha.Active {
+				t.Fatalf("setup: %v (%s), role %s", d.Action, d.Reason, r.s.Role())
+			}
+			r.layers.stopHangs = tc.stopHangs
+			r.peer(false, "", 0)
+			r.drbd.set(func(st *drbd.State) {
+				st.Connection, st.PeerRole, st.PeerDisk = drbd.Connecting, drbd.Unknown, drbd.DUnknown
+			})
+			now := r.clock.Now().Add(100 * time.Millisecond)
+			d := r.stepAsync(100 * time.Millisecond)
+			if d.Action != decide.Demote {
+				t.Fatalf("decision %v (%s), want demote", d.Action, d.Reason)
+			}
+			if got, want := r.watch.armed(), now.Add(time.Second); !got.Equal(want) {
+				t.Errorf("watchdog bound %v, want %v (the stop bound)", got, want)
+			}
+			r.s.tasks.Wait()
+			if _, stops := r.layers.counts(); stops != 1 {
+				t.Errorf("the active layers stopped %d times, want once", stops)
+			}
+			if got := r.s.Role(); got != tc.wantRole {
+				t.Errorf("role %s, want %s", got, tc.wantRole)
+			}
+			if got := r.host.restarted(); got != tc.wantRestarts {
+				t.Errorf("self-fenced %d times, want %d", got, tc.wantRestarts)
+			}
+			if tc.wantRestarts == 0 {
+				r.step(100 * time.Millisecond)
+				if !r.watch.armed().IsZero() {
+					t.Error("the stop bound was not lifted once the stack was down")
+				}
+			}
+		})
+	}
+}
+
+// A peer that reappears while this head takes over does not make it
+// stop half-way, nor start a second role change.
+func TestPeerReappearsDuringTakeover(t *testing.T) {
+	tests := []struct {
+		name       string
+		peerRole   ha.Role
+		peerEpoch  uint64
+		wantAction decide.Action // once the takeover is done
+	}{
+		{"it rebooted and is standby", ha.Standby, 1, decide.None},
+		{"it was cut off and still announces active", ha.Active, 1, decide.Alert},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "head-b", nil)
+			r.silentPeerTakeover()
+			gate := make(chan struct{})
+			r.layers.startGate = gate
+			if d := r.stepAsync(3 * time.Second); d.Action != decide.FencePromote {
+				t.Fatalf("decision %v (%s)", d.Action, d.Reason)
+			}
+			r.waitFor("the stack to start", func() bool { s, _ := r.layers.counts(); return s == 1 })
+			r.peer(true, tc.peerRole, tc.peerEpoch)
+			for range 3 {
+				r.stepAsync(500 * time.Millisecond)
+			}
+			if r.hb.announced() != ha.Active {
+				t.Errorf("announces %s while taking over, want active", r.hb.announced())
+			}
+			close(gate)
+			r.s.tasks.Wait()
+			d := r.step(500 * time.Millisecond)
+			starts, stops := r.layers.counts()
+			if starts != 1 || stops != 0 {
+				t.Errorf("starts %d, stops %d; want one start and no stop", starts, stops)
+			}
+			if r.s.Role() != ha.Active || d.Action != tc.wantAction {
+				t.Errorf("role %s, decision %v (%s); want active, %v", r.s.Role(), d.Action, d.Reason, tc.wantAction)
+			}
+		})
+	}
+}
+
+// The loop starts no role change of its own while the operator's runs,
+// nor right after one of its own failed.
+func TestNoRoleChangeWhileBusy(t *testing.T) {
+	tests := []struct {
+		name       string
+		busy       func(r *rig) (done func())
+		wantStarts int
+	}{
+		{"idle", func(*rig) func() { return func() {} }, 1},
+		{"an operator's switchover runs", func(r *rig) func() { return r.s.manualOp() }, 0},
+		{"a failed start is retried later", func(r *rig) func() {
+			r.s.mu.Lock()
+			r.s.retryAt = r.clock.Now().Add(retryAfter)
+			r.s.mu.Unlock()
+			return func() {}
+		}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "head-a", nil)
+			r.peer(true, ha.Standby, 0)
+			done := tc.busy(r)
+			if d := r.step(0); d.Action != decide.Promote {
+				t.Fatalf("decision %v (%s)", d.Action, d.Reason)
+			}
+			done()
+			if starts, _ := r.layers.counts(); starts != tc.wantStarts {
+				t.Errorf("started %d times, want %d", starts, tc.wantStarts)
+			}
+		})
+	}
+}
+
+// A switchover asked for while a takeover runs is refused (the peer is
+// gone), and the takeover finishes.
+func TestSwitchoverDuringTakeover(t *testing.T) {
+	r := newRig(t, "head-b", nil)
+	r.silentPeerTakeover()
+	gate := make(chan struct{})
+	r.layers.startGate = gate
+	r.stepAsync(3 * time.Second)
+	r.waitFor("the stack to start", func() bool { s, _ := r.layers.counts(); return s == 1 })
+	msg, err := r.s.Switchover(r.ctx)
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the peer") {
+		t.Errorf("switchover: %q, %v; want a refusal", msg, err)
+	}
+	close(gate)
+	r.s.tasks.Wait()
+	if starts, stops := r.layers.counts(); r.s.Role() != ha.Active || starts != 1 || stops != 0 {
+		t.Errorf("role %s, starts %d, stops %d; want the takeover finished", r.s.Role(), starts, stops)
+	}
+	r.s.mu.Lock()
+	manual := r.s.manual
+	r.s.mu.Unlock()
+	if manual != 0 {
+		t.Errorf("%d operator changes still marked under way", manual)
+	}
+}
+
+// The epoch rises only on a takeover without the peer; beside a peer
+// with the same data the head takes the peer's.
+func TestEpoch(t *testing.T) {
+	tests := []struct {
+		name      string
+		setup     func(r *rig)
+		after     time.Duration
+		wantEpoch uint64
+	}{
+		{"takeover without the peer", (*rig).silentPeerTakeover, 3 * time.Second, 2},
+		{"in sync with a peer of a newer epoch", func(r *rig) {
+			r.peer(true, ha.Active, 5)
+			r.drbd.set(func(st *drbd.State) { st.PeerRole = drbd.Primary })
+		}, 0, 5},
+		{"a peer of a newer epoch, not in sync", func(r *rig) {
+			r.peer(true, ha.Active, 5)
+			r.drbd.set(func(st *drbd.State) { st.PeerRole, st.Disk = drbd.Primary, drbd.Inconsistent })
+		}, 0, 0},
+		{"a standby peer of an older epoch", func(r *rig) {
+			r.s.setEpoch("test", func(uint64, uint64) uint64 { return 4 })
+			r.peer(true, ha.Standby, 2)
+		}, 0, 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "head-b", nil)
+			tc.setup(r)
+			r.step(tc.after)
+			if e := r.s.Epoch(); e != tc.wantEpoch {
+				t.Errorf("epoch %d, want %d", e, tc.wantEpoch)
+			}
+			if e, err := readEpoch(r.s.cfg.EpochFile); e != tc.wantEpoch || err != nil {
+				t.Errorf("epoch file: %d, %v; want %d", e, err, tc.wantEpoch)
+			}
+		})
+	}
+}
+
+// A standby whose DRBD lost the peer while the peer went on serving may
+// lack its writes: it must not take over when the peer dies later, and
+// it marks its own disk Outdated. A power pull (silent with the
+// connection) is not that.
+func TestStaleReplicaOverride(t *testing.T) {
+	tests := []struct {
+		name         string
+		heardAfter   bool // the peer was heard well after DRBD lost it
+		wantStarts   int
+		wantOutdated bool
+	}{
+		{"replication cut, the peer served on, then died", true, 0, true},
+		{"power pull: silent with the connection", false, 1, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "head-b", nil)
+			r.peer(true, ha.Active, 1)
+			r.drbd.set(func(st *drbd.State) { st.PeerRole = drbd.Primary })
+			r.step(0)
+			r.drbd.set(func(st *drbd.State) {
+				st.Connection, st.PeerRole, st.PeerDisk = drbd.Connecting, drbd.Unknown, drbd.DUnknown
+			})
+			if tc.heardAfter {
+				r.step(100 * time.Millisecond)
+				r.peer(true, ha.Active, 1)
+				r.step(time.Second)
+				r.peer(true, ha.Active, 1)
+				r.step(time.Second)
+			}
+			r.peer(false, "", 0)
+			r.wit.held = true
+			d := r.step(3 * time.Second)
+			starts, _ := r.layers.counts()
+			if starts != tc.wantStarts {
+				t.Errorf("started %d times (decision %v: %s), want %d", starts, d.Action, d.Reason, tc.wantStarts)
+			}
+			if got := r.drbd.outdated > 0; got != tc.wantOutdated {
+				t.Errorf("disk marked Outdated in DRBD's metadata: %v, want %v", got, tc.wantOutdated)
+			}
+		})
+	}
+}
