@@ -41,9 +41,6 @@ const (
 	None Role = "none"
 )
 
-// Valid reports whether r is one of the three roles.
-func (r Role) Valid() bool { return r == Active || r == Standby || r == None }
-
 // DiskState is DRBD's disk state, as services/drbd parses it; the names
 // below let ha/decide read in ha's own terms.
 type DiskState = drbd.DiskState

@@ -403,8 +403,6 @@ func TestParseBad(t *testing.T) {
 	}
 }
 
-var positioned = regexp.MustCompile(`^t\.toml:[1-9][0-9]*:[1-9][0-9]*: `)
-
 // checkPositioned asserts that err is an *Error or ValidationErrors and
 // that every line names file:line:col.
 func checkPositioned(t *testing.T, file string, err error) {

@@ -23,18 +23,6 @@ func Require(t testing.TB, name, pkg string) string {
 	return p
 }
 
-// RequireFile fails (or skips with -short) when a file a test needs, such
-// as firmware, is absent.
-func RequireFile(t testing.TB, path, pkg string) {
-	t.Helper()
-	if testing.Short() && os.Getenv("CI") != "true" {
-		t.Skipf("-short: skipping a check that needs %s", path)
-	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("%s missing (CI=%q): run scripts/setup or apt-get install -y %s", path, os.Getenv("CI"), pkg)
-	}
-}
-
 // RequireRootKernel gates a test that needs root and the host's kernel
 // (loop devices, mounts, network namespaces): it runs only with
 // TANDEM_LOOP_TESTS=1, as scripts/test sets it, and then a missing

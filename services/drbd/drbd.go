@@ -493,12 +493,6 @@ func (r *Resource) wantSettled() (want, settled bool) {
 	return r.wantPrimary, r.inChange == 0 && time.Since(r.changedAt) >= roleSettle
 }
 
-func (r *Resource) want() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.wantPrimary
-}
-
 // State returns the latest state seen on the events2 stream (zero if the
 // watcher has not finished its initial dump).
 func (r *Resource) State() State {

@@ -112,3 +112,10 @@ func exists(t *testing.T, path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+// want is the role the resource was last asked for.
+func (r *Resource) want() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.wantPrimary
+}

@@ -239,7 +239,7 @@ func TestPolicyDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, _ := g.Node("a")
-	want := DefaultPolicy()
+	want := Policy{}.WithDefaults()
 	want.StartTimeout = time.Second
 	want.MigrationThreshold = -1
 	if n.Policy != want {
@@ -248,7 +248,7 @@ func TestPolicyDefaults(t *testing.T) {
 }
 
 func TestBackoffDelay(t *testing.T) {
-	b := DefaultPolicy().Backoff
+	b := Policy{}.WithDefaults().Backoff
 	want := []time.Duration{1, 2, 4, 8, 16, 30, 30, 30}
 	for n, w := range want {
 		if got := b.Delay(n); got != w*time.Second {

@@ -71,9 +71,6 @@ type Policy struct {
 	Backoff        BackoffPolicy
 }
 
-// DefaultPolicy returns the documented defaults.
-func DefaultPolicy() Policy { return Policy{}.WithDefaults() }
-
 // WithDefaults returns p with every zero field set to its default.
 func (p Policy) WithDefaults() Policy {
 	def := func(d *time.Duration, v time.Duration) {

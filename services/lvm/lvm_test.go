@@ -326,9 +326,6 @@ func (f *fake) calls() []string {
 	return out
 }
 
-// node is where the fake makes the LV's device node.
-func (f *fake) node() string { return filepath.Join(f.dir, "dev", "mapper", "tandem-data") }
-
 func (f *fake) volume(create bool) *Volume {
 	cfg := &site.Config{Storage: site.Storage{
 		RAID: site.RAID{CreateIfBlank: create},
