@@ -4,8 +4,8 @@
 // A site config describes one pair of heads: the two nodes and their
 // networks, the storage stack, the shares, the virtual IP and the HA
 // timings. It describes what to serve, never in what order: the start
-// order comes from the service graph, so a config cannot put the VIP up
-// before the file services ("structure B" in SEED.md).
+// order comes from the service graph, so no config can bring the VIP up
+// before the file services behind it are ready.
 //
 // Parse decodes strictly (unknown keys are errors), applies defaults and
 // then checks the whole config, returning every problem at once. Every

@@ -1,101 +1,18 @@
 // Package decide is the HA supervisor's decision logic: a pure state
-// machine with no I/O and no clock of its own. The caller (PID 1's HA
-// loop) gathers what the head observes (heartbeat, witness, DRBD, the
-// service supervisor, the operator's mode) into Inputs, passes the time,
-// and carries out the Decision: promote (start the active stack), fence
-// the peer then promote, demote (stop the active stack), self-fence
-// (stop petting the hardware watchdog), or only alert.
+// machine with no I/O and no clock of its own, so every rule can be
+// tested exhaustively and simulated.
 //
-// Decide is the rule table itself, a function of Inputs and Elapsed.
-// Machine wraps it and keeps Elapsed (how long quorum has been lost, how
-// long the takeover wait has run, whether this boot ever had contact)
-// from the times the caller passes to Step.
+//   - Decide is the rule table: a function of Inputs (what the head
+//     observes: heartbeat, witness, DRBD, the service supervisor, the
+//     operator's mode) and Elapsed.
+//   - Machine keeps Elapsed (how long quorum has been lost, how long the
+//     takeover wait has run, whether this boot ever had contact) from the
+//     times the caller passes to Step.
+//   - The caller (PID 1's HA loop) carries out the Decision: promote,
+//     fence the peer then promote, demote, self-fence, or only alert.
 //
-// # Rules
-//
-//   - Quorum is "peer seen" (heartbeat contact in both directions, see
-//     ha/heartbeat) or "vote held" (the witness's lease, or with
-//     witness.ping_target, the ping target answering).
-//   - A standby takes over only from a silent peer: nothing heard from it
-//     for the dead time ("peer alive" false). A peer heard but not hearing
-//     us (one-way contact) is not taken over from, and the vote is left
-//     to it.
-//   - Promote only with quorum and the local DRBD disk UpToDate.
-//   - Never promote while the peer is seen and active.
-//   - Promote without the peer only with the vote, after the takeover
-//     wait (below; with the witness only the service address waits), and
-//     with the peer outdated first (FencePromote: at
-//     the witness, and through DRBD's fence-peer hook) unless that is
-//     already recorded.
-//   - A head that booted alone and has never seen the peer nor held a
-//     witness vote since waits; a ping target alone is not contact.
-//   - For the first dead time after it starts, a head has not heard a
-//     silent peer, only not yet heard it: it does not take over.
-//   - An active head that loses quorum stops within StopBound; if the
-//     stop overruns it, it self-fences (the hardware watchdog resets it
-//     within WatchdogTimeout).
-//   - A local failure escalated past the migration threshold fails over
-//     on the active head (when the peer can take over) and only alerts on
-//     the standby, which then does not start the service beside a seen
-//     peer (it still takes over from a silent one); so do bad local disk
-//     states.
-//   - Maintenance: monitor only, no action, with one exception: the
-//     quorum rule above (and two-primaries resolution) still applies,
-//     because a partitioned peer may be taking over meanwhile and "never
-//     two writers" does not pause for maintenance.
-//   - Node standby: this head gives up the active role and never takes
-//     it. Switchover: the active head hands over, only to a peer that is
-//     seen, standby and UpToDate.
-//
-// # Safety argument (never two writers)
-//
-// Let I be the heartbeat interval, D the dead time, L the witness lease,
-// m the client's lease margin, S the stop bound and W the hardware
-// watchdog timeout. Margin covers clock-rate drift between the heads over
-// these spans and scheduling delays; no bound on network delay is needed.
-//
-// The old active O loses its vote no later than the instant t_v at which
-// the new holder T received its grant: the witness grants T only after
-// O's lease ran out at the witness, and O counts its lease from before the
-// witness received O's last renewal, minus m, so O's own view ended first.
-//
-// With the witness, DRBD keeps O from writing without T (fencing
-// resource-and-stonith). While DRBD is connected, a write completes only
-// on both disks, and DRBD refuses to promote T beside a primary O. Once
-// O's DRBD loses T, the kernel freezes O's I/O until O's fence-peer
-// handler reports T outdated, and O reports that only when either
-//
-//   - T announces, in a heartbeat sent after O's loss (ordered by its
-//     echo, not by clocks), that DRBD's metadata marks T's disk Outdated.
-//     T marks it only when it hears O after its own DRBD lost O, and
-//     never if T was active since that loss (it may have written alone).
-//     An Outdated disk does not promote (this rule table, and DRBD
-//     itself) until a resync from O, after a reboot too; or
-//   - the witness recorded O as the one head with current data, which it
-//     does only for its lease holder. T is then never granted the vote
-//     until the record is lifted after a resync.
-//
-// So when T holds the vote and its disk is UpToDate, O writes nothing
-// that T lacks, and T may promote at once. Only T's service address waits
-// until I + Margin after the vote (Params.AddressDelay): time for O's
-// loop to notice its lost quorum and drop the address first, so clients
-// never see it on two heads; T's stack starts below it meanwhile. T
-// records itself as the writer before it promotes, so O cannot come back
-// later and serve without T's writes either.
-//
-// With a ping target nothing can record the writer (both heads may reach
-// the target), and O's stop is the only protection. O loses "peer seen"
-// no later than t_s, the instant T's "peer alive" ends (O sees T only
-// while T echoes a packet O sent within D). Once O has neither peer nor
-// vote it notices within one Step (at most I), stops within S, and if the
-// stop hangs the watchdog resets it within W more. T waits until
-//
-//	t_p >= max(t_s, t_v) + I + Margin + S + W      (Params.TakeoverDelay)
-//
-// A simulation (sim_test.go) runs both heads, the witness and DRBD through
-// random link cuts, crashes and hung stops, and checks that no two heads
-// write at once, that no head is promoted without a write the other
-// acknowledged, and that the disks never diverge.
+// The rules and the safety argument ("never two writers") are in
+// docs/ha.md, "Decisions" and "Safety argument"; sim_test.go checks them.
 package decide
 
 import (
@@ -179,12 +96,12 @@ func (p Params) Validate() error {
 }
 
 // TakeoverDelay is how long a head must have been without the peer and
-// with the vote before it promotes (see the timing argument in the
-// package comment). With the witness it is 0: DRBD's fencing keeps the
-// old active from writing alone, so the disk may be taken at once; only
-// the service address waits (AddressDelay). With a ping target, which
-// cannot record that fencing, the old head's stop is the only
-// protection: I + Margin + S + W.
+// with the vote before it promotes (docs/ha.md, "Safety argument").
+// With the witness it is 0: DRBD's fencing keeps the old active from
+// writing alone, so the disk may be taken at once; only the service
+// address waits (AddressDelay). With a ping target, which cannot record
+// that fencing, the old head's stop is the only protection:
+// I + Margin + S + W.
 func (p Params) TakeoverDelay() time.Duration {
 	p = p.WithDefaults()
 	if p.Tiebreaker == Witness {

@@ -21,9 +21,9 @@ import (
 // DRBD lost it marks its disk Outdated, as DRBD's outdate-peer daemon
 // does), one-way delays, link cuts in any direction, crashes, and stops
 // that take long or hang until the watchdog resets the head. Every active
-// head writes every step. It checks what the timing argument promises:
-// never two heads writing at once, no head promoted without every write
-// a client was told is done, and no split brain.
+// head writes every step. It checks what the safety argument in
+// docs/ha.md promises: never two heads writing at once, no head promoted
+// without every write a client was told is done, and no split brain.
 
 const (
 	simStep  = 50 * time.Millisecond

@@ -2,7 +2,8 @@
 // declared once as data. Start order is derived from it bottom-up and
 // stop order is its exact reverse, so no code path can order layers by
 // hand. New rejects graphs that would let the service address come up
-// before the services behind it (the seed's "structure B").
+// before the services behind it: clients would reach a head that cannot
+// serve them yet.
 package graph
 
 import (

@@ -2,55 +2,14 @@
 // over the data disks the site config names for this node. Both heads
 // run it; DRBD sits on top.
 //
-// # Start
+//   - Start assembles this head's array, or creates it on blank disks
+//     with storage.raid.create_if_blank; any other content is Refused.
+//     It finds disks by stable identity, never by /dev/sdX order, and
+//     never passes --force or adds a disk by itself.
+//   - Monitor reads sysfs and /proc/mdstat, never mdadm, so it cannot
+//     hang on a tool; a degraded array keeps serving.
 //
-// Start is idempotent and touches only the disks the config names, found
-// by stable identity (package disks), never by /dev/sdX order:
-//
-//  1. If /dev/md/tandem is already running, check its UUID and return.
-//     A half-assembled (inactive) array is stopped first, because it
-//     holds its members busy.
-//  2. Resolve the configured disks and read each one's md superblock
-//     (mdadm --examine --export). Disks without one are probed for
-//     blankness (disks.Probe).
-//  3. Decide (decide, a pure function):
-//     - members carry Tandem superblocks ("<node>:tandem") of one UUID:
-//     assemble exactly those members by that UUID, with --run so a
-//     missing member leaves the array degraded but serving;
-//     - no superblock anywhere, every disk present and blank, and
-//     storage.raid.create_if_blank: create the array;
-//     - a disk is absent and there is nothing to assemble: Missing;
-//     - anything else (a disk holds a filesystem, a partition table,
-//     another array; blank disks without create_if_blank; members of
-//     two arrays): Refused, naming each disk and what it holds.
-//
-// A degraded start succeeds: the array serves and Monitor reports
-// Degraded. Tandem never passes --force (mdadm wants it when an unclean
-// array is also degraded: the latest writes may be lost, an operator
-// decides), and never adds a disk to an array by itself.
-//
-// # Naming
-//
-// The array is created with --homehost=<node> --name=tandem, so its name
-// is "head-a:tandem" on one head and "head-b:tandem" on the other: disks
-// moved between heads, or both heads' disks seen by one machine (the lab
-// host, a recovery system), never collide. Tandem reads no mdadm.conf
-// (--config=none) and needs no udev: mdadm makes /dev/md127 and the
-// /dev/md/tandem link itself (MDADM_NO_UDEV=1).
-//
-// The new array is RAID10 "near 2" with metadata 1.2 (at 4 KiB from the
-// start of each member), the configured chunk, and an internal
-// write-intent bitmap. It is not created --assume-clean: the initial
-// resync runs in the background while the array already serves.
-//
-// # Monitor
-//
-// Monitor reads /sys/block/mdX/md/{array_state,degraded,sync_action} and
-// the members' dev-*/state, plus /proc/mdstat for the [4/3] [UU_U] map
-// and rebuild progress. No mdadm call: a monitor must not hang on a tool.
-// Degraded (a member missing or faulty, or a rebuild running) is
-// reported as Kind Degraded, which keeps serving; an array that is not
-// running or not writable is Failed.
+// docs/storage.md, "RAID10", has the rules and the reasons.
 package raid
 
 import (

@@ -1,55 +1,14 @@
 // Package xfs is the filesystem layer: XFS on the LVM logical volume,
 // mounted at storage.filesystem.mountpoint on the active head.
 //
-// # Start
+//   - Start mounts the LV, or makes the filesystem on a blank LV with
+//     storage.filesystem.mkfs_if_blank; any other content is Refused.
+//   - Stop unmounts, retrying while busy; never lazily, so a busy
+//     filesystem is reported rather than hidden from the layers below.
+//   - Monitor writes, fsyncs and reads back (O_DIRECT) a probe file, and
+//     thaws a filesystem it finds frozen.
 //
-// Start is idempotent: if the LV is already mounted there, it is done. A
-// mountpoint holding some other mount, or the LV mounted elsewhere, is
-// Refused. Otherwise it looks at the LV (package disks):
-//   - XFS: mount it (log recovery after a failover happens here);
-//   - blank (no signature, first and last MiB zero) and
-//     storage.filesystem.mkfs_if_blank: make the filesystem, then mount;
-//   - anything else, or blank without mkfs_if_blank: Refused.
-//
-// mkfs.xfs never gets -f, so its own check for an existing filesystem or
-// partition table backs up the blank check. The data is aligned to the
-// RAID10 geometry (su = chunk, sw = disks/2): DRBD and LVM do not
-// reliably pass md's geometry up. Devices under MinAlignBytes (lab disks)
-// get -d noalign: xfsprogs 6 refuses small aligned filesystems ("Log size
-// must be at least 64MB").
-//
-// The UUID is logged at every mount (read from the superblock), so the
-// logs prove that a restart mounted the same filesystem and did not make
-// a new one.
-//
-// # Mount options
-//
-// noatime (no metadata write per read: VDI and media traffic is
-// read-heavy), nodev and nosuid (the data is the clients', never the
-// head's), inode64, and logbsize=256k (fewer, larger log writes for
-// NFS's synchronous metadata commits). What NFS failover needs is what
-// is not there: no nobarrier, no norecovery (the takeover head replays
-// the log), no discard. mount(2) is called directly; no mount(8).
-//
-// # Stop
-//
-// Stop unmounts, retrying a busy mount a bounded number of times, then
-// reports ErrBusy (Failed). No fuser and no lazy unmount: a lazily
-// detached filesystem would keep the LV and DRBD open and hide the
-// problem from the layers below.
-//
-// # Monitor
-//
-// Monitor is a real probe, the seed's "filesystem R/W" layer: write 4 KiB
-// of random data to <mountpoint>/.tandem/probe, fsync, read it back with
-// O_DIRECT (from the device, not the page cache) and compare. A probe
-// that outlives its deadline is Timeout; while it stays blocked in the
-// kernel, later probes report Timeout at once instead of piling up. A
-// probe stuck past three quarters of the monitor's deadline may be
-// waiting on a frozen filesystem: the monitor thaws it (FITHAW) and
-// reports Failed, so the restart that follows is not stuck too. A
-// full filesystem is Degraded (it still serves reads; a failover would
-// not help); a read-only, shut-down or mismatching one is Failed.
+// docs/storage.md, "XFS", has the rules, the mount options and why.
 package xfs
 
 import (
