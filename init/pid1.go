@@ -23,6 +23,7 @@ import (
 	"tandem.dev/tandem/ha/supervisor"
 	"tandem.dev/tandem/image/manifest"
 	"tandem.dev/tandem/services/network"
+	"tandem.dev/tandem/services/stack"
 	"tandem.dev/tandem/services/supervise"
 	"tandem.dev/tandem/site"
 	"tandem.dev/tandem/status"
@@ -66,7 +67,7 @@ type Boot struct {
 	stopRun  context.CancelFunc // ends the supervisor's monitor loop
 	mgmt     *network.Management
 	details  map[string]func() string // per service, for status
-	stack    *stack                   // this head's layers, once the services run
+	stack    *stack.Stack             // this head's layers, once the services run
 	ha       *supervisor.Supervisor   // once the services run; it owns the role
 	siteRaw  []byte                   // the site config as read, even if invalid
 	mounts   []string                 // mounted after the root, unmounted in reverse

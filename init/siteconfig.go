@@ -17,6 +17,7 @@ import (
 	"tandem.dev/tandem/image/manifest"
 	"tandem.dev/tandem/internal/atomicfile"
 	"tandem.dev/tandem/services/network"
+	"tandem.dev/tandem/services/stack"
 	"tandem.dev/tandem/site"
 )
 
@@ -184,7 +185,7 @@ func (b *Boot) bestEffortNetwork() {
 			}
 		}
 		var err error
-		if m, err = b.management(cfg.Node(name)); err != nil {
+		if m, err = stack.Management(cfg.Node(name), b.Log); err != nil {
 			b.Log.Warn("maintenance: management network stays down: " + err.Error())
 			return
 		}

@@ -115,7 +115,7 @@ func (b *Boot) localStatus() status.Status {
 		st.HA = h.StatusView()
 	}
 	if stk != nil {
-		st.RAID, st.DRBD = stk.raidStatus(), stk.drbdStatus()
+		st.RAID, st.DRBD = stk.RAIDStatus(), stk.DRBDStatus()
 	}
 	st.RSSKiB = vmRSS()
 	if sup != nil {
@@ -136,33 +136,4 @@ func (b *Boot) localStatus() status.Status {
 		}
 	}
 	return st
-}
-
-func (s *stack) raidStatus() *status.RAID {
-	if s.raid == nil {
-		return nil
-	}
-	r, err := s.raid.Status()
-	out := &status.RAID{Device: s.raid.Device(), UUID: s.raid.UUID()}
-	if err != nil {
-		out.State = "not running: " + err.Error()
-		return out
-	}
-	out.State, out.Health, out.Degraded, out.Disks = r.State, r.Health, r.Degraded, r.RaidDisks
-	if r.SyncAction != "" && r.SyncAction != "idle" {
-		out.Sync = strings.TrimSpace(r.SyncAction + " " + r.Progress)
-	}
-	for _, m := range r.Members {
-		out.Members = append(out.Members, status.RAIDMember{ID: m.ID, Kernel: m.Kernel, State: m.State})
-	}
-	return out
-}
-
-func (s *stack) drbdStatus() *status.DRBD {
-	if s.drbd == nil {
-		return nil
-	}
-	d := s.drbd.State()
-	return &status.DRBD{Resource: s.drbd.Config().Resource, Role: string(d.Role), PeerRole: string(d.PeerRole), Connection: string(d.Connection),
-		Replication: d.Replication, Disk: string(d.Disk), PeerDisk: string(d.PeerDisk), SyncPercent: d.SyncPercent}
 }

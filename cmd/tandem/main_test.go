@@ -51,10 +51,21 @@ func TestBuildAndValidateErrors(t *testing.T) {
 	}
 }
 
+// validate builds each head's real graph and prints its start order.
 func TestValidateExamples(t *testing.T) {
 	for _, f := range []string{"../../configs/site.example.toml", "../../configs/site.lab.toml"} {
-		if err := runValidate(context.Background(), []string{f}); err != nil {
+		var out strings.Builder
+		if err := validate(&out, f, defaultBoard); err != nil {
 			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		for _, want := range []string{
+			"start order, active:  mgmt → bond → raid10 → drbd → drbd-primary → lvm → xfs → nfs → vip\n",
+			"start order, standby: mgmt → bond → raid10 → drbd\n",
+		} {
+			if strings.Count(out.String(), want) != 2 {
+				t.Errorf("%s: want %q once per head in:\n%s", f, want, out.String())
+			}
 		}
 	}
 }
