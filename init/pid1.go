@@ -58,6 +58,9 @@ type Boot struct {
 	events   sync.Once
 	shutReq  chan shutdownRequest
 
+	// mu guards the fields below. Lock order: stepMu, then mu. mu is a
+	// leaf: never held while calling the HA supervisor, a layer or I/O
+	// (the supervisor calls back into Boot through host{}, which takes mu).
 	mu       sync.Mutex
 	state    status.State
 	reason   error // set once in maintenance or unconfigured
