@@ -58,24 +58,28 @@ func (s *Supervisor) FencePeerForDRBD(ctx context.Context) (string, error) {
 func (s *Supervisor) outdatePeer(ctx context.Context, why string, lost time.Time) (string, error) {
 	switch {
 	case s.peerMarkedSince(ctx, lost):
-		s.log.Warn("" + why + ": " + s.peer + " has marked its own disk Outdated in DRBD's metadata " +
+		s.log.Warn(why + ": " + s.peer + " has marked its own disk Outdated in DRBD's metadata " +
 			"(it hears this head over another path): it cannot serve before it has resynced; writing on alone")
 		return "outdated", nil
 	case s.wc != nil:
 		if !s.wc.Held() {
 			return "", errors.New("this head does not hold the witness vote: its I/O stays frozen")
 		}
+		at := s.clock.Now() // before asking: a stale view read meanwhile predates it
+		s.mu.Lock()
+		s.recordedAt = at
+		s.mu.Unlock()
 		if err := s.wc.OutdatePeer(ctx); err != nil {
 			s.log.Error("cannot record "+s.peer+" as outdated at the witness: I/O stays frozen", "why", why, "err", err)
 			return "", err
 		}
-		s.log.Warn("" + why + ": the witness now records this head's data as the only current copy; " +
+		s.log.Warn(why + ": the witness now records this head's data as the only current copy; " +
 			s.peer + " is not granted the vote until it has resynced")
 		return "outdated", nil
 	case s.ping != nil && s.ping.held():
 		// A ping target cannot record anything: both heads may reach it
 		// (docs/ha.md, "Ping target").
-		s.log.Warn("" + why + ": the ping target answers; writing on alone (a ping target cannot outdate " + s.peer + ")")
+		s.log.Warn(why + ": the ping target answers; writing on alone (a ping target cannot outdate " + s.peer + ")")
 		return "down", nil
 	}
 	return "", errors.New("no tiebreaker vote held: I/O stays frozen")
@@ -124,7 +128,7 @@ func (s *Supervisor) watchFencing(ctx context.Context, now time.Time, in stateFo
 				s.log.Warn("cannot lift the witness's record of "+s.peer+" as outdated; retrying", "err", err)
 				return
 			}
-			s.log.Info("" + s.peer + " has resynced: the witness no longer records it as outdated")
+			s.log.Info(s.peer + " has resynced: the witness no longer records it as outdated")
 		})
 	}
 }
@@ -169,7 +173,10 @@ func (s *Supervisor) peerMarkedSince(ctx context.Context, lost time.Time) bool {
 
 // stateForFencing is what watchFencing needs from one observation.
 type stateForFencing struct {
-	active, frozen, vote, synced bool
+	active, frozen, vote bool
+	// synced: DRBD resynced the peer in a connection made after this
+	// head last recorded itself as the writer (Step narrows it).
+	synced bool
 	// The standby's side: its disk may lack the active peer's writes
 	// (replicaWatch), and DRBD's view of it.
 	stale, secondary, upToDate, connected bool

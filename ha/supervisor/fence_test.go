@@ -11,6 +11,7 @@ import (
 	"tandem.dev/tandem/ha"
 	"tandem.dev/tandem/ha/heartbeat"
 	"tandem.dev/tandem/ha/witness"
+	"tandem.dev/tandem/services/supervise"
 )
 
 // outdatePeer answers DRBD's fence-peer handler: only a head holding the
@@ -38,8 +39,8 @@ func TestOutdatePeer(t *testing.T) {
 		return c
 	}
 	a, b := client("head-a"), client("head-b")
-	ha := &Supervisor{log: slog.New(slog.DiscardHandler), peer: "head-b", wc: a}
-	hb := &Supervisor{log: slog.New(slog.DiscardHandler), peer: "head-a", wc: b}
+	ha := &Supervisor{clock: supervise.RealClock, log: slog.New(slog.DiscardHandler), peer: "head-b", wc: a}
+	hb := &Supervisor{clock: supervise.RealClock, log: slog.New(slog.DiscardHandler), peer: "head-a", wc: b}
 
 	if says, err := ha.outdatePeer(ctx, "test", time.Now()); err == nil {
 		t.Fatalf("without the vote: %q, want an error (I/O stays frozen)", says)
@@ -75,7 +76,7 @@ func TestOutdatePeer(t *testing.T) {
 	}
 
 	// No tiebreaker at all: frozen.
-	none := &Supervisor{log: slog.New(slog.DiscardHandler), peer: "head-b"}
+	none := &Supervisor{clock: supervise.RealClock, log: slog.New(slog.DiscardHandler), peer: "head-b"}
 	if says, err := none.outdatePeer(ctx, "test", time.Now()); err == nil {
 		t.Errorf("no tiebreaker: %q", says)
 	}
@@ -109,7 +110,7 @@ func TestOutdatePeerByThePeersOwnMark(t *testing.T) {
 	}
 	a := endpoint("head-a", "head-b", ports[0], ports[1])
 	b := endpoint("head-b", "head-a", ports[1], ports[0])
-	h := &Supervisor{log: slog.New(slog.DiscardHandler), peer: "head-b", hb: a}
+	h := &Supervisor{clock: supervise.RealClock, log: slog.New(slog.DiscardHandler), peer: "head-b", hb: a}
 	await := func(what string, cond func(heartbeat.Snapshot) bool) {
 		t.Helper()
 		for !cond(a.Snapshot()) {

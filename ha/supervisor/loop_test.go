@@ -343,3 +343,50 @@ func TestStaleReplicaOverride(t *testing.T) {
 		})
 	}
 }
+
+// The witness's record that this head alone has current data is lifted
+// only once DRBD has resynced the peer in a connection made after the
+// record: DRBD's view of a dead peer can still read Connected and
+// UpToDate/UpToDate for a while after a takeover.
+func TestWriterRecordLiftedOnlyAfterResync(t *testing.T) {
+	r := newRig(t, "head-b", nil)
+	r.peer(true, ha.Active, 1)
+	r.drbd.set(func(st *drbd.State) { st.PeerRole = drbd.Primary })
+	r.step(0)
+	// The active peer dies; DRBD has not noticed yet, nor does the drop
+	// take at once.
+	r.drbd.slowDrop = true
+	r.peer(false, "", 0)
+	r.wit.held = true
+	if d := r.step(3 * time.Second); d.Action != decide.FencePromote || r.s.Role() != ha.Active {
+		t.Fatalf("no takeover: %v (%s), role %s", d.Action, d.Reason, r.s.Role())
+	}
+	if !r.wit.Vote().Writer {
+		t.Fatal("the takeover did not record this head as the writer")
+	}
+	for range 4 {
+		r.step(500 * time.Millisecond)
+	}
+	if n := r.wit.cleared(); n != 0 {
+		t.Fatalf("the record was lifted %d times on DRBD's stale view of the dead peer", n)
+	}
+	// DRBD drops the peer at last; the peer comes back and resyncs.
+	r.drbd.set(func(st *drbd.State) {
+		st.Connection, st.PeerRole, st.PeerDisk = drbd.StandAlone, drbd.Unknown, drbd.DUnknown
+	})
+	r.step(500 * time.Millisecond)
+	r.peer(true, ha.Standby, 2)
+	r.drbd.set(func(st *drbd.State) {
+		st.Connection, st.PeerRole, st.PeerDisk = drbd.Connected, drbd.Secondary, drbd.Inconsistent
+	})
+	r.step(500 * time.Millisecond)
+	if n := r.wit.cleared(); n != 0 {
+		t.Fatalf("the record was lifted during the resync")
+	}
+	r.drbd.set(func(st *drbd.State) { st.PeerDisk = drbd.UpToDate })
+	r.step(500 * time.Millisecond)
+	r.step(fenceRetry)
+	if n := r.wit.cleared(); n != 1 {
+		t.Errorf("the record was lifted %d times after the resync, want once", n)
+	}
+}

@@ -94,6 +94,8 @@ type fakeWitness struct {
 	mu       sync.Mutex
 	held     bool
 	outdates int
+	writer   bool // the witness records this head as the only current copy
+	clears   int
 }
 
 func (f *fakeWitness) Held() bool {
@@ -102,7 +104,11 @@ func (f *fakeWitness) Held() bool {
 	return f.held
 }
 
-func (f *fakeWitness) Vote() witness.Vote { return witness.Vote{Held: f.Held()} }
+func (f *fakeWitness) Vote() witness.Vote {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return witness.Vote{Held: f.held, Writer: f.writer}
+}
 
 func (f *fakeWitness) Request(context.Context) (bool, time.Duration, string, error) {
 	return f.Held(), time.Second, "", nil
@@ -113,18 +119,32 @@ func (f *fakeWitness) Release(context.Context) error { return nil }
 func (f *fakeWitness) OutdatePeer(context.Context) error {
 	f.mu.Lock()
 	f.outdates++
+	f.writer = true
 	f.mu.Unlock()
 	return nil
 }
 
-func (f *fakeWitness) ClearWriter(context.Context) error { return nil }
+func (f *fakeWitness) ClearWriter(context.Context) error {
+	f.mu.Lock()
+	f.clears++
+	f.writer = false
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeWitness) cleared() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.clears
+}
 
 type fakeDRBD struct {
 	mu       sync.Mutex
 	st       drbd.State
 	cfg      drbd.Config
 	dropped  int
-	outdated int // drbdadm outdate runs (the disk state stays: the loop's own override must hold)
+	slowDrop bool // DropPeer leaves DRBD's (stale) view of the peer as it was
+	outdated int  // drbdadm outdate runs (the disk state stays: the loop's own override must hold)
 }
 
 func (f *fakeDRBD) State() drbd.State {
@@ -142,6 +162,9 @@ func (f *fakeDRBD) set(fn func(*drbd.State)) {
 func (f *fakeDRBD) Config() drbd.Config { return f.cfg }
 
 func (f *fakeDRBD) DropPeer(context.Context) error {
+	if f.slowDrop {
+		return nil
+	}
 	f.set(func(st *drbd.State) {
 		st.Connection, st.PeerDisk, st.PeerRole = drbd.StandAlone, drbd.DUnknown, drbd.Unknown
 	})

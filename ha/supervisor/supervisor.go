@@ -198,6 +198,12 @@ type Supervisor struct {
 	voteAt      time.Time // when the vote was last found held after not being held
 	voteErr     string
 	failovers   []status.Failover
+	// The witness's writer record may be lifted only once DRBD has
+	// resynced the peer in a connection made after this head recorded
+	// itself: DRBD's view of a dead peer can still read Connected and
+	// UpToDate for seconds after the record (docs/ha.md, "Fencing").
+	recordedAt     time.Time // this head last recorded itself as the writer
+	connectedSince time.Time // first seen Connected, this connection; zero while not
 }
 
 // Params derives the decision timing from the site config; watchdog is
@@ -423,6 +429,9 @@ func (s *Supervisor) Step(ctx context.Context, now time.Time) {
 	s.guard(now, in, d)
 	s.act(ctx, now, in, d, snap)
 	f := fencingState(in.Local, in.Vote, st)
+	s.mu.Lock()
+	f.synced = f.synced && s.connectedSince.After(s.recordedAt)
+	s.mu.Unlock()
 	f.stale = stale
 	f.peerOutdated = peerOutdated(snap)
 	s.watchFencing(ctx, now, f)
@@ -497,6 +506,12 @@ func (s *Supervisor) observe(now time.Time, snap heartbeat.Snapshot) decide.Inpu
 		}
 	}
 	s.drbdState = st
+	switch {
+	case !connected:
+		s.connectedSince = time.Time{}
+	case s.connectedSince.IsZero():
+		s.connectedSince = now
+	}
 	var lastHeard time.Time
 	if snap.Peer != nil {
 		lastHeard = snap.Peer.LastHeard
