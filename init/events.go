@@ -107,8 +107,7 @@ func (b *Boot) shutdown(r shutdownRequest) {
 	b.state = status.Stopping
 	wd := b.watchdog
 	b.mu.Unlock()
-	// A stop that hangs past the budget ends in a watchdog reset.
-	wd.petUntil(time.Now().Add(shutdownBudget))
+	boundShutdown(wd, time.Now())
 	// Let the boot step under way finish; no later step starts.
 	b.stepMu.Lock()
 	runStepList(b, shutdownSteps(), false)
@@ -124,6 +123,15 @@ func (b *Boot) shutdown(r shutdownRequest) {
 	// or a person.
 	b.Log.Error("reboot syscall failed", "err", err)
 	select {}
+}
+
+// boundShutdown: a stop that hangs past the budget ends in a watchdog
+// reset. An earlier bound (a lost quorum's) stays: a shutdown never
+// lengthens it. The HA loop stops during the shutdown, so the petting
+// no longer waits on its progress.
+func boundShutdown(wd *watchdog, now time.Time) {
+	wd.BoundBy(now.Add(shutdownBudget))
+	wd.watchLoop(nil)
 }
 
 // drainConsoles waits, briefly, for the consoles to send their buffers: a

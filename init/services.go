@@ -132,6 +132,10 @@ func (b *Boot) startServices() error {
 	}()
 	go b.warmStandby(run, sup, h)
 	h.Start(run)
+	b.mu.Lock()
+	wd := b.watchdog
+	b.mu.Unlock()
+	wd.watchLoop(h.Healthy)
 	return nil
 }
 

@@ -32,6 +32,11 @@ type watchdog struct {
 
 	mu    sync.Mutex
 	until time.Time // pet only before this; zero: always
+	// healthy, once the HA supervisor runs: pet only while its decision
+	// loop makes progress, so a stuck or dead loop ends in a reset.
+	healthy func(time.Time) bool
+	starved bool // the last pet was withheld for the loop (logged once)
+	log     *slog.Logger
 }
 
 // startWatchdog opens the board's watchdog (which arms it) and pets it.
@@ -57,7 +62,7 @@ func (b *Boot) startWatchdog() error {
 	if err != nil {
 		timeout = -1
 	}
-	w := &watchdog{f: f, dev: path}
+	w := &watchdog{f: f, dev: path, log: b.Log}
 	w.pet()
 	go w.loop()
 	b.mu.Lock()
@@ -103,13 +108,40 @@ func (w *watchdog) loop() {
 }
 
 func (w *watchdog) pet() {
-	w.mu.Lock()
-	until := w.until
-	w.mu.Unlock()
-	if !until.IsZero() && time.Now().After(until) {
-		return // a shutdown is overdue: let the board reset
+	if w.shouldPet(time.Now()) {
+		unix.IoctlWatchdogKeepalive(int(w.f.Fd()))
 	}
-	unix.IoctlWatchdogKeepalive(int(w.f.Fd()))
+}
+
+// shouldPet: no bound has passed (a shutdown or a lost quorum overran
+// it), and the HA loop, if it runs, is making progress.
+func (w *watchdog) shouldPet(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.until.IsZero() && now.After(w.until) {
+		return false // let the board reset
+	}
+	if w.healthy != nil && !w.healthy(now) {
+		if !w.starved && w.log != nil {
+			w.log.Error("watchdog: the HA loop makes no progress; no longer petting: the board resets")
+		}
+		w.starved = true
+		return false
+	}
+	w.starved = false
+	return true
+}
+
+// watchLoop makes the petting depend on the HA loop's progress (nil:
+// not any more, e.g. while a shutdown stops the loop under its own
+// bound).
+func (w *watchdog) watchLoop(healthy func(time.Time) bool) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	w.healthy = healthy
+	w.mu.Unlock()
 }
 
 // setTimeout asks the driver for d and returns the timeout in force:
@@ -132,12 +164,4 @@ func (w *watchdog) setTimeout(d time.Duration, log *slog.Logger) time.Duration {
 	return time.Duration(got) * time.Second
 }
 
-// petUntil bounds the petting: past t the board resets.
-func (w *watchdog) petUntil(t time.Time) {
-	if w == nil {
-		return
-	}
-	w.mu.Lock()
-	w.until = t
-	w.mu.Unlock()
-}
+

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -388,5 +389,55 @@ func TestWriterRecordLiftedOnlyAfterResync(t *testing.T) {
 	r.step(fenceRetry)
 	if n := r.wit.cleared(); n != 1 {
 		t.Errorf("the record was lifted %d times after the resync, want once", n)
+	}
+}
+
+// A panic in the HA loop (or any of its goroutines) leaves the head
+// unsupervised: it self-fences. A loop that stops deciding stops
+// renewing the vote, and PID 1 stops petting the watchdog (Healthy).
+func TestStuckOrPanickingLoop(t *testing.T) {
+	t.Run("a panic in the decision loop self-fences", func(t *testing.T) {
+		r := newRig(t, "head-a", nil)
+		r.peer(true, ha.Standby, 0)
+		r.step(0)
+		r.layers.mu.Lock()
+		r.layers.panics = true
+		r.layers.mu.Unlock()
+		ctx, cancel := context.WithCancel(r.ctx)
+		defer cancel()
+		r.s.goSafe("loop", func() { r.s.loop(ctx) })
+		r.s.poke()
+		r.waitFor("the self-fence", func() bool { return r.host.restarted() == 1 })
+		if r.watch.armed().IsZero() {
+			t.Error("the self-fence did not bound the watchdog")
+		}
+	})
+	tests := []struct {
+		name        string
+		sinceStep   time.Duration
+		wantHealthy bool
+	}{
+		{"the loop decided an interval ago", 500 * time.Millisecond, true},
+		{"the loop is stuck", 4 * time.Second, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "head-b", nil)
+			r.silentPeerTakeover()
+			r.step(0)
+			r.s.wantVote.Store(true)
+			r.clock.advance(tc.sinceStep)
+			if got := r.s.Healthy(r.clock.Now()); got != tc.wantHealthy {
+				t.Errorf("healthy %v, want %v", got, tc.wantHealthy)
+			}
+			released := true
+			r.s.voteOnce(r.ctx, &released)
+			r.wit.mu.Lock()
+			asked := r.wit.requests > 0
+			r.wit.mu.Unlock()
+			if asked != tc.wantHealthy {
+				t.Errorf("vote renewed %v, want %v", asked, tc.wantHealthy)
+			}
+		})
 	}
 }

@@ -96,6 +96,7 @@ type fakeWitness struct {
 	outdates int
 	writer   bool // the witness records this head as the only current copy
 	clears   int
+	requests int
 }
 
 func (f *fakeWitness) Held() bool {
@@ -111,7 +112,10 @@ func (f *fakeWitness) Vote() witness.Vote {
 }
 
 func (f *fakeWitness) Request(context.Context) (bool, time.Duration, string, error) {
-	return f.Held(), time.Second, "", nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests++
+	return f.held, time.Second, "", nil
 }
 
 func (f *fakeWitness) Release(context.Context) error { return nil }
@@ -194,6 +198,7 @@ type fakeLayers struct {
 	startGate chan struct{} // nil: starts at once
 	stopHangs bool          // a stop that never finishes
 	escalated string        // a layer escalated
+	panics    bool          // Status panics (a bug in the loop's path)
 }
 
 func (f *fakeLayers) StartRoles(ctx context.Context, roles ...graph.Role) error {
@@ -234,6 +239,9 @@ func (f *fakeLayers) counts() (starts, stops int) {
 func (f *fakeLayers) Status() []supervise.ResourceStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.panics {
+		panic("injected")
+	}
 	out := []supervise.ResourceStatus{{Name: "nfs", Role: graph.ActiveOnly, State: supervise.Running}}
 	if f.escalated != "" {
 		out[0].Name, out[0].Escalated = f.escalated, true

@@ -204,6 +204,7 @@ type Supervisor struct {
 	// UpToDate for seconds after the record (docs/ha.md, "Fencing").
 	recordedAt     time.Time // this head last recorded itself as the writer
 	connectedSince time.Time // first seen Connected, this connection; zero while not
+	lastStep       time.Time // the loop's last finished round (Healthy)
 }
 
 // Params derives the decision timing from the site config; watchdog is
@@ -321,7 +322,9 @@ func (s *Supervisor) Start(ctx context.Context) {
 	s.goSafe("loop", func() { s.loop(ctx) })
 }
 
-// goSafe runs fn in a goroutine; a panic is logged, never PID 1's end.
+// goSafe runs fn in a goroutine. A panic there leaves the HA state
+// unknown, and an active head unsupervised: it ends in a self-fence,
+// never in PID 1's end (a standby just restarts as a standby).
 func (s *Supervisor) goSafe(what string, fn func()) {
 	s.tasks.Add(1)
 	go func() {
@@ -329,10 +332,26 @@ func (s *Supervisor) goSafe(what string, fn func()) {
 		defer func() {
 			if r := recover(); r != nil {
 				s.log.Error(what+" panic", "panic", fmt.Sprint(r))
+				s.selfFence("the HA " + what + " panicked")
 			}
 		}()
 		fn()
 	}()
+}
+
+// staleAfter is how long the loop may go without finishing a round
+// before the head counts as unsupervised: the voter stops renewing the
+// vote and PID 1 stops petting the watchdog. The loop steps every
+// interval; a dead time and two intervals leave room for a loaded host.
+func (s *Supervisor) staleAfter() time.Duration { return s.params.DeadTime + 2*s.params.Interval }
+
+// Healthy reports whether the decision loop finished a round recently.
+// PID 1 pets the hardware watchdog only while it does.
+func (s *Supervisor) Healthy(now time.Time) bool {
+	s.mu.Lock()
+	last := s.lastStep
+	s.mu.Unlock()
+	return !last.IsZero() && now.Sub(last) <= s.staleAfter()
 }
 
 // Role is this head's role: Active while the active layers run (or are
@@ -435,6 +454,9 @@ func (s *Supervisor) Step(ctx context.Context, now time.Time) {
 	f.stale = stale
 	f.peerOutdated = peerOutdated(snap)
 	s.watchFencing(ctx, now, f)
+	s.mu.Lock()
+	s.lastStep = s.clock.Now()
+	s.mu.Unlock()
 	if s.wc != nil {
 		if o := s.wc.Vote().Outdated; s.outdated.Swap(o) != o {
 			if o {
@@ -933,21 +955,33 @@ func (s *Supervisor) voter(ctx context.Context) {
 		case <-t.C:
 		case <-s.voteKick:
 		}
-		rctx, cancel := context.WithTimeout(ctx, s.params.Interval)
-		var err error
-		if s.wantVote.Load() {
-			_, _, _, err = s.wc.Request(rctx)
-			released = false
-		} else if !released {
-			if err = s.wc.Release(rctx); err == nil {
-				released = true
-			}
+		s.voteOnce(ctx, &released)
+	}
+}
+
+// voteOnce asks for the vote (renews it) while the decision wants it and
+// the loop is alive, or gives it back once when the decision no longer
+// wants it. A stale loop's head is unsupervised: its lease must lapse,
+// so that the peer may take over.
+func (s *Supervisor) voteOnce(ctx context.Context, released *bool) {
+	rctx, cancel := context.WithTimeout(ctx, s.params.Interval)
+	defer cancel()
+	var err error
+	switch {
+	case s.wantVote.Load() && !s.Healthy(s.clock.Now()):
+		s.log.Error("the HA loop has not decided for " + s.staleAfter().String() + ": not renewing the vote")
+		return
+	case s.wantVote.Load():
+		_, _, _, err = s.wc.Request(rctx)
+		*released = false
+	case !*released:
+		if err = s.wc.Release(rctx); err == nil {
+			*released = true
 		}
-		cancel()
-		s.noteVote(err)
-		if err == nil {
-			s.poke() // a grant or a loss changes the decision
-		}
+	}
+	s.noteVote(err)
+	if err == nil {
+		s.poke() // a grant or a loss changes the decision
 	}
 }
 
