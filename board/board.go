@@ -62,6 +62,10 @@ func (b *Board) All() []string {
 	return all
 }
 
+// Lab reports whether b is a QEMU lab board: only there may lab
+// material run (the lab agent, the published lab key, the rescue shell).
+func (b *Board) Lab() bool { return strings.HasPrefix(b.Name, "qemu-") }
+
 // Names lists the built-in boards.
 func Names() []string {
 	ents, _ := files.ReadDir(".")
@@ -102,7 +106,7 @@ func Parse(file string, data []byte) (*Board, error) {
 	if b.IPoIB && b.IPoIBMTU == 0 {
 		es = append(es, doc.Errorf("ipoib_mtu", "is required on IPoIB boards"))
 	}
-	if b.LabChannel != "" && !strings.HasPrefix(b.Name, "qemu-") {
+	if b.LabChannel != "" && !b.Lab() {
 		es = append(es, doc.Errorf("lab_channel", "is only allowed on qemu-* boards: a real head must have no guest-agent channel"))
 	}
 	return &b, es.Err()

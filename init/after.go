@@ -32,9 +32,10 @@ func afterRootSteps() []Step {
 		{Name: "persistent log", Optional: true, After: []string{"state"}, Run: (*Boot).openLogRing},
 		{Name: "site config", After: []string{"state", "boot modules"}, Run: (*Boot).loadSite},
 		{Name: "node", After: []string{"site config"}, Run: (*Boot).identifyNode},
-		{Name: "rescue shell", Optional: true, After: []string{"site config"}, Run: (*Boot).startRescueShell},
+		{Name: "lab settings", After: []string{"site config", "board"}, Run: (*Boot).refuseLabSettings},
+		{Name: "rescue shell", Optional: true, After: []string{"site config", "lab settings"}, Run: (*Boot).startRescueShell},
 		{Name: "hostname from site", Optional: true, After: []string{"node", "hostname"}, Run: (*Boot).setHostname},
-		{Name: "services", After: []string{"node", "board", "state"}, Run: (*Boot).startServices},
+		{Name: "services", After: []string{"node", "board", "state", "lab settings"}, Run: (*Boot).startServices},
 		{Name: "ready", After: []string{"services"}, Run: (*Boot).ready},
 		{Name: "bless boot", Optional: true, After: []string{"ready"}, Run: (*Boot).blessBoot},
 	}
@@ -68,6 +69,20 @@ func (b *Boot) afterRoot() error {
 	// in the background so the reason reaches the console first.
 	go b.bestEffortNetwork()
 	return err
+}
+
+// refuseLabSettings: on a board that is not a QEMU lab board, a site
+// config with the published lab key or the console's root shell puts
+// the head into maintenance before anything uses them.
+func (b *Boot) refuseLabSettings() error {
+	if b.Board == nil || b.Site == nil || b.Board.Lab() {
+		return nil
+	}
+	key, _ := b.Site.PairKey() // unreadable: the services step says so
+	if err := b.Site.CheckHardware(b.Board.Name, key); err != nil {
+		return fmt.Errorf("lab-only settings on a real head; nothing was touched; fix them on %s and reboot:\n%w", cfgLabel, err)
+	}
+	return nil
 }
 
 func (b *Boot) loadBoard() error {

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"tandem.dev/tandem/board"
 	"tandem.dev/tandem/services/network"
 	"tandem.dev/tandem/site"
 )
@@ -72,5 +73,30 @@ func TestIdentify(t *testing.T) {
 				t.Errorf("got %s by %q, want %s by %q", got, how, tt.want, tt.how)
 			}
 		})
+	}
+}
+
+// A real board refuses the lab's key and shell; the lab board takes them.
+func TestRefuseLabSettings(t *testing.T) {
+	sc, err := site.Load("../configs/site.lab.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		board   string
+		refused bool
+	}{{"qemu-x86_64", false}, {"generic-x86_64", true}} {
+		bd, err := board.Load(tc.board)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &Boot{Board: bd, Site: sc}
+		err = b.refuseLabSettings()
+		if (err != nil) != tc.refused {
+			t.Errorf("%s: %v, want refused %v", tc.board, err, tc.refused)
+		}
+		if err != nil && !strings.Contains(err.Error(), "pair.key") {
+			t.Errorf("%s: the error does not name the key: %v", tc.board, err)
+		}
 	}
 }

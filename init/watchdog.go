@@ -163,5 +163,3 @@ func (w *watchdog) setTimeout(d time.Duration, log *slog.Logger) time.Duration {
 	w.pet() // restart the count with the new timeout
 	return time.Duration(got) * time.Second
 }
-
-

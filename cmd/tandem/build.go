@@ -1,15 +1,18 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 
+	"tandem.dev/tandem/board"
 	"tandem.dev/tandem/configs"
 	"tandem.dev/tandem/image/build"
 	"tandem.dev/tandem/image/spec"
+	"tandem.dev/tandem/site"
 )
 
 func runBuild(ctx context.Context, args []string) error {
@@ -42,7 +45,7 @@ func runBuild(ctx context.Context, args []string) error {
 	}
 	var siteData []byte
 	if *site != "" {
-		if siteData, err = os.ReadFile(*site); err != nil {
+		if siteData, err = readSiteFor(*site, cmp.Or(*boardName, sp.Board)); err != nil {
 			return err
 		}
 	}
@@ -67,6 +70,30 @@ func runBuild(ctx context.Context, args []string) error {
 	fmt.Printf("image    %s\nversion  %s\nkernel   %s\nsize     %d bytes (root squashfs %d bytes, %d packages)\nsha256   %s\nbuilt in %.1fs\n",
 		res.Path, res.Version, res.Kernel, res.Size, res.SquashfsSize, res.Packages, res.SHA256, res.Elapsed.Seconds())
 	return nil
+}
+
+// readSiteFor reads and checks a site config an image will carry; on a
+// board that is not a lab board it refuses lab-only settings.
+func readSiteFor(path, boardName string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := site.Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	bd, err := board.Load(boardName)
+	if err != nil {
+		return nil, err
+	}
+	if !bd.Lab() {
+		key, _ := sc.PairKey() // a key_file is read on the heads
+		if err := sc.CheckHardware(bd.Name, key); err != nil {
+			return nil, err
+		}
+	}
+	return data, nil
 }
 
 func runVersion(ctx context.Context, args []string) error {

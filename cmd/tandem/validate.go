@@ -42,6 +42,11 @@ func validate(w io.Writer, path, boardName string) error {
 		return err
 	}
 	key, err := sc.PairKey()
+	if !bd.Lab() {
+		if err := sc.CheckHardware(bd.Name, key); err != nil {
+			return err
+		}
+	}
 	keyNote := ""
 	if err != nil {
 		// The key file lives on the heads; the graph needs only its length.

@@ -274,7 +274,12 @@ func Write(ctx context.Context, outPath string, in Inputs, progress func(string)
 	if err = assemble(ctx, f, l, in, sq, sqInfo.Size(), progress); err != nil {
 		return fmt.Errorf("disk %s: %w", outPath, err)
 	}
-	if err = f.Chmod(0o644); err != nil {
+	// An image that carries a site config carries its pair key.
+	mode := os.FileMode(0o644)
+	if len(in.SiteTOML) > 0 {
+		mode = 0o600
+	}
+	if err = f.Chmod(mode); err != nil {
 		return fmt.Errorf("disk %s: %w", outPath, err)
 	}
 	if err = f.Sync(); err != nil {
