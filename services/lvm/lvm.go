@@ -65,8 +65,8 @@ import (
 	"tandem.dev/tandem/site"
 )
 
-// ResourceName is the layer's name in the service graph.
-const ResourceName = "lvm"
+// Name is the layer's name in the service graph.
+const Name = "lvm"
 
 // ErrSuspended: the LV's device-mapper table is suspended; I/O to it waits.
 var ErrSuspended = errors.New("suspended")
@@ -102,20 +102,20 @@ type Volume struct {
 // New builds the resource from the site config.
 func New(cfg *site.Config, opts Options) (*Volume, error) {
 	if cfg == nil {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "no site config")
+		return nil, services.Errorf(Name, "new", services.Config, "no site config")
 	}
 	l := cfg.Storage.LVM
 	vg, lv, size := cmp.Or(l.VG, site.DefaultVG), cmp.Or(l.LV, site.DefaultLV), cmp.Or(l.Size, site.DefaultLVSize)
 	for _, n := range []string{vg, lv} {
 		if n == "" || strings.HasPrefix(n, "-") || strings.ContainsAny(n, "/ \t") {
-			return nil, services.Errorf(ResourceName, "new", services.Config, "%q is not a valid LVM name", n)
+			return nil, services.Errorf(Name, "new", services.Config, "%q is not a valid LVM name", n)
 		}
 	}
 	log := opts.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("resource", ResourceName)
+	log = log.With("resource", Name)
 	v := &Volume{
 		vg: vg, lv: lv, size: size,
 		pv:            cmp.Or(opts.PV, fmt.Sprintf("/dev/drbd%d", cfg.Storage.DRBD.Minor)),
@@ -142,7 +142,7 @@ func (v *Volume) Warm(ctx context.Context) error {
 }
 
 // Name is the resource's name in the graph.
-func (v *Volume) Name() string { return ResourceName }
+func (v *Volume) Name() string { return Name }
 
 // PV is the device the VG lives on (the DRBD device).
 func (v *Volume) PV() string { return v.pv }
@@ -164,7 +164,7 @@ func (v *Volume) DMName() string { return DMName(v.vg, v.lv) }
 func (v *Volume) Device() string { return filepath.Join(v.devDir, "mapper", v.DMName()) }
 
 func (v *Volume) errorf(op string, kind services.Kind, format string, a ...any) error {
-	return services.Errorf(ResourceName, op, kind, format, a...)
+	return services.Errorf(Name, op, kind, format, a...)
 }
 
 // toolErr classifies an lvm failure.
@@ -178,7 +178,7 @@ func (v *Volume) toolErr(op string, err error) error {
 	case errors.Is(err, ErrFiltered), errors.Is(err, ErrNoSpace):
 		kind = services.Config
 	}
-	return &services.Error{Resource: ResourceName, Op: op, Kind: kind, Err: err}
+	return &services.Error{Resource: Name, Op: op, Kind: kind, Err: err}
 }
 
 // Start activates the VG, creating PV, VG and LV on a blank DRBD device

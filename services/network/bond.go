@@ -47,7 +47,7 @@ type Bond struct {
 }
 
 // Name is the resource's name in the graph.
-func (b *Bond) Name() string { return "bond" }
+func (b *Bond) Name() string { return BondName }
 
 func (b *Bond) log() *slog.Logger {
 	if b.Log == nil {

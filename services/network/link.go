@@ -19,6 +19,12 @@ import (
 	"tandem.dev/tandem/services"
 )
 
+// The layers' names in the service graph: this package holds two.
+const (
+	ManagementName = "mgmt"
+	BondName       = "bond"
+)
+
 // pollEvery is how often a missing NIC is looked for again: without udev
 // nothing tells us when a driver has finished probing.
 const pollEvery = 50 * time.Millisecond

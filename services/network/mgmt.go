@@ -47,7 +47,7 @@ type Management struct {
 }
 
 // Name is the resource's name in the graph.
-func (m *Management) Name() string { return "mgmt" }
+func (m *Management) Name() string { return ManagementName }
 
 // DHCP reports whether the address comes from DHCP.
 func (m *Management) DHCP() bool { return !m.Address.IsValid() }

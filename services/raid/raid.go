@@ -32,8 +32,8 @@ import (
 )
 
 const (
-	// ResourceName is the layer's name in the service graph.
-	ResourceName = "raid10"
+	// Name is the layer's name in the service graph.
+	Name = "raid10"
 	// ArrayName is the md name; the full name is "<node>:tandem".
 	ArrayName = "tandem"
 )
@@ -75,18 +75,18 @@ type RAID struct {
 // New builds the resource for node from the site config.
 func New(cfg *site.Config, node string, opts Options) (*RAID, error) {
 	if cfg == nil {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "no site config")
+		return nil, services.Errorf(Name, "new", services.Config, "no site config")
 	}
 	nd := cfg.Node(node)
 	if nd == nil {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "node %q is not in the site config", node)
+		return nil, services.Errorf(Name, "new", services.Config, "node %q is not in the site config", node)
 	}
 	rc := cfg.Storage.RAID
 	if rc.Level != "" && rc.Level != "raid10" {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "storage.raid.level %q: only raid10 is supported", rc.Level)
+		return nil, services.Errorf(Name, "new", services.Config, "storage.raid.level %q: only raid10 is supported", rc.Level)
 	}
 	if n := len(nd.Disks); n < 4 || n%2 != 0 {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "node %s: RAID10 needs an even number of disks, at least 4; the config names %d", node, n)
+		return nil, services.Errorf(Name, "new", services.Config, "node %s: RAID10 needs an even number of disks, at least 4; the config names %d", node, n)
 	}
 	chunk := rc.ChunkKiB
 	if chunk == 0 {
@@ -96,7 +96,7 @@ func New(cfg *site.Config, node string, opts Options) (*RAID, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("resource", ResourceName)
+	log = log.With("resource", Name)
 	r := &RAID{
 		node:          node,
 		ids:           slices.Clone(nd.Disks),
@@ -115,7 +115,7 @@ func New(cfg *site.Config, node string, opts Options) (*RAID, error) {
 }
 
 // Name is the resource's name in the graph.
-func (r *RAID) Name() string { return ResourceName }
+func (r *RAID) Name() string { return Name }
 
 // Device is the array's device path for the layer above (DRBD's disk).
 func (r *RAID) Device() string { return filepath.Join(r.devDir, "md", ArrayName) }
@@ -128,7 +128,7 @@ func (r *RAID) UUID() string {
 }
 
 func (r *RAID) errorf(op string, kind services.Kind, format string, a ...any) error {
-	return services.Errorf(ResourceName, op, kind, format, a...)
+	return services.Errorf(Name, op, kind, format, a...)
 }
 
 // toolErr classifies an mdadm failure.
@@ -142,7 +142,7 @@ func (r *RAID) toolErr(op string, err error) error {
 	case errors.Is(err, ErrNeedsForce), errors.Is(err, ErrHasData), errors.Is(err, ErrWrongUUID):
 		kind = services.Refused
 	}
-	return &services.Error{Resource: ResourceName, Op: op, Kind: kind, Err: err}
+	return &services.Error{Resource: Name, Op: op, Kind: kind, Err: err}
 }
 
 // kernelName finds the running array's kernel name (md127): from the
@@ -202,7 +202,7 @@ func (r *RAID) Start(ctx context.Context) error {
 	}
 	d := decide(ms, r.createIfBlank, r.uuid, disks.Describe(all))
 	if d.err != nil {
-		return &services.Error{Resource: ResourceName, Op: "start", Kind: d.kind, Err: d.err}
+		return &services.Error{Resource: Name, Op: "start", Kind: d.kind, Err: d.err}
 	}
 	for _, n := range d.notes {
 		r.log.Warn(n)
@@ -511,7 +511,7 @@ func (r *RAID) Monitor(ctx context.Context) error {
 	select {
 	case res = <-ch:
 	case <-ctx.Done():
-		return &services.Error{Resource: ResourceName, Op: "monitor", Kind: services.Timeout, Err: fmt.Errorf("reading the array's state: %w", ctx.Err())}
+		return &services.Error{Resource: Name, Op: "monitor", Kind: services.Timeout, Err: fmt.Errorf("reading the array's state: %w", ctx.Err())}
 	}
 	if res.err != nil {
 		return r.errorf("monitor", services.Failed, "%v", res.err)

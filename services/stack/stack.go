@@ -84,14 +84,14 @@ func Build(sc *site.Config, node string, opts Options) (*Stack, error) {
 		{Resource: st.Mgmt, Role: graph.Both, Policy: link},
 		{Resource: st.Bond, Role: graph.Both, Policy: link},
 		{Resource: st.RAID, Role: graph.Both, Policy: policy(sc, site.Monitor{IntervalMS: 5000, TimeoutMS: 5000})},
-		{Resource: st.DRBD, Role: graph.Both, DependsOn: []string{raid.ResourceName, st.Bond.Name()}, Policy: policy(sc, mon.DRBD)},
+		{Resource: st.DRBD, Role: graph.Both, DependsOn: []string{raid.Name, st.Bond.Name()}, Policy: policy(sc, mon.DRBD)},
 		{Resource: graph.Primary(st.DRBD), Role: graph.ActiveOnly, DependsOn: []string{drbd.Name}, Policy: policy(sc, mon.DRBD)},
 		{Resource: st.LVM, Role: graph.ActiveOnly, DependsOn: []string{drbd.Name + "-primary"}, Policy: policy(sc, mon.LVM)},
-		{Resource: st.XFS, Role: graph.ActiveOnly, DependsOn: []string{lvm.ResourceName}, Policy: policy(sc, mon.Filesystem)},
+		{Resource: st.XFS, Role: graph.ActiveOnly, DependsOn: []string{lvm.Name}, Policy: policy(sc, mon.Filesystem)},
 	}
-	front := []string{xfs.ResourceName, st.Mgmt.Name()}
+	front := []string{xfs.Name, st.Mgmt.Name()}
 	if st.NFS != nil {
-		nodes = append(nodes, graph.Node{Resource: st.NFS, Role: graph.ActiveOnly, DependsOn: []string{xfs.ResourceName}, Policy: policy(sc, mon.NFS)})
+		nodes = append(nodes, graph.Node{Resource: st.NFS, Role: graph.ActiveOnly, DependsOn: []string{xfs.Name}, Policy: policy(sc, mon.NFS)})
 		front = append(front, nfs.Name)
 	}
 	nodes = append(nodes, graph.Node{Resource: st.VIP, Role: graph.ActiveOnly, Last: true, DependsOn: front, Policy: policy(sc, mon.VIP)})
@@ -245,7 +245,7 @@ func (s *Stack) Details() map[string]func() string {
 	return map[string]func() string{
 		s.Mgmt.Name(): s.Mgmt.Addr,
 		s.Bond.Name(): s.Bond.Detail,
-		raid.ResourceName: func() string {
+		raid.Name: func() string {
 			st, err := s.RAID.Status()
 			if err != nil {
 				return err.Error()

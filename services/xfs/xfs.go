@@ -35,8 +35,8 @@ import (
 	"tandem.dev/tandem/site"
 )
 
-// ResourceName is the layer's name in the service graph.
-const ResourceName = "xfs"
+// Name is the layer's name in the service graph.
+const Name = "xfs"
 
 const (
 	// MountFlags are the generic mount flags.
@@ -110,19 +110,19 @@ type Filesystem struct {
 // New builds the resource for node from the site config.
 func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
 	if cfg == nil {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "no site config")
+		return nil, services.Errorf(Name, "new", services.Config, "no site config")
 	}
 	nd := cfg.Node(node)
 	if nd == nil {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "node %q is not in the site config", node)
+		return nil, services.Errorf(Name, "new", services.Config, "node %q is not in the site config", node)
 	}
 	fs := cfg.Storage.Filesystem
 	if fs.Type != "" && fs.Type != "xfs" {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "storage.filesystem.type %q: only xfs is supported", fs.Type)
+		return nil, services.Errorf(Name, "new", services.Config, "storage.filesystem.type %q: only xfs is supported", fs.Type)
 	}
 	mnt := cmp.Or(fs.Mountpoint, site.DefaultMountpoint)
 	if !filepath.IsAbs(mnt) || filepath.Clean(mnt) != mnt || mnt == "/" {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "storage.filesystem.mountpoint %q is not an absolute, clean path", mnt)
+		return nil, services.Errorf(Name, "new", services.Config, "storage.filesystem.mountpoint %q is not an absolute, clean path", mnt)
 	}
 	dev := opts.Device
 	if dev == "" {
@@ -132,7 +132,7 @@ func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("resource", ResourceName)
+	log = log.With("resource", Name)
 	chunk := cfg.Storage.RAID.ChunkKiB
 	if chunk == 0 {
 		chunk = site.DefaultChunkKiB
@@ -163,7 +163,7 @@ func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
 }
 
 // Name is the resource's name in the graph.
-func (f *Filesystem) Name() string { return ResourceName }
+func (f *Filesystem) Name() string { return Name }
 
 // Device is the LV the filesystem lives on.
 func (f *Filesystem) Device() string { return f.dev }
@@ -172,7 +172,7 @@ func (f *Filesystem) Device() string { return f.dev }
 func (f *Filesystem) Mountpoint() string { return f.mnt }
 
 func (f *Filesystem) errorf(op string, kind services.Kind, format string, a ...any) error {
-	return services.Errorf(ResourceName, op, kind, format, a...)
+	return services.Errorf(Name, op, kind, format, a...)
 }
 
 // kindOf classifies tool, mount and probe errors.
@@ -193,7 +193,7 @@ func kindOf(err error) services.Kind {
 }
 
 func (f *Filesystem) wrap(op string, err error) error {
-	return &services.Error{Resource: ResourceName, Op: op, Kind: kindOf(err), Err: err}
+	return &services.Error{Resource: Name, Op: op, Kind: kindOf(err), Err: err}
 }
 
 // bounded runs fn, which may block in the kernel past any deadline (a
