@@ -16,15 +16,17 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"tandem.dev/tandem/board"
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/site"
 )
 
 // ModeActiveBackup is the only bond mode Tandem uses: it needs no switch
 // support and is the only mode that works over IPoIB.
 const ModeActiveBackup = "active-backup"
 
-// Bond is the replication bond (DRBD and heartbeats run over it).
-type Bond struct {
+// BondConfig is the replication bond (DRBD and heartbeats run over it).
+type BondConfig struct {
 	Device string   // e.g. bond0
 	Links  []string // the slaves, by name or MAC; two or more
 	Mode   string   // "" means active-backup
@@ -39,21 +41,75 @@ type Bond struct {
 	// with fail_over_mac=active (IPoIB addresses cannot move).
 	IPoIB    bool
 	IPoIBMTU int
-	// SysClassNet is /sys/class/net (tests point it elsewhere).
-	SysClassNet string
-	Log         *slog.Logger
+}
+
+// BondFromSite turns node's [node.replication] into its Config; the
+// board (nil: none) says whether the links are IPoIB, which the site
+// config cannot.
+func BondFromSite(sc *site.Config, node string, bd *board.Board) (BondConfig, error) {
+	const op = "new"
+	if sc == nil {
+		return BondConfig{}, services.Errorf(BondName, op, services.Config, "no site config")
+	}
+	nd := sc.Node(node)
+	if nd == nil {
+		return BondConfig{}, services.Errorf(BondName, op, services.Config, "node %q is not in the site config", node)
+	}
+	r := nd.Replication
+	c := BondConfig{
+		Device: r.Bond, Links: r.Links, Mode: r.Mode,
+		MIIMon: time.Duration(r.MIIMonMS) * time.Millisecond,
+		MTU:    r.MTU,
+	}
+	if bd != nil {
+		c.IPoIB, c.IPoIBMTU = bd.IPoIB, bd.IPoIBMTU
+	}
+	if r.Address != "" {
+		p, err := netip.ParsePrefix(r.Address)
+		if err != nil {
+			return BondConfig{}, services.Errorf(BondName, op, services.Config, "replication address %q: %w", r.Address, err)
+		}
+		c.Address = p
+	}
+	for _, t := range r.ARPTargets {
+		a, err := netip.ParseAddr(t)
+		if err != nil {
+			return BondConfig{}, services.Errorf(BondName, op, services.Config, "arp target %q: %w", t, err)
+		}
+		c.ARPTargets = append(c.ARPTargets, a)
+	}
+	return c, nil
+}
+
+// Bond is the replication bond resource.
+type Bond struct {
+	BondConfig
+	sysNet string
+	logger *slog.Logger
 
 	mu sync.Mutex
+}
+
+var _ services.Resource = (*Bond)(nil)
+
+// NewBond builds the resource, refusing what the hardware cannot do
+// (Plan); it touches nothing.
+func NewBond(cfg BondConfig, opts Options) (*Bond, error) {
+	b := &Bond{BondConfig: cfg, sysNet: opts.SysClassNet, logger: opts.Log}
+	if _, err := b.Plan(); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // Name is the resource's name in the graph.
 func (b *Bond) Name() string { return BondName }
 
 func (b *Bond) log() *slog.Logger {
-	if b.Log == nil {
+	if b.logger == nil {
 		return slog.Default()
 	}
-	return b.Log
+	return b.logger
 }
 
 // mtu is the MTU of the bond and its slaves.
@@ -228,8 +284,8 @@ func (b *Bond) enslave(bond, s netlink.Link) error {
 }
 
 func (b *Bond) sysClassNet() string {
-	if b.SysClassNet != "" {
-		return b.SysClassNet
+	if b.sysNet != "" {
+		return b.sysNet
 	}
 	return "/sys/class/net"
 }

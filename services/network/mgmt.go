@@ -1,6 +1,7 @@
 package network
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,11 +20,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/site"
 )
 
-// Management is a head's management interface: static addressing, or a
-// DHCP lease that it keeps renewing until stopped.
-type Management struct {
+// ManagementConfig is a head's management interface: static addressing,
+// or DHCP when Address is not valid.
+type ManagementConfig struct {
 	// Link is the NIC's name or MAC address.
 	Link string
 	// Address is the static address; DHCP is used when it is not valid.
@@ -32,9 +34,60 @@ type Management struct {
 	DNS     []netip.Addr
 	// Hostname is sent with DHCP requests.
 	Hostname string
+}
+
+// ManagementFromSite turns node's [node.management] into its Config.
+func ManagementFromSite(sc *site.Config, node string) (ManagementConfig, error) {
+	const op = "new"
+	if sc == nil {
+		return ManagementConfig{}, services.Errorf(ManagementName, op, services.Config, "no site config")
+	}
+	nd := sc.Node(node)
+	if nd == nil {
+		return ManagementConfig{}, services.Errorf(ManagementName, op, services.Config, "node %q is not in the site config", node)
+	}
+	m := nd.Management
+	c := ManagementConfig{Link: cmp.Or(m.MAC, m.Interface), Hostname: nd.Name}
+	if c.Link == "" {
+		return ManagementConfig{}, services.Errorf(ManagementName, op, services.Config, "the node names no management interface or MAC")
+	}
+	if !m.DHCP {
+		p, err := netip.ParsePrefix(m.Address)
+		if err != nil {
+			return ManagementConfig{}, services.Errorf(ManagementName, op, services.Config, "management address %q: %w", m.Address, err)
+		}
+		c.Address = p
+	}
+	if m.Gateway != "" {
+		gw, err := netip.ParseAddr(m.Gateway)
+		if err != nil {
+			return ManagementConfig{}, services.Errorf(ManagementName, op, services.Config, "management gateway %q: %w", m.Gateway, err)
+		}
+		c.Gateway = gw
+	}
+	for _, d := range m.DNS {
+		if a, err := netip.ParseAddr(d); err == nil {
+			c.DNS = append(c.DNS, a)
+		}
+	}
+	return c, nil
+}
+
+// Options are the paths; the zero value is the real system.
+type Options struct {
 	// ResolvConf is written from DNS or the lease; default /etc/resolv.conf.
 	ResolvConf string
-	Log        *slog.Logger
+	// SysClassNet is /sys/class/net (tests point it elsewhere).
+	SysClassNet string
+	Log         *slog.Logger
+}
+
+// Management is the management interface resource; it keeps a DHCP
+// lease renewed until stopped.
+type Management struct {
+	ManagementConfig
+	resolvConf string
+	logger     *slog.Logger
 
 	mu     sync.Mutex
 	link   netlink.Link
@@ -46,6 +99,16 @@ type Management struct {
 	done   chan struct{}
 }
 
+var _ services.Resource = (*Management)(nil)
+
+// NewManagement builds the resource; it touches nothing.
+func NewManagement(cfg ManagementConfig, opts Options) (*Management, error) {
+	if cfg.Link == "" {
+		return nil, services.Errorf(ManagementName, "new", services.Config, "no management interface or MAC")
+	}
+	return &Management{ManagementConfig: cfg, resolvConf: opts.ResolvConf, logger: opts.Log}, nil
+}
+
 // Name is the resource's name in the graph.
 func (m *Management) Name() string { return ManagementName }
 
@@ -53,10 +116,10 @@ func (m *Management) Name() string { return ManagementName }
 func (m *Management) DHCP() bool { return !m.Address.IsValid() }
 
 func (m *Management) log() *slog.Logger {
-	if m.Log == nil {
+	if m.logger == nil {
 		return slog.Default()
 	}
-	return m.Log
+	return m.logger
 }
 
 // Start brings the link up and addresses it. It is idempotent.
@@ -140,7 +203,7 @@ func (m *Management) writeDNS(servers []netip.Addr) {
 	if len(servers) == 0 {
 		return
 	}
-	path := m.ResolvConf
+	path := m.resolvConf
 	if path == "" {
 		path = "/etc/resolv.conf"
 	}
