@@ -49,11 +49,11 @@ type BondConfig struct {
 func BondFromSite(sc *site.Config, node string, bd *board.Board) (BondConfig, error) {
 	const op = "new"
 	if sc == nil {
-		return BondConfig{}, services.Errorf(BondName, op, services.Config, "no site config")
+		return BondConfig{}, errorf(BondName, op, services.Config, "no site config")
 	}
 	nd := sc.Node(node)
 	if nd == nil {
-		return BondConfig{}, services.Errorf(BondName, op, services.Config, "node %q is not in the site config", node)
+		return BondConfig{}, errorf(BondName, op, services.Config, "node %q is not in the site config", node)
 	}
 	r := nd.Replication
 	c := BondConfig{
@@ -67,14 +67,14 @@ func BondFromSite(sc *site.Config, node string, bd *board.Board) (BondConfig, er
 	if r.Address != "" {
 		p, err := netip.ParsePrefix(r.Address)
 		if err != nil {
-			return BondConfig{}, services.Errorf(BondName, op, services.Config, "replication address %q: %w", r.Address, err)
+			return BondConfig{}, errorf(BondName, op, services.Config, "replication address %q: %w", r.Address, err)
 		}
 		c.Address = p
 	}
 	for _, t := range r.ARPTargets {
 		a, err := netip.ParseAddr(t)
 		if err != nil {
-			return BondConfig{}, services.Errorf(BondName, op, services.Config, "arp target %q: %w", t, err)
+			return BondConfig{}, errorf(BondName, op, services.Config, "arp target %q: %w", t, err)
 		}
 		c.ARPTargets = append(c.ARPTargets, a)
 	}
@@ -129,23 +129,23 @@ func (b *Bond) Plan() (*netlink.Bond, error) {
 	}
 	m, ok := netlink.StringToBondModeMap[mode]
 	if !ok {
-		return nil, services.Errorf(b.Name(), "start", services.Config, "unknown bond mode %q", mode)
+		return nil, b.errorf("start", services.Config, "unknown bond mode %q", mode)
 	}
 	if b.IPoIB && m != netlink.BOND_MODE_ACTIVE_BACKUP {
-		return nil, services.Errorf(b.Name(), "start", services.Refused,
+		return nil, b.errorf("start", services.Refused,
 			"bond mode %s on IPoIB: only active-backup works over InfiniBand", mode)
 	}
 	if m != netlink.BOND_MODE_ACTIVE_BACKUP {
-		return nil, services.Errorf(b.Name(), "start", services.Config, "bond mode %s: Tandem supports only active-backup", mode)
+		return nil, b.errorf("start", services.Config, "bond mode %s: Tandem supports only active-backup", mode)
 	}
 	if b.Device == "" || len(b.Device) >= unix.IFNAMSIZ {
-		return nil, services.Errorf(b.Name(), "start", services.Config, "bond name %q", b.Device)
+		return nil, b.errorf("start", services.Config, "bond name %q", b.Device)
 	}
 	if len(b.Links) < 2 {
-		return nil, services.Errorf(b.Name(), "start", services.Config, "a bond needs two or more links, got %d", len(b.Links))
+		return nil, b.errorf("start", services.Config, "a bond needs two or more links, got %d", len(b.Links))
 	}
 	if b.MIIMon <= 0 {
-		return nil, services.Errorf(b.Name(), "start", services.Config, "miimon must be positive")
+		return nil, b.errorf("start", services.Config, "miimon must be positive")
 	}
 	nb := netlink.NewLinkBond(netlink.LinkAttrs{Name: b.Device})
 	nb.Mode = m
@@ -188,7 +188,7 @@ func (b *Bond) Start(ctx context.Context) error {
 			return err
 		}
 		if b.IPoIB && l.Type() != "ipoib" && l.Attrs().EncapType != "infiniband" {
-			return services.Errorf(b.Name(), "start", services.Config,
+			return b.errorf("start", services.Config,
 				"%s (%s) is not an IPoIB link, but the board replicates over IPoIB", ref, l.Attrs().Name)
 		}
 		slaves = append(slaves, l)
@@ -199,15 +199,15 @@ func (b *Bond) Start(ctx context.Context) error {
 	}
 	for _, s := range slaves {
 		if err := b.enslave(bond, s); err != nil {
-			return services.Errorf(b.Name(), "start", services.Failed, "%w", err)
+			return b.errorf("start", services.Failed, "%w", err)
 		}
 	}
 	if err := netlink.LinkSetUp(bond); err != nil {
-		return services.Errorf(b.Name(), "start", services.Failed, "%s up: %w", b.Device, err)
+		return b.errorf("start", services.Failed, "%s up: %w", b.Device, err)
 	}
 	if b.Address.IsValid() {
 		if err := netlink.AddrReplace(bond, &netlink.Addr{IPNet: prefixNet(b.Address)}); err != nil {
-			return services.Errorf(b.Name(), "start", services.Failed, "address %s on %s: %w", b.Address, b.Device, err)
+			return b.errorf("start", services.Failed, "address %s on %s: %w", b.Address, b.Device, err)
 		}
 	}
 	monitor := fmt.Sprintf("miimon=%dms", plan.Miimon)
@@ -223,7 +223,7 @@ func (b *Bond) Start(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return services.Errorf(b.Name(), "start", services.Timeout, "%s has no active slave (%s)", b.Device, st.String())
+			return b.errorf("start", services.Timeout, "%s has no active slave (%s)", b.Device, st.String())
 		case <-time.After(pollEvery):
 		}
 	}
@@ -237,18 +237,18 @@ func (b *Bond) ensureBond(plan *netlink.Bond) (netlink.Link, error) {
 			return l, nil
 		}
 		if l.Type() != "bond" {
-			return nil, services.Errorf(b.Name(), "start", services.Config, "%s exists and is a %s, not a bond", b.Device, l.Type())
+			return nil, b.errorf("start", services.Config, "%s exists and is a %s, not a bond", b.Device, l.Type())
 		}
 		if err := netlink.LinkDel(l); err != nil {
-			return nil, services.Errorf(b.Name(), "start", services.Failed, "replace stale %s: %w", b.Device, err)
+			return nil, b.errorf("start", services.Failed, "replace stale %s: %w", b.Device, err)
 		}
 	}
 	if err := netlink.LinkAdd(plan); err != nil {
-		return nil, services.Errorf(b.Name(), "start", services.Failed, "create %s: %w", b.Device, err)
+		return nil, b.errorf("start", services.Failed, "create %s: %w", b.Device, err)
 	}
 	l, err := netlink.LinkByName(b.Device)
 	if err != nil {
-		return nil, services.Errorf(b.Name(), "start", services.Failed, "%s: %w", b.Device, err)
+		return nil, b.errorf("start", services.Failed, "%s: %w", b.Device, err)
 	}
 	return l, nil
 }
@@ -367,13 +367,13 @@ func (b *Bond) Stop(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		return services.Errorf(b.Name(), "stop", services.Failed, "%s: %w", b.Device, err)
+		return b.errorf("stop", services.Failed, "%s: %w", b.Device, err)
 	}
 	if err := netlink.LinkSetDown(l); err != nil {
-		return services.Errorf(b.Name(), "stop", services.Failed, "%s down: %w", b.Device, err)
+		return b.errorf("stop", services.Failed, "%s down: %w", b.Device, err)
 	}
 	if err := netlink.LinkDel(l); err != nil {
-		return services.Errorf(b.Name(), "stop", services.Failed, "delete %s: %w", b.Device, err)
+		return b.errorf("stop", services.Failed, "delete %s: %w", b.Device, err)
 	}
 	return nil
 }
@@ -383,20 +383,20 @@ func (b *Bond) Stop(ctx context.Context) error {
 func (b *Bond) Monitor(ctx context.Context) error {
 	st, err := b.state()
 	if err != nil {
-		return services.Errorf(b.Name(), "monitor", services.Missing, "%s: %w", b.Device, err)
+		return b.errorf("monitor", services.Missing, "%s: %w", b.Device, err)
 	}
 	if !st.adminUp {
-		return services.Errorf(b.Name(), "monitor", services.Failed, "%s is administratively down (%s)", b.Device, st)
+		return b.errorf("monitor", services.Failed, "%s is administratively down (%s)", b.Device, st)
 	}
 	// No active slave on a bond that is up means no link reaches the far
 	// end (with ARP monitoring: the peer does not answer, e.g. it is still
 	// booting or has died). Recreating the bond cannot fix that, so report
 	// it and let the HA layer judge the peer; never restart-loop on it.
 	if st.active == "" || !st.up {
-		return services.Errorf(b.Name(), "monitor", services.Degraded, "%s has no active slave: no link reaches the far end (%s)", b.Device, st)
+		return b.errorf("monitor", services.Degraded, "%s has no active slave: no link reaches the far end (%s)", b.Device, st)
 	}
 	if d := st.down(); len(d) > 0 || len(st.slaves) < len(b.Links) {
-		return services.Errorf(b.Name(), "monitor", services.Degraded, "%s runs on %s only (%s)", b.Device, st.active, st)
+		return b.errorf("monitor", services.Degraded, "%s runs on %s only (%s)", b.Device, st.active, st)
 	}
 	return nil
 }

@@ -40,28 +40,28 @@ type ManagementConfig struct {
 func ManagementFromSite(sc *site.Config, node string) (ManagementConfig, error) {
 	const op = "new"
 	if sc == nil {
-		return ManagementConfig{}, services.Errorf(ManagementName, op, services.Config, "no site config")
+		return ManagementConfig{}, errorf(ManagementName, op, services.Config, "no site config")
 	}
 	nd := sc.Node(node)
 	if nd == nil {
-		return ManagementConfig{}, services.Errorf(ManagementName, op, services.Config, "node %q is not in the site config", node)
+		return ManagementConfig{}, errorf(ManagementName, op, services.Config, "node %q is not in the site config", node)
 	}
 	m := nd.Management
 	c := ManagementConfig{Link: cmp.Or(m.MAC, m.Interface), Hostname: nd.Name}
 	if c.Link == "" {
-		return ManagementConfig{}, services.Errorf(ManagementName, op, services.Config, "the node names no management interface or MAC")
+		return ManagementConfig{}, errorf(ManagementName, op, services.Config, "the node names no management interface or MAC")
 	}
 	if !m.DHCP {
 		p, err := netip.ParsePrefix(m.Address)
 		if err != nil {
-			return ManagementConfig{}, services.Errorf(ManagementName, op, services.Config, "management address %q: %w", m.Address, err)
+			return ManagementConfig{}, errorf(ManagementName, op, services.Config, "management address %q: %w", m.Address, err)
 		}
 		c.Address = p
 	}
 	if m.Gateway != "" {
 		gw, err := netip.ParseAddr(m.Gateway)
 		if err != nil {
-			return ManagementConfig{}, services.Errorf(ManagementName, op, services.Config, "management gateway %q: %w", m.Gateway, err)
+			return ManagementConfig{}, errorf(ManagementName, op, services.Config, "management gateway %q: %w", m.Gateway, err)
 		}
 		c.Gateway = gw
 	}
@@ -104,7 +104,7 @@ var _ services.Resource = (*Management)(nil)
 // NewManagement builds the resource; it touches nothing.
 func NewManagement(cfg ManagementConfig, opts Options) (*Management, error) {
 	if cfg.Link == "" {
-		return nil, services.Errorf(ManagementName, "new", services.Config, "no management interface or MAC")
+		return nil, errorf(ManagementName, "new", services.Config, "no management interface or MAC")
 	}
 	return &Management{ManagementConfig: cfg, resolvConf: opts.ResolvConf, logger: opts.Log}, nil
 }
@@ -132,7 +132,7 @@ func (m *Management) Start(ctx context.Context) error {
 	}
 	m.link = link
 	if err := netlink.LinkSetUp(link); err != nil {
-		return services.Errorf(m.Name(), "start", services.Failed, "%s up: %w", link.Attrs().Name, err)
+		return m.errorf("start", services.Failed, "%s up: %w", link.Attrs().Name, err)
 	}
 	if !m.DHCP() {
 		return m.applyStatic(ctx)
@@ -150,7 +150,7 @@ func (m *Management) applyStatic(ctx context.Context) error {
 		gw = m.Gateway.AsSlice()
 	}
 	if err := m.apply(ipn, gw); err != nil {
-		return services.Errorf(m.Name(), "start", services.Failed, "%w", err)
+		return m.errorf("start", services.Failed, "%w", err)
 	}
 	m.writeDNS(m.DNS)
 	args := []any{"link", m.link.Attrs().Name, "addr", m.Address}
@@ -231,7 +231,7 @@ func (m *Management) startDHCP(ctx context.Context) error {
 	m.waitCarrier(ctx, carrierWait)
 	client, err := nclient4.New(name, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
 	if err != nil {
-		return services.Errorf(m.Name(), "start", services.Failed, "dhcp on %s: %w", name, err)
+		return m.errorf("start", services.Failed, "dhcp on %s: %w", name, err)
 	}
 	lease, err := client.Request(ctx, m.dhcpMods()...)
 	if err != nil {
@@ -240,11 +240,11 @@ func (m *Management) startDHCP(ctx context.Context) error {
 		if ctx.Err() != nil {
 			kind = services.Timeout
 		}
-		return services.Errorf(m.Name(), "start", kind, "dhcp on %s: no lease: %w", name, err)
+		return m.errorf("start", kind, "dhcp on %s: no lease: %w", name, err)
 	}
 	if err := m.applyLease(lease, "mgmt: dhcp lease"); err != nil {
 		client.Close()
-		return services.Errorf(m.Name(), "start", services.Failed, "dhcp on %s: %w", name, err)
+		return m.errorf("start", services.Failed, "dhcp on %s: %w", name, err)
 	}
 	loop, stop := context.WithCancel(context.Background())
 	m.client, m.lease, m.stop, m.done = client, lease, stop, make(chan struct{})
@@ -369,7 +369,7 @@ func (m *Management) Stop(ctx context.Context) error {
 		select {
 		case <-done:
 		case <-ctx.Done():
-			return services.Errorf(m.Name(), "stop", services.Timeout, "dhcp renew loop did not end: %w", ctx.Err())
+			return m.errorf("stop", services.Timeout, "dhcp renew loop did not end: %w", ctx.Err())
 		}
 	}
 	m.mu.Lock()
@@ -402,7 +402,7 @@ func (m *Management) Stop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("link down: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return services.Errorf(m.Name(), "stop", services.Failed, "%s: %w", m.link.Attrs().Name, err)
+		return m.errorf("stop", services.Failed, "%s: %w", m.link.Attrs().Name, err)
 	}
 	return nil
 }
@@ -412,24 +412,24 @@ func (m *Management) Monitor(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.link == nil {
-		return services.Errorf(m.Name(), "monitor", services.Failed, "not started")
+		return m.errorf("monitor", services.Failed, "not started")
 	}
 	l, err := refresh(m.link)
 	if err != nil {
-		return services.Errorf(m.Name(), "monitor", services.Missing, "link %s: %w", m.link.Attrs().Name, err)
+		return m.errorf("monitor", services.Missing, "link %s: %w", m.link.Attrs().Name, err)
 	}
 	if !up(l) {
-		return services.Errorf(m.Name(), "monitor", services.Failed, "link %s is %s", l.Attrs().Name, l.Attrs().OperState)
+		return m.errorf("monitor", services.Failed, "link %s is %s", l.Attrs().Name, l.Attrs().OperState)
 	}
 	if m.addr == nil {
-		return services.Errorf(m.Name(), "monitor", services.Failed, "no address on %s", l.Attrs().Name)
+		return m.errorf("monitor", services.Failed, "no address on %s", l.Attrs().Name)
 	}
 	ok, err := addrPresent(l, m.addr)
 	if err != nil {
-		return services.Errorf(m.Name(), "monitor", services.Failed, "%w", err)
+		return m.errorf("monitor", services.Failed, "%w", err)
 	}
 	if !ok {
-		return services.Errorf(m.Name(), "monitor", services.Failed, "address %s is gone from %s", m.addr, l.Attrs().Name)
+		return m.errorf("monitor", services.Failed, "address %s is gone from %s", m.addr, l.Attrs().Name)
 	}
 	return nil
 }
