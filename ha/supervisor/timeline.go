@@ -18,8 +18,8 @@ import (
 // going up and coming down.
 var stepNames = map[string][2]string{
 	drbd.Name + "-primary": {"promote", "demote"},
-	lvm.ResourceName:       {"lvm up", "lvm down"},
-	xfs.ResourceName:       {"mount", "unmount"},
+	lvm.Name:               {"lvm up", "lvm down"},
+	xfs.Name:               {"mount", "unmount"},
 	nfs.Name:               {"nfsd up", "nfsd down"},
 	vip.Name:               {"VIP up", "VIP down"},
 }

@@ -37,6 +37,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"tandem.dev/tandem/services"
 )
 
 // Disk is one whole disk found in sysfs.
@@ -244,7 +246,7 @@ func Normalize(id string) string {
 }
 
 // ErrNotFound: no disk here answers to an identity.
-var ErrNotFound = errors.New("disk not found")
+var ErrNotFound = services.Sentinel("disk not found", services.ErrNotFound)
 
 // ErrAmbiguous: more than one disk answers to an identity (duplicate
 // serials, or one disk seen twice through multipath).

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 
+	"tandem.dev/tandem/services"
 	"tandem.dev/tandem/site"
 )
 
@@ -65,19 +66,24 @@ func SharedSecret(pairKey []byte, pairName, resource string) (string, error) {
 	return hex.EncodeToString(k), nil
 }
 
-// FromSite builds the Config for this head from the site config. disk is
-// the backing device of both heads' arrays (the RAID layer names it).
+// FromSite builds the Config for this head from the site config. What
+// the site cannot give: pairKey (from the head's key file) and disk, the
+// backing device of both heads' arrays (the RAID layer names it).
 func FromSite(sc *site.Config, self string, pairKey []byte, disk string) (Config, error) {
+	const op = "new"
+	if sc == nil {
+		return Config{}, errorf(op, services.Config, "no site config")
+	}
 	if len(sc.Nodes) != 2 {
-		return Config{}, fmt.Errorf("drbd: site config has %d nodes, want 2", len(sc.Nodes))
+		return Config{}, errorf(op, services.Config, "site config has %d nodes, want 2", len(sc.Nodes))
 	}
 	if sc.Node(self) == nil {
-		return Config{}, fmt.Errorf("drbd: %q is not a node of pair %q", self, sc.Pair.Name)
+		return Config{}, errorf(op, services.Config, "%q is not a node of pair %q", self, sc.Pair.Name)
 	}
 	d := sc.Storage.DRBD
 	secret, err := SharedSecret(pairKey, sc.Pair.Name, d.Resource)
 	if err != nil {
-		return Config{}, fmt.Errorf("drbd: %w", err)
+		return Config{}, fail(op, services.Config, err)
 	}
 	c := Config{
 		Resource: d.Resource, Minor: d.Minor, Port: d.Port, Protocol: d.Protocol,
@@ -122,7 +128,7 @@ func (c Config) check() error {
 		errs = append(errs, errors.New("both nodes have the same name"))
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("drbd config: %w", errors.Join(errs...))
+		return errorf("new", services.Config, "%w", errors.Join(errs...))
 	}
 	return nil
 }

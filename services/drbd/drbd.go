@@ -69,11 +69,19 @@ type Resource struct {
 
 var _ services.Promoter = (*Resource)(nil)
 
-// New returns the DRBD resource for cfg.
-func New(cfg Config, log *slog.Logger) (*Resource, error) {
+// Options are what the resource needs beyond its Config. The tools, the
+// kernel's files and the clocks are replaced by this package's tests
+// through unexported fields.
+type Options struct {
+	Log *slog.Logger
+}
+
+// New returns the DRBD resource for cfg; it touches nothing.
+func New(cfg Config, opts Options) (*Resource, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
+	log := opts.Log
 	if log == nil {
 		log = slog.Default()
 	}
@@ -105,17 +113,17 @@ func (r *Resource) setup(ctx context.Context, op string, args ...string) (result
 func (r *Resource) writeConfig(op string) error {
 	data, err := r.cfg.Render()
 	if err != nil {
-		return &services.Error{Resource: Name, Op: op, Kind: services.Config, Err: err}
+		return fail(op, services.Config, err)
 	}
 	// drbdadm-84 keeps its minor -> config registry in /var/lib/drbd, and
 	// the kernel's handler calls find the -c file through it.
 	for _, d := range []string{r.cfg.ConfDir, r.cfg.StateDir, r.libDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			return services.Errorf(Name, op, services.Failed, "%v", err)
+			return errorf(op, services.Failed, "%v", err)
 		}
 	}
 	if err := atomicfile.Write(r.cfg.ResFile(), data, 0o600); err != nil {
-		return services.Errorf(Name, op, services.Failed, "write %s: %v", r.cfg.ResFile(), err)
+		return errorf(op, services.Failed, "write %s: %v", r.cfg.ResFile(), err)
 	}
 	return nil
 }
@@ -174,8 +182,7 @@ func (r *Resource) Promote(ctx context.Context) error {
 		return nil
 	}
 	if st.Disk != UpToDate {
-		return &services.Error{Resource: Name, Op: op, Kind: services.Refused,
-			Err: fmt.Errorf("%w: local disk is %s (peer %s, connection %s)", ErrNoUpToDateDisk, orUnknown(st.Disk), orUnknown(st.PeerDisk), orUnknown(st.Connection))}
+		return errorf(op, services.Refused, "%w: local disk is %s (peer %s, connection %s)", ErrNoUpToDateDisk, orUnknown(st.Disk), orUnknown(st.PeerDisk), orUnknown(st.Connection))
 	}
 	if _, err := r.adm(ctx, op, "primary", r.cfg.Resource); err != nil {
 		if !errors.Is(err, ErrPeerNotOutdated) || st.Connection != Connected || !r.peerDropped(ctx, op) {
@@ -423,9 +430,7 @@ func (r *Resource) reconnect(ctx context.Context, st State) {
 // evaluate is Monitor's verdict on a State.
 func evaluate(st State, wantPrimary, checkRole bool) error {
 	const op = "monitor"
-	fail := func(kind services.Kind, format string, a ...any) error {
-		return services.Errorf(Name, op, kind, format, a...)
-	}
+	fail := func(kind services.Kind, format string, a ...any) error { return errorf(op, kind, format, a...) }
 	switch {
 	case !st.Configured:
 		return fail(services.Failed, "resource is not configured in the kernel")

@@ -29,7 +29,7 @@ exists -
 	justCreatedGI = "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0:0\n"
 )
 
-var noMD = fail(255, "No valid meta data found\nCommand 'drbdmeta 0 v08 /dev/md/tandem internal dump-md' terminated with exit code 255\n")
+var noMD = failed(255, "No valid meta data found\nCommand 'drbdmeta 0 v08 /dev/md/tandem internal dump-md' terminated with exit code 255\n")
 
 func TestStartMetadata(t *testing.T) {
 	cases := []struct {
@@ -43,9 +43,9 @@ func TestStartMetadata(t *testing.T) {
 	}{
 		{"blank device gets metadata", noMD, nil, true, false, nil, 0},
 		{"existing metadata is kept", ok("# DRBD meta data dump\nversion \"v08\";\n"), nil, false, false, nil, 0},
-		{"unclean metadata gets apply-al, not create-md", fail(255, "Found meta data is \"unclean\", please apply-al first\n"), nil, false, true, nil, 0},
+		{"unclean metadata gets apply-al, not create-md", failed(255, "Found meta data is \"unclean\", please apply-al first\n"), nil, false, true, nil, 0},
 		{"data without metadata is refused", noMD, append([]byte("XFSB"), make([]byte, 8188)...), false, false, ErrNoMetadata, services.Refused},
-		{"an unknown dump-md failure never creates", fail(20, "drbdmeta: cannot open /dev/md/tandem: Input/output error\n"), nil, false, false, ErrTool, services.Failed},
+		{"an unknown dump-md failure never creates", failed(20, "drbdmeta: cannot open /dev/md/tandem: Input/output error\n"), nil, false, false, services.ErrToolFailed, services.Failed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -93,7 +93,7 @@ func TestStartAttachedSkipsProbe(t *testing.T) {
 }
 
 func TestStartConfigErrors(t *testing.T) {
-	f := newFake().on("drbdadm dump r0", fail(3, "'r0' ignored, since this host (nas) is not mentioned with an 'on' keyword.\n"))
+	f := newFake().on("drbdadm dump r0", failed(3, "'r0' ignored, since this host (nas) is not mentioned with an 'on' keyword.\n"))
 	r := newTest(t, labConfig(t, "head-a"), f, notUp)
 	err := r.Start(context.Background())
 	if services.KindOf(err) != services.Config || !errors.Is(err, ErrConfig) {
@@ -169,8 +169,8 @@ func TestPromote(t *testing.T) {
 		{"Outdated is refused before drbdadm runs", secondaryStandalone, ok(""), false, ErrNoUpToDateDisk, services.Refused},
 		{"Inconsistent is refused", freshPair84, ok(""), false, ErrNoUpToDateDisk, services.Refused},
 		{"already primary is a no-op", strings.Replace(events84Initial, "role:Secondary suspended", "role:Primary suspended", 1), ok(""), false, nil, 0},
-		{"peer primary: drbdadm refuses", events84Initial, fail(11, "0: State change failed: (-1) Multiple primaries not allowed by config\n"), true, ErrTwoPrimaries, services.Refused},
-		{"fencing refused", events84Initial, fail(11, "0: State change failed: (-7) Refusing to be Primary while peer is not outdated\n"), true, ErrPeerNotOutdated, services.Refused},
+		{"peer primary: drbdadm refuses", events84Initial, failed(11, "0: State change failed: (-1) Multiple primaries not allowed by config\n"), true, ErrTwoPrimaries, services.Refused},
+		{"fencing refused", events84Initial, failed(11, "0: State change failed: (-7) Refusing to be Primary while peer is not outdated\n"), true, ErrPeerNotOutdated, services.Refused},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,7 +197,7 @@ func TestOutdate(t *testing.T) {
 		kind services.Kind // -1: no error
 	}{
 		{"outdated", ok(""), -1},
-		{"refused while connected", fail(17, "0: State change failed: (-10) State change was refused by peer node\n"), services.Refused},
+		{"refused while connected", failed(17, "0: State change failed: (-10) State change was refused by peer node\n"), services.Refused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake().on("drbdadm outdate r0", tc.res)
@@ -218,7 +218,7 @@ func TestOutdate(t *testing.T) {
 func TestDemoteAndStop(t *testing.T) {
 	primary := strings.Replace(events84Initial, "role:Secondary suspended", "role:Primary suspended", 1)
 	f := newFake().on("drbdsetup events2 --now --statistics r0", ok(primary)).
-		on("drbdadm secondary r0", fail(11, "0: State change failed: (-12) Device is held open by someone\n"), ok(""))
+		on("drbdadm secondary r0", failed(11, "0: State change failed: (-12) Device is held open by someone\n"), ok(""))
 	r := newTest(t, labConfig(t, "head-a"), f, primary)
 	err := r.Demote(context.Background())
 	if !errors.Is(err, ErrHeldOpen) || services.KindOf(err) != services.Failed {

@@ -12,28 +12,39 @@ import (
 )
 
 // Sentinel errors a drbdadm/drbdsetup/drbdmeta failure maps to. Callers
-// test them with errors.Is; the services.Error around them carries the
-// Kind the supervisor acts on.
+// test them with errors.Is; those that name a common failure also match
+// services' (ErrInUse, ErrNotFound, ErrNoKernel); a failure no rule
+// knows is services.ErrToolFailed. The services.Error around them
+// carries the Kind the supervisor acts on, from the tables below.
 var (
-	ErrNoModule        = errors.New("drbd kernel module not available")
+	ErrNoModule        = services.Sentinel("drbd kernel module not available", services.ErrNoKernel)
 	ErrConfig          = errors.New("drbd configuration rejected")
-	ErrUnknownResource = errors.New("resource not configured in the kernel")
-	ErrNoBackingDisk   = errors.New("cannot open the backing device")
-	ErrDiskBusy        = errors.New("backing device is claimed by someone else")
+	ErrUnknownResource = services.Sentinel("resource not configured in the kernel", services.ErrNotFound)
+	ErrNoBackingDisk   = services.Sentinel("cannot open the backing device", services.ErrNotFound)
+	ErrDiskBusy        = services.Sentinel("backing device is claimed by someone else", services.ErrInUse)
 	ErrNoMetadata      = errors.New("no DRBD metadata on the backing device")
 	ErrUncleanMetadata = errors.New("metadata has an unapplied activity log")
-	ErrAddrInUse       = errors.New("replication address or port already in use")
-	ErrAddrMissing     = errors.New("replication address not configured on this host")
+	ErrAddrInUse       = services.Sentinel("replication address or port already in use", services.ErrInUse)
+	ErrAddrMissing     = services.Sentinel("replication address not configured on this host", services.ErrNotFound)
 	ErrCrypto          = errors.New("cram-hmac-alg not available in the kernel")
 	ErrNoUpToDateDisk  = errors.New("no access to UpToDate data")
 	ErrPeerNotOutdated = errors.New("peer is not outdated (fencing refused promotion)")
 	ErrTwoPrimaries    = errors.New("peer is primary")
-	ErrHeldOpen        = errors.New("device is held open (stack above still running)")
+	ErrHeldOpen        = services.Sentinel("device is held open (stack above still running)", services.ErrInUse)
 	ErrNotCurrentData  = errors.New("local data is not the newest (attach refused)")
 	ErrTransient       = errors.New("transient DRBD state, retry")
 	ErrUnsupported     = errors.New("kernel does not support this request")
-	ErrTool            = errors.New("drbd tool failed")
 )
+
+// fail is the one constructor of this layer's errors; tool failures get
+// their Kind from classify's tables, the rest from the caller.
+func fail(op string, kind services.Kind, err error) error {
+	return &services.Error{Resource: Name, Op: op, Kind: kind, Err: err}
+}
+
+func errorf(op string, kind services.Kind, format string, a ...any) error {
+	return fail(op, kind, fmt.Errorf(format, a...))
+}
 
 // stateChange maps DRBD's state-change codes ("State change failed: (-2)
 // Need access to UpToDate data"), identical in 8.4 and 9.
@@ -101,16 +112,16 @@ func classify(op string, r result, cmd string) error {
 	}
 	if r.Exit < 0 {
 		kind := services.KindOf(r.Err)
-		return &services.Error{Resource: Name, Op: op, Kind: kind, Err: fmt.Errorf("%s: %w", cmd, r.Err)}
+		return fail(op, kind, fmt.Errorf("%s: %w", cmd, r.Err))
 	}
 	detail := fmt.Errorf("%s: exit %d: %s", cmd, r.Exit, firstLines(text, 4))
 	if m := stateChangeRE.FindStringSubmatch(text); m != nil {
 		code, _ := strconv.Atoi(m[1])
 		if sc, ok := stateChange[code]; ok {
-			return &services.Error{Resource: Name, Op: op, Kind: sc.kind, Err: fmt.Errorf("%w: %w", sc.err, detail)}
+			return fail(op, sc.kind, fmt.Errorf("%w: %w", sc.err, detail))
 		}
 	}
-	return rules.ServiceError(Name, op, text+"\n"+r.Stdout, detail, ErrTool)
+	return rules.ServiceError(Name, op, text+"\n"+r.Stdout, detail, services.ErrToolFailed)
 }
 
 // firstLines keeps an error message readable on the console.

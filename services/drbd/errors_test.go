@@ -53,8 +53,8 @@ func TestClassify(t *testing.T) {
 		{"0: State change failed: (-17) Disk state is lower than outdated\n", 5, ErrNoUpToDateDisk, services.Refused},
 		{"0: State change failed: (-18) In transient state, retry after next state change\n", 11, ErrTransient, services.Failed},
 		{"0: State change failed: (-19) Concurrent state changes detected and aborted\n", 11, ErrTransient, services.Failed},
-		{"something nobody has seen before\n", 20, ErrTool, services.Failed},
-		{"", 1, ErrTool, services.Failed},
+		{"something nobody has seen before\n", 20, services.ErrToolFailed, services.Failed},
+		{"", 1, services.ErrToolFailed, services.Failed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.stderr, func(t *testing.T) {

@@ -30,7 +30,7 @@ func (f *fakeRun) on(cmd string, r ...result) *fakeRun {
 
 func ok(stdout string) result { return result{Stdout: stdout} }
 
-func fail(exit int, stderr string) result {
+func failed(exit int, stderr string) result {
 	return result{Stderr: stderr, Exit: exit, Err: fmt.Errorf("exit status %d", exit)}
 }
 
@@ -93,7 +93,7 @@ func labConfig(t *testing.T, self string) Config {
 
 func newTest(t *testing.T, cfg Config, f *fakeRun, lines string) *Resource {
 	t.Helper()
-	r, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,10 +62,9 @@ func (r *Resource) ensureMetadata(ctx context.Context, op string) error {
 	}
 	self, _ := r.cfg.self()
 	if what, err := r.holdsData(self.Disk); err != nil {
-		return services.Errorf(Name, op, services.Missing, "read %s: %v", self.Disk, err)
+		return errorf(op, services.Missing, "read %s: %v", self.Disk, err)
 	} else if what != "" {
-		return &services.Error{Resource: Name, Op: op, Kind: services.Refused,
-			Err: fmt.Errorf("%w, but %s holds %s: refusing to create DRBD metadata over it", ErrNoMetadata, self.Disk, what)}
+		return errorf(op, services.Refused, "%w, but %s holds %s: refusing to create DRBD metadata over it", ErrNoMetadata, self.Disk, what)
 	}
 	r.log.Warn("no DRBD metadata on the backing device: creating it (first activation)", "disk", self.Disk)
 	// --force skips create-md's interactive questions; holdsData and the
@@ -75,7 +73,7 @@ func (r *Resource) ensureMetadata(ctx context.Context, op string) error {
 		return err
 	}
 	if err := atomicfile.Write(r.freshFile(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
-		return services.Errorf(Name, op, services.Failed, "record first activation: %v", err)
+		return errorf(op, services.Failed, "record first activation: %v", err)
 	}
 	return nil
 }

@@ -25,15 +25,15 @@ func TestPromoteRetriesWhenThePeerDropsMidRequest(t *testing.T) {
 		wantCalls int
 	}{
 		{"peer dropped mid-request: asked again", []result{ok(events84Initial), ok(events84Initial), ok(dropped)},
-			[]result{fail(11, refused), ok("")}, nil, 2},
+			[]result{failed(11, refused), ok("")}, nil, 2},
 		{"second refusal stands", []result{ok(events84Initial), ok(dropped)},
-			[]result{fail(11, refused), fail(11, refused)}, ErrPeerNotOutdated, 2},
+			[]result{failed(11, refused), failed(11, refused)}, ErrPeerNotOutdated, 2},
 		{"still connected: the refusal stands", []result{ok(events84Initial)},
-			[]result{fail(11, refused)}, ErrPeerNotOutdated, 1},
+			[]result{failed(11, refused)}, ErrPeerNotOutdated, 1},
 		{"already disconnected: the handler has decided", []result{ok(dropped)},
-			[]result{fail(11, refused)}, ErrPeerNotOutdated, 1},
+			[]result{failed(11, refused)}, ErrPeerNotOutdated, 1},
 		{"another refusal is not retried", []result{ok(events84Initial), ok(dropped)},
-			[]result{fail(11, "0: State change failed: (-1) Multiple primaries not allowed by config\n")}, ErrTwoPrimaries, 1},
+			[]result{failed(11, "0: State change failed: (-1) Multiple primaries not allowed by config\n")}, ErrTwoPrimaries, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

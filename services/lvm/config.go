@@ -71,8 +71,8 @@ log {
 }
 `))
 
-// Config renders lvm.conf for a system dir.
-func Config(dir string) []byte {
+// RenderConfig renders lvm.conf for a system dir.
+func RenderConfig(dir string) []byte {
 	var quoted []byte
 	for i, f := range Filter {
 		if i > 0 {
@@ -96,7 +96,7 @@ func WriteConfig(dir string) error {
 			return err
 		}
 	}
-	want := Config(dir)
+	want := RenderConfig(dir)
 	p := filepath.Join(dir, "lvm.conf")
 	if have, err := os.ReadFile(p); err == nil && bytes.Equal(have, want) {
 		return nil

@@ -65,16 +65,53 @@ import (
 	"tandem.dev/tandem/site"
 )
 
-// ResourceName is the layer's name in the service graph.
-const ResourceName = "lvm"
+// Name is the layer's name in the service graph.
+const Name = "lvm"
 
 // ErrSuspended: the LV's device-mapper table is suspended; I/O to it waits.
 var ErrSuspended = errors.New("suspended")
 
+// Config is the volume, as the site config describes it.
+type Config struct {
+	VG, LV string
+	Size   string // lvcreate --size, e.g. "100%FREE"
+	// PV is the device the VG lives on (the DRBD device).
+	PV string
+	// CreateIfBlank is storage.raid.create_if_blank: the site's consent
+	// to build the whole stack on blank disks.
+	CreateIfBlank bool
+}
+
+// FromSite builds the Config. pv is the device below (the DRBD device);
+// "" means /dev/drbd<storage.drbd.minor>. The volume is the same on both
+// heads: node is for the one constructor shape only.
+func FromSite(sc *site.Config, node, pv string) (Config, error) {
+	if sc == nil {
+		return Config{}, configErr("no site config")
+	}
+	l := sc.Storage.LVM
+	c := Config{
+		VG: cmp.Or(l.VG, site.DefaultVG), LV: cmp.Or(l.LV, site.DefaultLV), Size: cmp.Or(l.Size, site.DefaultLVSize),
+		PV:            cmp.Or(pv, fmt.Sprintf("/dev/drbd%d", sc.Storage.DRBD.Minor)),
+		CreateIfBlank: sc.Storage.RAID.CreateIfBlank,
+	}
+	return c, c.check()
+}
+
+func (c Config) check() error {
+	for _, n := range []string{c.VG, c.LV} {
+		if n == "" || strings.HasPrefix(n, "-") || strings.ContainsAny(n, "/ \t") {
+			return configErr("%q is not a valid LVM name", n)
+		}
+	}
+	if c.PV == "" || c.Size == "" {
+		return configErr("no PV (%q) or size (%q)", c.PV, c.Size)
+	}
+	return nil
+}
+
 // Options are the paths and tools; the zero value is the real system.
 type Options struct {
-	// PV is the device the VG lives on; default /dev/drbd<storage.drbd.minor>.
-	PV string
 	// SystemDir is LVM_SYSTEM_DIR; default DefaultSystemDir.
 	SystemDir string
 	// Lvm is the lvm binary ("lvm" from PATH by default).
@@ -99,27 +136,25 @@ type Volume struct {
 	mu            sync.Mutex
 }
 
-// New builds the resource from the site config.
-func New(cfg *site.Config, opts Options) (*Volume, error) {
-	if cfg == nil {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "no site config")
-	}
-	l := cfg.Storage.LVM
-	vg, lv, size := cmp.Or(l.VG, site.DefaultVG), cmp.Or(l.LV, site.DefaultLV), cmp.Or(l.Size, site.DefaultLVSize)
-	for _, n := range []string{vg, lv} {
-		if n == "" || strings.HasPrefix(n, "-") || strings.ContainsAny(n, "/ \t") {
-			return nil, services.Errorf(ResourceName, "new", services.Config, "%q is not a valid LVM name", n)
-		}
+var (
+	_ services.Resource = (*Volume)(nil)
+	_ services.Warmer   = (*Volume)(nil)
+)
+
+// New builds the resource; it touches nothing.
+func New(cfg Config, opts Options) (*Volume, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	log := opts.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("resource", ResourceName)
+	log = log.With("resource", Name)
 	v := &Volume{
-		vg: vg, lv: lv, size: size,
-		pv:            cmp.Or(opts.PV, fmt.Sprintf("/dev/drbd%d", cfg.Storage.DRBD.Minor)),
-		createIfBlank: cfg.Storage.RAID.CreateIfBlank,
+		vg: cfg.VG, lv: cfg.LV, size: cfg.Size,
+		pv:            cfg.PV,
+		createIfBlank: cfg.CreateIfBlank,
 		dir:           cmp.Or(opts.SystemDir, DefaultSystemDir),
 		sysRoot:       cmp.Or(opts.SysRoot, "/sys"),
 		devDir:        cmp.Or(opts.DevDir, "/dev"),
@@ -128,8 +163,6 @@ func New(cfg *site.Config, opts Options) (*Volume, error) {
 	v.lvm = &Tool{Path: opts.Lvm, SystemDir: v.dir, Log: log, Timeout: opts.ToolTimeout}
 	return v, nil
 }
-
-var _ services.Warmer = (*Volume)(nil)
 
 // Warm runs lvm once (version) on the standby, which reads nothing from
 // the PV: a takeover's lvchange then starts from memory.
@@ -142,7 +175,7 @@ func (v *Volume) Warm(ctx context.Context) error {
 }
 
 // Name is the resource's name in the graph.
-func (v *Volume) Name() string { return ResourceName }
+func (v *Volume) Name() string { return Name }
 
 // PV is the device the VG lives on (the DRBD device).
 func (v *Volume) PV() string { return v.pv }
@@ -163,22 +196,34 @@ func (v *Volume) DMName() string { return DMName(v.vg, v.lv) }
 // /dev/mapper/<vg>-<lv>, the node libdevmapper itself creates.
 func (v *Volume) Device() string { return filepath.Join(v.devDir, "mapper", v.DMName()) }
 
+// The Kind of every error this layer returns is set here: given by the
+// caller that knows, or read off lvm's sentinel by kindOf.
+
+func fail(op string, kind services.Kind, err error) error {
+	return &services.Error{Resource: Name, Op: op, Kind: kind, Err: err}
+}
+
 func (v *Volume) errorf(op string, kind services.Kind, format string, a ...any) error {
-	return services.Errorf(ResourceName, op, kind, format, a...)
+	return fail(op, kind, fmt.Errorf(format, a...))
+}
+
+func configErr(format string, a ...any) error {
+	return fail("new", services.Config, fmt.Errorf(format, a...))
 }
 
 // toolErr classifies an lvm failure.
-func (v *Volume) toolErr(op string, err error) error {
-	kind := services.Failed
+func (v *Volume) toolErr(op string, err error) error { return fail(op, kindOf(err), err) }
+
+func kindOf(err error) services.Kind {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		kind = services.Timeout
-	case errors.Is(err, ErrHasData):
-		kind = services.Refused
+		return services.Timeout
+	case errors.Is(err, services.ErrHasData):
+		return services.Refused
 	case errors.Is(err, ErrFiltered), errors.Is(err, ErrNoSpace):
-		kind = services.Config
+		return services.Config
 	}
-	return &services.Error{Resource: ResourceName, Op: op, Kind: kind, Err: err}
+	return services.Failed
 }
 
 // Start activates the VG, creating PV, VG and LV on a blank DRBD device
@@ -205,7 +250,7 @@ func (v *Volume) Start(ctx context.Context) error {
 	switch {
 	case err == nil:
 		return v.activate(ctx, vg)
-	case !errors.Is(err, ErrNotFound):
+	case !errors.Is(err, services.ErrNotFound):
 		return v.toolErr("start", err)
 	}
 
@@ -222,7 +267,7 @@ func (v *Volume) Start(ctx context.Context) error {
 		return v.create(ctx, false)
 	case errors.Is(err, ErrFiltered):
 		return v.toolErr("start", err)
-	case !errors.Is(err, ErrNotFound):
+	case !errors.Is(err, services.ErrNotFound):
 		return v.toolErr("start", err)
 	}
 	c, err := disks.ProbePath(v.pv)
@@ -361,9 +406,9 @@ func (v *Volume) Stop(ctx context.Context) error {
 	case err == nil:
 		v.log.Info("volume group deactivated", "vg", v.vg)
 		return nil
-	case errors.Is(err, ErrInUse):
+	case errors.Is(err, services.ErrInUse):
 		return v.errorf("stop", services.Failed, "%s is still open (XFS still mounted?): %w", v.Device(), err)
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, services.ErrNotFound):
 		// LVM cannot see the VG (DRBD already secondary or down). That
 		// is stopped, unless a mapping of ours is still in the kernel.
 		if left := v.mappings(); len(left) > 0 {

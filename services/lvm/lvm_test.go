@@ -28,29 +28,29 @@ func TestClassify(t *testing.T) {
 		name, stderr string
 		want         error
 	}{
-		{"vg not found", "  Volume group \"tandem\" not found\n  Cannot process volume group tandem\n", ErrNotFound},
-		{"lv not found", "  Failed to find logical volume \"tandem/nolv\"\n", ErrNotFound},
-		{"pv not found", "  Failed to find physical volume \"/dev/drbd0\".\n", ErrNotFound},
-		{"no device", "  No device found for /dev/drbd0.\n", ErrNotFound},
+		{"vg not found", "  Volume group \"tandem\" not found\n  Cannot process volume group tandem\n", services.ErrNotFound},
+		{"lv not found", "  Failed to find logical volume \"tandem/nolv\"\n", services.ErrNotFound},
+		{"pv not found", "  Failed to find physical volume \"/dev/drbd0\".\n", services.ErrNotFound},
+		{"no device", "  No device found for /dev/drbd0.\n", services.ErrNotFound},
 		{"vg exists", "  A volume group called tandem already exists.\n", ErrExists},
 		{"lv exists", "  Logical Volume \"data\" already exists in volume group \"tandem\"\n", ErrExists},
 		{"duplicate on activation", "  WARNING: Not using device /dev/md127 for PV wkWRFA-9IFf-zsd6-bNKS-Ox4Y-qyHn-6Ji8Ky.\n  WARNING: PV wkWRFA-9IFf-zsd6-bNKS-Ox4Y-qyHn-6Ji8Ky prefers device /dev/drbd0 because device name matches previous.\n" +
 			"  Cannot activate LVs in VG tandem while PVs appear on duplicate devices.\n", ErrDuplicatePV},
 		{"duplicate on pvcreate", "  Cannot use device /dev/loop3 with duplicates.\n", ErrDuplicatePV},
 		{"filtered", "  Cannot use /dev/md127: device is rejected by filter config\n", ErrFiltered},
-		{"pv of a vg", "  Can't initialize physical volume \"/dev/drbd0\" of volume group \"tandem\" without -ff\n  /dev/drbd0: physical volume not initialized.\n", ErrHasData},
-		{"signature kept", "WARNING: xfs signature detected on /dev/drbd0 at offset 0. Wipe it? [y/n]: [n]\n  Aborted wiping of xfs.\n  1 existing signature left on the device.\n", ErrHasData},
-		{"pv in another vg despite warnings", otherVGWarning + "  Physical volume '/dev/loop2' is already in volume group 'other'\n  Unable to add physical volume '/dev/loop2' to volume group 'other'\n", ErrHasData},
-		{"lv open", "  Logical volume tandem/data in use.\n  Can't deactivate volume group \"tandem\" with 1 open logical volume(s)\n", ErrInUse},
-		{"fs in use", "  Logical volume tandem/data contains a filesystem in use.\n", ErrInUse},
-		{"exclusive", "  Can't open /dev/drbd0 exclusively.  Mounted filesystem?\n", ErrInUse},
+		{"pv of a vg", "  Can't initialize physical volume \"/dev/drbd0\" of volume group \"tandem\" without -ff\n  /dev/drbd0: physical volume not initialized.\n", services.ErrHasData},
+		{"signature kept", "WARNING: xfs signature detected on /dev/drbd0 at offset 0. Wipe it? [y/n]: [n]\n  Aborted wiping of xfs.\n  1 existing signature left on the device.\n", services.ErrHasData},
+		{"pv in another vg despite warnings", otherVGWarning + "  Physical volume '/dev/loop2' is already in volume group 'other'\n  Unable to add physical volume '/dev/loop2' to volume group 'other'\n", services.ErrHasData},
+		{"lv open", "  Logical volume tandem/data in use.\n  Can't deactivate volume group \"tandem\" with 1 open logical volume(s)\n", services.ErrInUse},
+		{"fs in use", "  Logical volume tandem/data contains a filesystem in use.\n", services.ErrInUse},
+		{"exclusive", "  Can't open /dev/drbd0 exclusively.  Mounted filesystem?\n", services.ErrInUse},
 		{"missing pv (only warnings)", otherVGWarning, ErrMissingPV},
 		{"partial", "  Refusing activation of partial LV tandem/data.  Use '--activationmode partial' to override.\n", ErrMissingPV},
 		{"no space", "  Volume group \"tandem\" has insufficient free space (0 extents): 25 required.\n", ErrNoSpace},
 		{"no space 2", "  Insufficient free space: 2560 extents needed, but only 24 available\n", ErrNoSpace},
 		{"no dm", dmChatter + "  striped: Required device-mapper target(s) not detected in your kernel.\n  Run `lvcreate --help' for more information.\n", ErrNoKernelDM},
-		{"vg not found with dm chatter", dmChatter + "  Volume group \"tandem\" not found\n", ErrNotFound},
-		{"unknown", "  something new\n", ErrFailed},
+		{"vg not found with dm chatter", dmChatter + "  Volume group \"tandem\" not found\n", services.ErrNotFound},
+		{"unknown", "  something new\n", services.ErrToolFailed},
 	}
 	for _, tt := range tests {
 		if got := classify(tt.stderr); got != tt.want {
@@ -62,7 +62,7 @@ func TestClassify(t *testing.T) {
 // TestConfigGolden checks the generated lvm.conf against the expected
 // file (regenerate with TANDEM_UPDATE_GOLDEN=1).
 func TestConfigGolden(t *testing.T) {
-	got := Config(DefaultSystemDir)
+	got := RenderConfig(DefaultSystemDir)
 	p := filepath.Join("testdata", "lvm.conf")
 	if os.Getenv("TANDEM_UPDATE_GOLDEN") == "1" {
 		if err := os.WriteFile(p, got, 0o644); err != nil {
@@ -331,7 +331,11 @@ func (f *fake) volume(create bool) *Volume {
 		RAID: site.RAID{CreateIfBlank: create},
 		LVM:  site.LVM{VG: "tandem", LV: "data", Size: "100%FREE"},
 	}}
-	v, err := New(cfg, Options{PV: f.pv, SystemDir: filepath.Join(f.dir, "etc"), Lvm: f.script(), SysRoot: filepath.Join(f.dir, "sys"), DevDir: filepath.Join(f.dir, "dev"),
+	c, err := FromSite(cfg, "head-a", f.pv)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	v, err := New(c, Options{SystemDir: filepath.Join(f.dir, "etc"), Lvm: f.script(), SysRoot: filepath.Join(f.dir, "sys"), DevDir: filepath.Join(f.dir, "dev"),
 		Log: slog.New(slog.NewTextHandler(&f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		f.t.Fatal(err)
@@ -339,7 +343,7 @@ func (f *fake) volume(create bool) *Volume {
 	return v
 }
 
-func kindOf(err error) string {
+func kindName(err error) string {
 	if err == nil {
 		return "ok"
 	}
@@ -408,8 +412,8 @@ func TestStart(t *testing.T) {
 			}
 			v := f.volume(tt.create)
 			err := v.Start(context.Background())
-			if kindOf(err) != tt.kind || !strings.Contains(fmt.Sprint(err), tt.errHas) {
-				t.Fatalf("got %s: %v\nwant %s containing %q", kindOf(err), err, tt.kind, tt.errHas)
+			if kindName(err) != tt.kind || !strings.Contains(fmt.Sprint(err), tt.errHas) {
+				t.Fatalf("got %s: %v\nwant %s containing %q", kindName(err), err, tt.kind, tt.errHas)
 			}
 			if tt.calls != nil && !slices.Equal(f.calls(), tt.calls) {
 				t.Errorf("calls %v\n want %v", f.calls(), tt.calls)
@@ -468,7 +472,7 @@ func TestStopAndMonitor(t *testing.T) {
 			t.Fatal("second stop:", err)
 		}
 		err := v.Monitor(ctx)
-		if kindOf(err) != "failed" || !strings.Contains(err.Error(), "tandem/data is not active") {
+		if kindName(err) != "failed" || !strings.Contains(err.Error(), "tandem/data is not active") {
 			t.Errorf("monitor after stop: %v", err)
 		}
 	})
@@ -476,7 +480,7 @@ func TestStopAndMonitor(t *testing.T) {
 		f := newFake(t)
 		f.touch("pv", "vg", "lv", "active", "open")
 		err := f.volume(false).Stop(ctx)
-		if kindOf(err) != "failed" || !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "XFS still mounted?") {
+		if kindName(err) != "failed" || !errors.Is(err, services.ErrInUse) || !strings.Contains(err.Error(), "XFS still mounted?") {
 			t.Errorf("got %v", err)
 		}
 	})
@@ -493,14 +497,14 @@ func TestStopAndMonitor(t *testing.T) {
 			os.WriteFile(filepath.Join(f.dir, "sys/block", dm, "dm/name"), []byte(name+"\n"), 0o644)
 		}
 		err := f.volume(false).Stop(ctx)
-		if kindOf(err) != "failed" || !strings.HasSuffix(err.Error(), "device-mapper still has tandem-data") {
+		if kindName(err) != "failed" || !strings.HasSuffix(err.Error(), "device-mapper still has tandem-data") {
 			t.Errorf("got %v", err)
 		}
 	})
 	t.Run("monitor without vg", func(t *testing.T) {
 		f := newFake(t)
 		err := f.volume(false).Monitor(ctx)
-		if kindOf(err) != "failed" || !errors.Is(err, ErrNotFound) {
+		if kindName(err) != "failed" || !errors.Is(err, services.ErrNotFound) {
 			t.Errorf("got %v", err)
 		}
 	})
@@ -509,7 +513,7 @@ func TestStopAndMonitor(t *testing.T) {
 		f.touch("pv", "vg", "lv", "active", "suspended")
 		v := f.volume(false)
 		err := v.Monitor(ctx)
-		if kindOf(err) != "failed" || !errors.Is(err, ErrSuspended) || !strings.Contains(err.Error(), "resumed") {
+		if kindName(err) != "failed" || !errors.Is(err, ErrSuspended) || !strings.Contains(err.Error(), "resumed") {
 			t.Fatalf("got %v", err)
 		}
 		if c := f.calls(); c[len(c)-1] != "lvchange" {
@@ -524,7 +528,7 @@ func TestStopAndMonitor(t *testing.T) {
 		f.touch("pv", "vg", "lv", "active", "suspended")
 		os.WriteFile(filepath.Join(f.dir, "fail-lvchange"), []byte("  device-mapper: resume ioctl on (253:0) failed: Invalid argument\n"), 0o644)
 		err := f.volume(false).Monitor(ctx)
-		if kindOf(err) != "failed" || !strings.Contains(err.Error(), "resuming it failed") {
+		if kindName(err) != "failed" || !strings.Contains(err.Error(), "resuming it failed") {
 			t.Errorf("got %v", err)
 		}
 	})
@@ -537,7 +541,7 @@ func TestStopAndMonitor(t *testing.T) {
 		defer cancel()
 		start := time.Now()
 		err := v.Monitor(ctx)
-		if kindOf(err) != "timeout" || time.Since(start) > 5*time.Second {
+		if kindName(err) != "timeout" || time.Since(start) > 5*time.Second {
 			t.Errorf("got %v after %s", err, time.Since(start))
 		}
 	})
@@ -550,7 +554,11 @@ func TestDevice(t *testing.T) {
 	}
 	for _, tt := range tests {
 		cfg := &site.Config{Storage: site.Storage{LVM: site.LVM{VG: tt.vg, LV: tt.lv}, DRBD: site.DRBD{Minor: 3}}}
-		v, err := New(cfg, Options{})
+		c, err := FromSite(cfg, "head-a", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := New(c, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -558,7 +566,7 @@ func TestDevice(t *testing.T) {
 			t.Errorf("%s/%s: dm %s device %s pv %s", tt.vg, tt.lv, v.DMName(), v.Device(), v.PV())
 		}
 	}
-	if _, err := New(&site.Config{Storage: site.Storage{LVM: site.LVM{VG: "-x"}}}, Options{}); services.KindOf(err) != services.Config {
+	if _, err := FromSite(&site.Config{Storage: site.Storage{LVM: site.LVM{VG: "-x"}}}, "head-a", ""); services.KindOf(err) != services.Config {
 		t.Errorf("bad name: %v", err)
 	}
 }

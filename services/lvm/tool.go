@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"tandem.dev/tandem/services"
 	"tandem.dev/tandem/services/tool"
 )
 
@@ -27,10 +28,13 @@ type Tool struct {
 	Timeout time.Duration
 }
 
-// Sentinels for lvm failures; an *ExecError unwraps to one of them.
+// Sentinels for lvm failures; an *ExecError unwraps to one of them or
+// to one of services': services.ErrNotFound (no such VG, LV, PV or device),
+// services.ErrInUse (an LV is open, mounted, or the device is held), services.ErrHasData
+// (pvcreate found a signature or an existing PV and, with no one to
+// answer its question, left the device alone), ErrToolMissing,
+// ErrToolFailed.
 var (
-	// ErrNotFound: no such VG, LV, PV or device.
-	ErrNotFound = errors.New("not found")
 	// ErrExists: the VG or LV already exists.
 	ErrExists = errors.New("already exists")
 	// ErrDuplicatePV: one PV is seen on two devices (the md device under
@@ -38,48 +42,39 @@ var (
 	ErrDuplicatePV = errors.New("duplicate PV")
 	// ErrFiltered: the device is rejected by the filter (a config bug).
 	ErrFiltered = errors.New("device rejected by the LVM filter")
-	// ErrInUse: an LV is open (mounted) or the device is held.
-	ErrInUse = errors.New("in use")
-	// ErrHasData: pvcreate found a signature or an existing PV and, with
-	// no one to answer its question, left the device alone.
-	ErrHasData = errors.New("device holds data")
 	// ErrMissingPV: the VG is incomplete.
 	ErrMissingPV = errors.New("VG is missing a PV")
 	// ErrNoSpace: the LV does not fit.
 	ErrNoSpace = errors.New("insufficient free space")
 	// ErrNoKernelDM: the kernel has no device-mapper.
-	ErrNoKernelDM = errors.New("kernel device-mapper unavailable")
-	// ErrNoTool: the lvm binary is missing.
-	ErrNoTool = errors.New("lvm not installed")
-	// ErrFailed: any other failure.
-	ErrFailed = errors.New("lvm failed")
+	ErrNoKernelDM = services.Sentinel("kernel device-mapper unavailable", services.ErrNoKernel)
 )
 
 // stderrErrors maps LVM 2.03 messages to sentinels; the first match wins.
 // The phrases are from captured runs (lvm 2.03.16) and the tool's format
 // strings.
 var stderrErrors = tool.Rules{
-	{Phrase: "is already in volume group", Err: ErrHasData},      // Physical volume '%s' is already in volume group '%s'
-	{Phrase: "without -ff", Err: ErrHasData},                     // Can't initialize physical volume "%s" of volume group "%s" without -ff
-	{Phrase: "existing signature left", Err: ErrHasData},         // N existing signature(s) left on the device.
-	{Phrase: "Aborted wiping", Err: ErrHasData},                  // Aborted wiping of xfs.
-	{Phrase: "appear on duplicate devices", Err: ErrDuplicatePV}, // Cannot activate LVs in VG %s while PVs appear on duplicate devices.
-	{Phrase: "with duplicates", Err: ErrDuplicatePV},             // Cannot use device %s with duplicates.
+	{Phrase: "is already in volume group", Err: services.ErrHasData}, // Physical volume '%s' is already in volume group '%s'
+	{Phrase: "without -ff", Err: services.ErrHasData},                // Can't initialize physical volume "%s" of volume group "%s" without -ff
+	{Phrase: "existing signature left", Err: services.ErrHasData},    // N existing signature(s) left on the device.
+	{Phrase: "Aborted wiping", Err: services.ErrHasData},             // Aborted wiping of xfs.
+	{Phrase: "appear on duplicate devices", Err: ErrDuplicatePV},     // Cannot activate LVs in VG %s while PVs appear on duplicate devices.
+	{Phrase: "with duplicates", Err: ErrDuplicatePV},                 // Cannot use device %s with duplicates.
 	{Phrase: "duplicate PV", Err: ErrDuplicatePV},
 	{Phrase: "rejected by filter", Err: ErrFiltered}, // Cannot use /dev/x: device is rejected by filter config
 	{Phrase: "excluded by a filter", Err: ErrFiltered},
-	{Phrase: "already exists", Err: ErrExists},     // A volume group called %s already exists. / Logical Volume "%s" already exists in volume group "%s"
-	{Phrase: "open logical volume", Err: ErrInUse}, // Can't deactivate volume group "%s" with %d open logical volume(s)
-	{Phrase: "in use", Err: ErrInUse},              // Logical volume %s in use. / contains a filesystem in use.
-	{Phrase: "exclusively", Err: ErrInUse},         // Can't open %s exclusively.  Mounted filesystem?
-	{Phrase: "is missing PV", Err: ErrMissingPV},   // WARNING: VG %s is missing PV %s
+	{Phrase: "already exists", Err: ErrExists},              // A volume group called %s already exists. / Logical Volume "%s" already exists in volume group "%s"
+	{Phrase: "open logical volume", Err: services.ErrInUse}, // Can't deactivate volume group "%s" with %d open logical volume(s)
+	{Phrase: "in use", Err: services.ErrInUse},              // Logical volume %s in use. / contains a filesystem in use.
+	{Phrase: "exclusively", Err: services.ErrInUse},         // Can't open %s exclusively.  Mounted filesystem?
+	{Phrase: "is missing PV", Err: ErrMissingPV},            // WARNING: VG %s is missing PV %s
 	{Phrase: "Couldn't find device with uuid", Err: ErrMissingPV},
-	{Phrase: "partial", Err: ErrMissingPV},              // Refusing activation of partial LV
-	{Phrase: "nsufficient free space", Err: ErrNoSpace}, // Volume group "%s" has insufficient free space / Insufficient free space: ...
-	{Phrase: "not found", Err: ErrNotFound},             // Volume group "%s" not found / Device %s not found
-	{Phrase: "Failed to find", Err: ErrNotFound},        // Failed to find logical volume "%s/%s" / physical volume
-	{Phrase: "No device found", Err: ErrNotFound},       // No device found for %s.
-	{Phrase: "Cannot process volume group", Err: ErrNotFound},
+	{Phrase: "partial", Err: ErrMissingPV},                 // Refusing activation of partial LV
+	{Phrase: "nsufficient free space", Err: ErrNoSpace},    // Volume group "%s" has insufficient free space / Insufficient free space: ...
+	{Phrase: "not found", Err: services.ErrNotFound},       // Volume group "%s" not found / Device %s not found
+	{Phrase: "Failed to find", Err: services.ErrNotFound},  // Failed to find logical volume "%s/%s" / physical volume
+	{Phrase: "No device found", Err: services.ErrNotFound}, // No device found for %s.
+	{Phrase: "Cannot process volume group", Err: services.ErrNotFound},
 	{Phrase: "Failure to communicate with kernel device-mapper", Err: ErrNoKernelDM},
 	{Phrase: "Required device-mapper target(s) not detected", Err: ErrNoKernelDM},
 }
@@ -109,7 +104,7 @@ func classify(stderr string) error {
 			return r.Err
 		}
 	}
-	return ErrFailed
+	return services.ErrToolFailed
 }
 
 // summary joins lvm's stderr lines into one for console messages,
@@ -149,7 +144,7 @@ func (t *Tool) Run(ctx context.Context, args ...string) (string, error) {
 	case errors.As(err, &ee):
 		return r.Stdout, execError(args, r.Exit, r.Stderr, classify(r.Stderr))
 	case tool.Missing(err):
-		return "", fmt.Errorf("%w: %v", ErrNoTool, err)
+		return "", fmt.Errorf("%w: %v", services.ErrToolMissing, err)
 	}
 	return "", err
 }
@@ -192,7 +187,7 @@ func (v VG) Complete() bool {
 	return (v.MissingPVs == "0" || v.MissingPVs == "") && v.Partial == "" && (len(v.Attr) < 4 || v.Attr[3] != 'p')
 }
 
-// VG reports one volume group. ErrNotFound if it does not exist.
+// VG reports one volume group. services.ErrNotFound if it does not exist.
 func (t *Tool) VG(ctx context.Context, name string) (VG, error) {
 	args := append([]string{"vgs"}, reportArgs...)
 	args = append(args, "-o", "vg_name,vg_uuid,vg_attr,pv_count,vg_missing_pv_count,vg_partial,lv_count,vg_size,vg_free", "--", name)
@@ -211,7 +206,7 @@ func (t *Tool) VG(ctx context.Context, name string) (VG, error) {
 				Size: r["vg_size"], Free: r["vg_free"]}, nil
 		}
 	}
-	return VG{}, execError(args, 0, fmt.Sprintf("Volume group %q not found in the report", name), ErrNotFound)
+	return VG{}, execError(args, 0, fmt.Sprintf("Volume group %q not found in the report", name), services.ErrNotFound)
 }
 
 // LV is one row of lvs.
@@ -251,7 +246,7 @@ func (l LV) Healthy() bool {
 	return true
 }
 
-// LVs reports the LVs of vg. ErrNotFound if the VG does not exist.
+// LVs reports the LVs of vg. services.ErrNotFound if the VG does not exist.
 func (t *Tool) LVs(ctx context.Context, vg string) ([]LV, error) {
 	args := append([]string{"lvs"}, reportArgs...)
 	args = append(args, "-o", "lv_name,vg_name,lv_uuid,lv_attr,lv_active,lv_size,lv_path,lv_dm_path,lv_device_open", "--", vg)
@@ -276,7 +271,7 @@ type PV struct {
 	Name, VG, UUID string
 }
 
-// PV reports the physical volume on dev. ErrNotFound if dev is not one.
+// PV reports the physical volume on dev. services.ErrNotFound if dev is not one.
 func (t *Tool) PV(ctx context.Context, dev string) (PV, error) {
 	args := append([]string{"pvs"}, reportArgs...)
 	args = append(args, "-o", "pv_name,vg_name,pv_uuid", "--", dev)
@@ -289,7 +284,7 @@ func (t *Tool) PV(ctx context.Context, dev string) (PV, error) {
 		return PV{}, err
 	}
 	if len(rows) == 0 {
-		return PV{}, execError(args, 0, "no PV in the report", ErrNotFound)
+		return PV{}, execError(args, 0, "no PV in the report", services.ErrNotFound)
 	}
 	return PV{Name: rows[0]["pv_name"], VG: rows[0]["vg_name"], UUID: rows[0]["pv_uuid"]}, nil
 }

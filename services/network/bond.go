@@ -16,15 +16,17 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"tandem.dev/tandem/board"
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/site"
 )
 
 // ModeActiveBackup is the only bond mode Tandem uses: it needs no switch
 // support and is the only mode that works over IPoIB.
 const ModeActiveBackup = "active-backup"
 
-// Bond is the replication bond (DRBD and heartbeats run over it).
-type Bond struct {
+// BondConfig is the replication bond (DRBD and heartbeats run over it).
+type BondConfig struct {
 	Device string   // e.g. bond0
 	Links  []string // the slaves, by name or MAC; two or more
 	Mode   string   // "" means active-backup
@@ -39,21 +41,75 @@ type Bond struct {
 	// with fail_over_mac=active (IPoIB addresses cannot move).
 	IPoIB    bool
 	IPoIBMTU int
-	// SysClassNet is /sys/class/net (tests point it elsewhere).
-	SysClassNet string
-	Log         *slog.Logger
+}
+
+// BondFromSite turns node's [node.replication] into its Config; the
+// board (nil: none) says whether the links are IPoIB, which the site
+// config cannot.
+func BondFromSite(sc *site.Config, node string, bd *board.Board) (BondConfig, error) {
+	const op = "new"
+	if sc == nil {
+		return BondConfig{}, errorf(BondName, op, services.Config, "no site config")
+	}
+	nd := sc.Node(node)
+	if nd == nil {
+		return BondConfig{}, errorf(BondName, op, services.Config, "node %q is not in the site config", node)
+	}
+	r := nd.Replication
+	c := BondConfig{
+		Device: r.Bond, Links: r.Links, Mode: r.Mode,
+		MIIMon: time.Duration(r.MIIMonMS) * time.Millisecond,
+		MTU:    r.MTU,
+	}
+	if bd != nil {
+		c.IPoIB, c.IPoIBMTU = bd.IPoIB, bd.IPoIBMTU
+	}
+	if r.Address != "" {
+		p, err := netip.ParsePrefix(r.Address)
+		if err != nil {
+			return BondConfig{}, errorf(BondName, op, services.Config, "replication address %q: %w", r.Address, err)
+		}
+		c.Address = p
+	}
+	for _, t := range r.ARPTargets {
+		a, err := netip.ParseAddr(t)
+		if err != nil {
+			return BondConfig{}, errorf(BondName, op, services.Config, "arp target %q: %w", t, err)
+		}
+		c.ARPTargets = append(c.ARPTargets, a)
+	}
+	return c, nil
+}
+
+// Bond is the replication bond resource.
+type Bond struct {
+	BondConfig
+	sysNet string
+	logger *slog.Logger
 
 	mu sync.Mutex
 }
 
+var _ services.Resource = (*Bond)(nil)
+
+// NewBond builds the resource, refusing what the hardware cannot do
+// (Plan); it touches nothing.
+func NewBond(cfg BondConfig, opts Options) (*Bond, error) {
+	b := &Bond{BondConfig: cfg, sysNet: opts.SysClassNet, logger: opts.Log}
+	if _, err := b.Plan(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // Name is the resource's name in the graph.
-func (b *Bond) Name() string { return "bond" }
+func (b *Bond) Name() string { return BondName }
 
 func (b *Bond) log() *slog.Logger {
-	if b.Log == nil {
+	if b.logger == nil {
 		return slog.Default()
 	}
-	return b.Log
+	return b.logger
 }
 
 // mtu is the MTU of the bond and its slaves.
@@ -73,23 +129,23 @@ func (b *Bond) Plan() (*netlink.Bond, error) {
 	}
 	m, ok := netlink.StringToBondModeMap[mode]
 	if !ok {
-		return nil, services.Errorf(b.Name(), "start", services.Config, "unknown bond mode %q", mode)
+		return nil, b.errorf("start", services.Config, "unknown bond mode %q", mode)
 	}
 	if b.IPoIB && m != netlink.BOND_MODE_ACTIVE_BACKUP {
-		return nil, services.Errorf(b.Name(), "start", services.Refused,
+		return nil, b.errorf("start", services.Refused,
 			"bond mode %s on IPoIB: only active-backup works over InfiniBand", mode)
 	}
 	if m != netlink.BOND_MODE_ACTIVE_BACKUP {
-		return nil, services.Errorf(b.Name(), "start", services.Config, "bond mode %s: Tandem supports only active-backup", mode)
+		return nil, b.errorf("start", services.Config, "bond mode %s: Tandem supports only active-backup", mode)
 	}
 	if b.Device == "" || len(b.Device) >= unix.IFNAMSIZ {
-		return nil, services.Errorf(b.Name(), "start", services.Config, "bond name %q", b.Device)
+		return nil, b.errorf("start", services.Config, "bond name %q", b.Device)
 	}
 	if len(b.Links) < 2 {
-		return nil, services.Errorf(b.Name(), "start", services.Config, "a bond needs two or more links, got %d", len(b.Links))
+		return nil, b.errorf("start", services.Config, "a bond needs two or more links, got %d", len(b.Links))
 	}
 	if b.MIIMon <= 0 {
-		return nil, services.Errorf(b.Name(), "start", services.Config, "miimon must be positive")
+		return nil, b.errorf("start", services.Config, "miimon must be positive")
 	}
 	nb := netlink.NewLinkBond(netlink.LinkAttrs{Name: b.Device})
 	nb.Mode = m
@@ -132,7 +188,7 @@ func (b *Bond) Start(ctx context.Context) error {
 			return err
 		}
 		if b.IPoIB && l.Type() != "ipoib" && l.Attrs().EncapType != "infiniband" {
-			return services.Errorf(b.Name(), "start", services.Config,
+			return b.errorf("start", services.Config,
 				"%s (%s) is not an IPoIB link, but the board replicates over IPoIB", ref, l.Attrs().Name)
 		}
 		slaves = append(slaves, l)
@@ -143,15 +199,15 @@ func (b *Bond) Start(ctx context.Context) error {
 	}
 	for _, s := range slaves {
 		if err := b.enslave(bond, s); err != nil {
-			return services.Errorf(b.Name(), "start", services.Failed, "%w", err)
+			return b.errorf("start", services.Failed, "%w", err)
 		}
 	}
 	if err := netlink.LinkSetUp(bond); err != nil {
-		return services.Errorf(b.Name(), "start", services.Failed, "%s up: %w", b.Device, err)
+		return b.errorf("start", services.Failed, "%s up: %w", b.Device, err)
 	}
 	if b.Address.IsValid() {
 		if err := netlink.AddrReplace(bond, &netlink.Addr{IPNet: prefixNet(b.Address)}); err != nil {
-			return services.Errorf(b.Name(), "start", services.Failed, "address %s on %s: %w", b.Address, b.Device, err)
+			return b.errorf("start", services.Failed, "address %s on %s: %w", b.Address, b.Device, err)
 		}
 	}
 	monitor := fmt.Sprintf("miimon=%dms", plan.Miimon)
@@ -167,7 +223,7 @@ func (b *Bond) Start(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return services.Errorf(b.Name(), "start", services.Timeout, "%s has no active slave (%s)", b.Device, st.String())
+			return b.errorf("start", services.Timeout, "%s has no active slave (%s)", b.Device, st.String())
 		case <-time.After(pollEvery):
 		}
 	}
@@ -181,18 +237,18 @@ func (b *Bond) ensureBond(plan *netlink.Bond) (netlink.Link, error) {
 			return l, nil
 		}
 		if l.Type() != "bond" {
-			return nil, services.Errorf(b.Name(), "start", services.Config, "%s exists and is a %s, not a bond", b.Device, l.Type())
+			return nil, b.errorf("start", services.Config, "%s exists and is a %s, not a bond", b.Device, l.Type())
 		}
 		if err := netlink.LinkDel(l); err != nil {
-			return nil, services.Errorf(b.Name(), "start", services.Failed, "replace stale %s: %w", b.Device, err)
+			return nil, b.errorf("start", services.Failed, "replace stale %s: %w", b.Device, err)
 		}
 	}
 	if err := netlink.LinkAdd(plan); err != nil {
-		return nil, services.Errorf(b.Name(), "start", services.Failed, "create %s: %w", b.Device, err)
+		return nil, b.errorf("start", services.Failed, "create %s: %w", b.Device, err)
 	}
 	l, err := netlink.LinkByName(b.Device)
 	if err != nil {
-		return nil, services.Errorf(b.Name(), "start", services.Failed, "%s: %w", b.Device, err)
+		return nil, b.errorf("start", services.Failed, "%s: %w", b.Device, err)
 	}
 	return l, nil
 }
@@ -228,8 +284,8 @@ func (b *Bond) enslave(bond, s netlink.Link) error {
 }
 
 func (b *Bond) sysClassNet() string {
-	if b.SysClassNet != "" {
-		return b.SysClassNet
+	if b.sysNet != "" {
+		return b.sysNet
 	}
 	return "/sys/class/net"
 }
@@ -311,13 +367,13 @@ func (b *Bond) Stop(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		return services.Errorf(b.Name(), "stop", services.Failed, "%s: %w", b.Device, err)
+		return b.errorf("stop", services.Failed, "%s: %w", b.Device, err)
 	}
 	if err := netlink.LinkSetDown(l); err != nil {
-		return services.Errorf(b.Name(), "stop", services.Failed, "%s down: %w", b.Device, err)
+		return b.errorf("stop", services.Failed, "%s down: %w", b.Device, err)
 	}
 	if err := netlink.LinkDel(l); err != nil {
-		return services.Errorf(b.Name(), "stop", services.Failed, "delete %s: %w", b.Device, err)
+		return b.errorf("stop", services.Failed, "delete %s: %w", b.Device, err)
 	}
 	return nil
 }
@@ -327,20 +383,20 @@ func (b *Bond) Stop(ctx context.Context) error {
 func (b *Bond) Monitor(ctx context.Context) error {
 	st, err := b.state()
 	if err != nil {
-		return services.Errorf(b.Name(), "monitor", services.Missing, "%s: %w", b.Device, err)
+		return b.errorf("monitor", services.Missing, "%s: %w", b.Device, err)
 	}
 	if !st.adminUp {
-		return services.Errorf(b.Name(), "monitor", services.Failed, "%s is administratively down (%s)", b.Device, st)
+		return b.errorf("monitor", services.Failed, "%s is administratively down (%s)", b.Device, st)
 	}
 	// No active slave on a bond that is up means no link reaches the far
 	// end (with ARP monitoring: the peer does not answer, e.g. it is still
 	// booting or has died). Recreating the bond cannot fix that, so report
 	// it and let the HA layer judge the peer; never restart-loop on it.
 	if st.active == "" || !st.up {
-		return services.Errorf(b.Name(), "monitor", services.Degraded, "%s has no active slave: no link reaches the far end (%s)", b.Device, st)
+		return b.errorf("monitor", services.Degraded, "%s has no active slave: no link reaches the far end (%s)", b.Device, st)
 	}
 	if d := st.down(); len(d) > 0 || len(st.slaves) < len(b.Links) {
-		return services.Errorf(b.Name(), "monitor", services.Degraded, "%s runs on %s only (%s)", b.Device, st.active, st)
+		return b.errorf("monitor", services.Degraded, "%s runs on %s only (%s)", b.Device, st.active, st)
 	}
 	return nil
 }

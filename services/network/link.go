@@ -19,6 +19,26 @@ import (
 	"tandem.dev/tandem/services"
 )
 
+// The layers' names in the service graph: this package holds two.
+const (
+	ManagementName = "mgmt"
+	BondName       = "bond"
+)
+
+// errorf is the one place this package builds its errors; the caller,
+// which knows what went wrong, gives the Kind.
+func errorf(resource, op string, kind services.Kind, format string, a ...any) error {
+	return services.Errorf(resource, op, kind, format, a...)
+}
+
+func (m *Management) errorf(op string, kind services.Kind, format string, a ...any) error {
+	return errorf(ManagementName, op, kind, format, a...)
+}
+
+func (b *Bond) errorf(op string, kind services.Kind, format string, a ...any) error {
+	return errorf(BondName, op, kind, format, a...)
+}
+
 // pollEvery is how often a missing NIC is looked for again: without udev
 // nothing tells us when a driver has finished probing.
 const pollEvery = 50 * time.Millisecond
@@ -85,7 +105,7 @@ func waitLink(ctx context.Context, resource, op, ref string) (netlink.Link, erro
 	for {
 		links, err := LocalLinks()
 		if err != nil {
-			return nil, services.Errorf(resource, op, services.Failed, "%v", err)
+			return nil, errorf(resource, op, services.Failed, "%v", err)
 		}
 		if l, ok := Find(links, ref); ok {
 			link, err := netlink.LinkByName(l.Name)
@@ -99,7 +119,7 @@ func waitLink(ctx context.Context, resource, op, ref string) (netlink.Link, erro
 			for _, l := range links {
 				names = append(names, l.Name+"="+l.MAC)
 			}
-			return nil, services.Errorf(resource, op, services.Missing,
+			return nil, errorf(resource, op, services.Missing,
 				"no NIC %s (present: %s)", ref, strings.Join(names, " "))
 		case <-time.After(pollEvery):
 		}

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,11 +20,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tandem.dev/tandem/services"
+	"tandem.dev/tandem/site"
 )
 
-// Management is a head's management interface: static addressing, or a
-// DHCP lease that it keeps renewing until stopped.
-type Management struct {
+// ManagementConfig is a head's management interface: static addressing,
+// or DHCP when Address is not valid.
+type ManagementConfig struct {
 	// Link is the NIC's name or MAC address.
 	Link string
 	// Address is the static address; DHCP is used when it is not valid.
@@ -32,9 +34,60 @@ type Management struct {
 	DNS     []netip.Addr
 	// Hostname is sent with DHCP requests.
 	Hostname string
+}
+
+// ManagementFromSite turns node's [node.management] into its Config.
+func ManagementFromSite(sc *site.Config, node string) (ManagementConfig, error) {
+	const op = "new"
+	if sc == nil {
+		return ManagementConfig{}, errorf(ManagementName, op, services.Config, "no site config")
+	}
+	nd := sc.Node(node)
+	if nd == nil {
+		return ManagementConfig{}, errorf(ManagementName, op, services.Config, "node %q is not in the site config", node)
+	}
+	m := nd.Management
+	c := ManagementConfig{Link: cmp.Or(m.MAC, m.Interface), Hostname: nd.Name}
+	if c.Link == "" {
+		return ManagementConfig{}, errorf(ManagementName, op, services.Config, "the node names no management interface or MAC")
+	}
+	if !m.DHCP {
+		p, err := netip.ParsePrefix(m.Address)
+		if err != nil {
+			return ManagementConfig{}, errorf(ManagementName, op, services.Config, "management address %q: %w", m.Address, err)
+		}
+		c.Address = p
+	}
+	if m.Gateway != "" {
+		gw, err := netip.ParseAddr(m.Gateway)
+		if err != nil {
+			return ManagementConfig{}, errorf(ManagementName, op, services.Config, "management gateway %q: %w", m.Gateway, err)
+		}
+		c.Gateway = gw
+	}
+	for _, d := range m.DNS {
+		if a, err := netip.ParseAddr(d); err == nil {
+			c.DNS = append(c.DNS, a)
+		}
+	}
+	return c, nil
+}
+
+// Options are the paths; the zero value is the real system.
+type Options struct {
 	// ResolvConf is written from DNS or the lease; default /etc/resolv.conf.
 	ResolvConf string
-	Log        *slog.Logger
+	// SysClassNet is /sys/class/net (tests point it elsewhere).
+	SysClassNet string
+	Log         *slog.Logger
+}
+
+// Management is the management interface resource; it keeps a DHCP
+// lease renewed until stopped.
+type Management struct {
+	ManagementConfig
+	resolvConf string
+	logger     *slog.Logger
 
 	mu     sync.Mutex
 	link   netlink.Link
@@ -46,17 +99,27 @@ type Management struct {
 	done   chan struct{}
 }
 
+var _ services.Resource = (*Management)(nil)
+
+// NewManagement builds the resource; it touches nothing.
+func NewManagement(cfg ManagementConfig, opts Options) (*Management, error) {
+	if cfg.Link == "" {
+		return nil, errorf(ManagementName, "new", services.Config, "no management interface or MAC")
+	}
+	return &Management{ManagementConfig: cfg, resolvConf: opts.ResolvConf, logger: opts.Log}, nil
+}
+
 // Name is the resource's name in the graph.
-func (m *Management) Name() string { return "mgmt" }
+func (m *Management) Name() string { return ManagementName }
 
 // DHCP reports whether the address comes from DHCP.
 func (m *Management) DHCP() bool { return !m.Address.IsValid() }
 
 func (m *Management) log() *slog.Logger {
-	if m.Log == nil {
+	if m.logger == nil {
 		return slog.Default()
 	}
-	return m.Log
+	return m.logger
 }
 
 // Start brings the link up and addresses it. It is idempotent.
@@ -69,7 +132,7 @@ func (m *Management) Start(ctx context.Context) error {
 	}
 	m.link = link
 	if err := netlink.LinkSetUp(link); err != nil {
-		return services.Errorf(m.Name(), "start", services.Failed, "%s up: %w", link.Attrs().Name, err)
+		return m.errorf("start", services.Failed, "%s up: %w", link.Attrs().Name, err)
 	}
 	if !m.DHCP() {
 		return m.applyStatic(ctx)
@@ -87,7 +150,7 @@ func (m *Management) applyStatic(ctx context.Context) error {
 		gw = m.Gateway.AsSlice()
 	}
 	if err := m.apply(ipn, gw); err != nil {
-		return services.Errorf(m.Name(), "start", services.Failed, "%w", err)
+		return m.errorf("start", services.Failed, "%w", err)
 	}
 	m.writeDNS(m.DNS)
 	args := []any{"link", m.link.Attrs().Name, "addr", m.Address}
@@ -140,7 +203,7 @@ func (m *Management) writeDNS(servers []netip.Addr) {
 	if len(servers) == 0 {
 		return
 	}
-	path := m.ResolvConf
+	path := m.resolvConf
 	if path == "" {
 		path = "/etc/resolv.conf"
 	}
@@ -168,7 +231,7 @@ func (m *Management) startDHCP(ctx context.Context) error {
 	m.waitCarrier(ctx, carrierWait)
 	client, err := nclient4.New(name, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
 	if err != nil {
-		return services.Errorf(m.Name(), "start", services.Failed, "dhcp on %s: %w", name, err)
+		return m.errorf("start", services.Failed, "dhcp on %s: %w", name, err)
 	}
 	lease, err := client.Request(ctx, m.dhcpMods()...)
 	if err != nil {
@@ -177,11 +240,11 @@ func (m *Management) startDHCP(ctx context.Context) error {
 		if ctx.Err() != nil {
 			kind = services.Timeout
 		}
-		return services.Errorf(m.Name(), "start", kind, "dhcp on %s: no lease: %w", name, err)
+		return m.errorf("start", kind, "dhcp on %s: no lease: %w", name, err)
 	}
 	if err := m.applyLease(lease, "mgmt: dhcp lease"); err != nil {
 		client.Close()
-		return services.Errorf(m.Name(), "start", services.Failed, "dhcp on %s: %w", name, err)
+		return m.errorf("start", services.Failed, "dhcp on %s: %w", name, err)
 	}
 	loop, stop := context.WithCancel(context.Background())
 	m.client, m.lease, m.stop, m.done = client, lease, stop, make(chan struct{})
@@ -306,7 +369,7 @@ func (m *Management) Stop(ctx context.Context) error {
 		select {
 		case <-done:
 		case <-ctx.Done():
-			return services.Errorf(m.Name(), "stop", services.Timeout, "dhcp renew loop did not end: %w", ctx.Err())
+			return m.errorf("stop", services.Timeout, "dhcp renew loop did not end: %w", ctx.Err())
 		}
 	}
 	m.mu.Lock()
@@ -339,7 +402,7 @@ func (m *Management) Stop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("link down: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return services.Errorf(m.Name(), "stop", services.Failed, "%s: %w", m.link.Attrs().Name, err)
+		return m.errorf("stop", services.Failed, "%s: %w", m.link.Attrs().Name, err)
 	}
 	return nil
 }
@@ -349,24 +412,24 @@ func (m *Management) Monitor(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.link == nil {
-		return services.Errorf(m.Name(), "monitor", services.Failed, "not started")
+		return m.errorf("monitor", services.Failed, "not started")
 	}
 	l, err := refresh(m.link)
 	if err != nil {
-		return services.Errorf(m.Name(), "monitor", services.Missing, "link %s: %w", m.link.Attrs().Name, err)
+		return m.errorf("monitor", services.Missing, "link %s: %w", m.link.Attrs().Name, err)
 	}
 	if !up(l) {
-		return services.Errorf(m.Name(), "monitor", services.Failed, "link %s is %s", l.Attrs().Name, l.Attrs().OperState)
+		return m.errorf("monitor", services.Failed, "link %s is %s", l.Attrs().Name, l.Attrs().OperState)
 	}
 	if m.addr == nil {
-		return services.Errorf(m.Name(), "monitor", services.Failed, "no address on %s", l.Attrs().Name)
+		return m.errorf("monitor", services.Failed, "no address on %s", l.Attrs().Name)
 	}
 	ok, err := addrPresent(l, m.addr)
 	if err != nil {
-		return services.Errorf(m.Name(), "monitor", services.Failed, "%w", err)
+		return m.errorf("monitor", services.Failed, "%w", err)
 	}
 	if !ok {
-		return services.Errorf(m.Name(), "monitor", services.Failed, "address %s is gone from %s", m.addr, l.Attrs().Name)
+		return m.errorf("monitor", services.Failed, "address %s is gone from %s", m.addr, l.Attrs().Name)
 	}
 	return nil
 }

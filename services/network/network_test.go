@@ -13,7 +13,7 @@ import (
 
 func TestBondPlan(t *testing.T) {
 	base := func() *Bond {
-		return &Bond{Device: "bond0", Links: []string{"eth1", "eth2"}, MIIMon: 100 * time.Millisecond, MTU: 1500}
+		return &Bond{BondConfig: BondConfig{Device: "bond0", Links: []string{"eth1", "eth2"}, MIIMon: 100 * time.Millisecond, MTU: 1500}}
 	}
 	tests := []struct {
 		name     string

@@ -56,7 +56,7 @@ func parseSite(t *testing.T, extra string) *site.Config {
 func TestExportsGolden(t *testing.T) {
 	for _, tc := range []struct{ name, extra string }{{"lab.exports", ""}, {"rich.exports", richSite}} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := FromSite(parseSite(t, tc.extra))
+			c := fromSite(t, parseSite(t, tc.extra))
 			got, err := RenderExports(c.Exports)
 			if err != nil {
 				t.Fatal(err)
@@ -72,7 +72,7 @@ func TestExportsGolden(t *testing.T) {
 }
 
 func TestNFSConfGolden(t *testing.T) {
-	c := FromSite(parseSite(t, ""))
+	c := fromSite(t, parseSite(t, ""))
 	golden.Check(t, "lab-nfs.conf", RenderNFSConf(c))
 }
 
@@ -129,7 +129,7 @@ func TestVersionDiff(t *testing.T) {
 }
 
 func TestFromSiteStateOnReplicatedFS(t *testing.T) {
-	c := FromSite(parseSite(t, ""))
+	c := fromSite(t, parseSite(t, ""))
 	if c.Scope != "lab" || c.StateDir != "/srv/tandem/.tandem/nfs" || !slices.Equal(c.Versions, site.DefaultNFSVersions) {
 		t.Errorf("config %+v", c)
 	}
@@ -140,4 +140,14 @@ func TestFromSiteStateOnReplicatedFS(t *testing.T) {
 	if c.check() == nil {
 		t.Error("state outside the replicated filesystem accepted")
 	}
+}
+
+// fromSite is FromSite for the site's first head.
+func fromSite(t *testing.T, sc *site.Config) Config {
+	t.Helper()
+	c, err := FromSite(sc, sc.Nodes[0].Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

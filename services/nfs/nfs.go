@@ -59,8 +59,15 @@ type Config struct {
 // DefaultThreads is the nfsd thread count; site.toml has no key for it yet.
 const DefaultThreads = 16
 
-// FromSite builds the NFS config from the site config.
-func FromSite(sc *site.Config) Config {
+// FromSite builds the NFS config from the site config. Both heads serve
+// the same: node is for the one constructor shape, and checked.
+func FromSite(sc *site.Config, node string) (Config, error) {
+	if sc == nil {
+		return Config{}, errorf("new", services.Config, "no site config")
+	}
+	if sc.Node(node) == nil {
+		return Config{}, errorf("new", services.Config, "node %q is not in the site config", node)
+	}
 	n := sc.Services.NFS
 	mnt := sc.Storage.Filesystem.Mountpoint
 	c := Config{
@@ -74,7 +81,7 @@ func FromSite(sc *site.Config) Config {
 	for _, e := range n.Exports {
 		c.Exports = append(c.Exports, Export{Path: e.Path, Clients: slices.Clone(e.Clients), Options: slices.Clone(e.Options), FSID: e.FSID.String()})
 	}
-	return c
+	return c, c.check()
 }
 
 func (c Config) check() error {
@@ -100,7 +107,7 @@ func (c Config) check() error {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("nfs config: %w", errors.Join(errs...))
+		return errorf("new", services.Config, "%w", errors.Join(errs...))
 	}
 	return nil
 }
@@ -142,13 +149,24 @@ type Server struct {
 	procs map[string]proc // daemons we started, by program name
 }
 
-var _ services.Resource = (*Server)(nil)
+var (
+	_ services.Resource = (*Server)(nil)
+	_ services.Warmer   = (*Server)(nil)
+)
 
-// New returns the NFS server resource.
-func New(cfg Config, log *slog.Logger) (*Server, error) {
+// Options are what the server needs beyond its Config. The tools, the
+// daemons, mount(2) and the RPC probes are replaced by this package's
+// tests through unexported fields.
+type Options struct {
+	Log *slog.Logger
+}
+
+// New returns the NFS server resource; it touches nothing.
+func New(cfg Config, opts Options) (*Server, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
+	log := opts.Log
 	if log == nil {
 		log = slog.Default()
 	}
@@ -176,8 +194,18 @@ func (s *Server) nullVersion() uint32 {
 	return 4
 }
 
+// fail is the one constructor of this layer's errors; tool failures get
+// their Kind from classify's rules, the rest from the caller.
+func fail(op string, kind services.Kind, err error) error {
+	return &services.Error{Resource: Name, Op: op, Kind: kind, Err: err}
+}
+
+func errorf(op string, kind services.Kind, format string, a ...any) error {
+	return fail(op, kind, fmt.Errorf(format, a...))
+}
+
 func (s *Server) errorf(op string, kind services.Kind, format string, a ...any) error {
-	return services.Errorf(Name, op, kind, format, a...)
+	return errorf(op, kind, format, a...)
 }
 
 // Start brings NFS up in the order nfs-utils needs, grace and lease
@@ -190,7 +218,7 @@ func (s *Server) Start(ctx context.Context) error {
 	c := s.cfg
 	// State written to the root filesystem would not follow a failover.
 	if ok, err := s.isMount(c.Mountpoint); err != nil || !ok {
-		return &services.Error{Resource: Name, Op: op, Kind: services.Failed, Err: fmt.Errorf("%w: %s (%v)", ErrNotReplicated, c.Mountpoint, err)}
+		return errorf(op, services.Failed, "%w: %s (%v)", ErrNotReplicated, c.Mountpoint, err)
 	}
 	for _, d := range StateDirs {
 		if err := os.MkdirAll(filepath.Join(c.StateDir, d), 0o700); err != nil {
@@ -206,7 +234,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	exports, err := RenderExports(c.Exports)
 	if err != nil {
-		return &services.Error{Resource: Name, Op: op, Kind: services.Config, Err: err}
+		return fail(op, services.Config, err)
 	}
 	for path, data := range map[string][]byte{c.ExportsFile: exports, c.ConfFile: RenderNFSConf(c)} {
 		if err := writeFile(path, data); err != nil {
@@ -214,7 +242,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	if err := s.ensureFS(c.ProcNFSD, "nfsd", "threads"); err != nil {
-		return &services.Error{Resource: Name, Op: op, Kind: services.Missing, Err: fmt.Errorf("%w: %w", ErrNoNFSD, err)}
+		return errorf(op, services.Missing, "%w: %w", ErrNoNFSD, err)
 	}
 	running := s.threads() > 0
 	if !running {
@@ -413,8 +441,6 @@ func exited(p proc) bool {
 		return false
 	}
 }
-
-var _ services.Warmer = (*Server)(nil)
 
 // warmArgs ask the programs a start runs for their version or usage:
 // nothing starts, nothing is read. sm-notify is left out: with a wrong

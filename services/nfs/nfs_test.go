@@ -148,7 +148,7 @@ func newWorld(t *testing.T, versions ...string) (*Server, *world) {
 		ProcNFSD: w.proc, NLMGrace: filepath.Join(dir, "nlm_grace_period"), PipeFS: filepath.Join(dir, "rpc_pipefs"),
 		RPCBindDir: filepath.Join(dir, "run-rpcbind"),
 	}
-	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +386,7 @@ func TestClassify(t *testing.T) {
 		{"4.3: unsupported minor version\n", ErrVersion, services.Config},
 		{"2: Unsupported version\n", ErrVersion, services.Config},
 		{"rpc.nfsd: no version specified\n", ErrVersion, services.Config},
-		{"exportfs: could not open /var/lib/nfs/.etab.lock for locking: errno 30 (Read-only file system)\n", ErrTool, services.Failed},
+		{"exportfs: could not open /var/lib/nfs/.etab.lock for locking: errno 30 (Read-only file system)\n", services.ErrToolFailed, services.Failed},
 	}
 	for _, tc := range cases {
 		err := classify("start", result{Stderr: tc.stderr, Exit: 1, Err: errors.New("exit status 1")}, "x")
@@ -395,7 +395,7 @@ func TestClassify(t *testing.T) {
 		}
 	}
 	err := classify("start", result{Exit: -1, Err: &exec.Error{Name: "rpc.nfsd", Err: exec.ErrNotFound}}, "rpc.nfsd")
-	if !errors.Is(err, ErrToolMissing) || services.KindOf(err) != services.Missing {
+	if !errors.Is(err, services.ErrToolMissing) || services.KindOf(err) != services.Missing {
 		t.Errorf("missing binary: %v", err)
 	}
 	err = classify("start", result{Exit: -1, Err: fmt.Errorf("rpc.nfsd: %w", context.DeadlineExceeded)}, "rpc.nfsd")

@@ -77,15 +77,14 @@ func (execStarter) Start(name string, args ...string) (proc, error) {
 	return p, nil
 }
 
-// Sentinel errors a tool failure maps to.
+// Sentinel errors a tool failure maps to, besides services'
+// ErrToolMissing and ErrToolFailed (a failure no rule knows).
 var (
-	ErrNoNFSD        = errors.New("kernel nfsd not available")
+	ErrNoNFSD        = services.Sentinel("kernel nfsd not available", services.ErrNoKernel)
 	ErrExportPath    = errors.New("export path cannot be exported")
-	ErrPortInUse     = errors.New("NFS port already in use")
+	ErrPortInUse     = services.Sentinel("NFS port already in use", services.ErrInUse)
 	ErrScope         = errors.New("cannot set the NFSv4 server scope")
 	ErrVersion       = errors.New("NFS version not supported")
-	ErrToolMissing   = errors.New("nfs-utils program missing")
-	ErrTool          = errors.New("nfs-utils tool failed")
 	ErrNotReplicated = errors.New("replicated filesystem not mounted")
 )
 
@@ -102,7 +101,7 @@ var rules = tool.Rules{
 	{Phrase: "Unsupported version", Err: ErrVersion, Kind: services.Config},
 	{Phrase: "unsupported minor version", Err: ErrVersion, Kind: services.Config},
 	{Phrase: "no version specified", Err: ErrVersion, Kind: services.Config},
-	{Phrase: "executable file not found", Err: ErrToolMissing, Kind: services.Missing},
+	{Phrase: "executable file not found", Err: services.ErrToolMissing, Kind: services.Missing},
 }
 
 // classify turns a failed run into a *services.Error.
@@ -114,10 +113,10 @@ func classify(op string, r result, cmd string) error {
 	if r.Exit < 0 {
 		kind := services.KindOf(r.Err)
 		if errors.Is(r.Err, exec.ErrNotFound) {
-			return &services.Error{Resource: Name, Op: op, Kind: services.Missing, Err: fmt.Errorf("%w: %s: %w", ErrToolMissing, cmd, r.Err)}
+			return errorf(op, services.Missing, "%w: %s: %w", services.ErrToolMissing, cmd, r.Err)
 		}
-		return &services.Error{Resource: Name, Op: op, Kind: kind, Err: fmt.Errorf("%s: %w", cmd, r.Err)}
+		return errorf(op, kind, "%s: %w", cmd, r.Err)
 	}
 	detail := fmt.Errorf("%s: exit %d: %s", cmd, r.Exit, strings.ReplaceAll(text, "\n", " | "))
-	return rules.ServiceError(Name, op, text, detail, ErrTool)
+	return rules.ServiceError(Name, op, text, detail, services.ErrToolFailed)
 }

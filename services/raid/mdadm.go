@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"tandem.dev/tandem/services"
 	"tandem.dev/tandem/services/tool"
 )
 
@@ -25,35 +26,27 @@ type Mdadm struct {
 	Timeout time.Duration
 }
 
-// Sentinels for mdadm failures; an *ExecError unwraps to one of them.
+// Sentinels for mdadm failures; an *ExecError unwraps to one of them or
+// to one of services': ErrInUse (a device is held open: mounted, DRBD
+// attached, another array), services.ErrHasData (mdadm --create found a partition
+// table, filesystem or old superblock on a member and declined to go on),
+// services.ErrNotFound (no such array or device), ErrToolMissing, ErrToolFailed.
 var (
 	// ErrNoSuperblock: the device holds no md superblock.
 	ErrNoSuperblock = errors.New("no md superblock")
 	// ErrActive: the array, or an array using these members, is already
 	// running.
-	ErrActive = errors.New("array already active")
+	ErrActive = services.Sentinel("array already active", services.ErrInUse)
 	// ErrNotEnough: too few members to start the array, even degraded.
 	ErrNotEnough = errors.New("not enough members to start the array")
 	// ErrNeedsForce: the members disagree (the array was not shut down
 	// cleanly and is degraded); mdadm asks for --force, which may lose
 	// the latest writes. Tandem never forces: an operator decides.
 	ErrNeedsForce = errors.New("members are out of date with each other; mdadm wants --force")
-	// ErrBusy: a device is held open (mounted, DRBD attached, another
-	// array).
-	ErrBusy = errors.New("device busy")
-	// ErrHasData: mdadm --create found a partition table, filesystem or
-	// old superblock on a member and declined to go on.
-	ErrHasData = errors.New("member holds data")
-	// ErrNotFound: the array or device does not exist.
-	ErrNotFound = errors.New("no such array or device")
 	// ErrWrongUUID: a member belongs to another array.
 	ErrWrongUUID = errors.New("member has the wrong UUID")
 	// ErrNoKernelMD: the kernel has no md support (module not loaded).
-	ErrNoKernelMD = errors.New("kernel md driver unavailable")
-	// ErrNoTool: the mdadm binary is missing.
-	ErrNoTool = errors.New("mdadm not installed")
-	// ErrFailed: any other failure.
-	ErrFailed = errors.New("mdadm failed")
+	ErrNoKernelMD = services.Sentinel("kernel md driver unavailable", services.ErrNoKernel)
 )
 
 // stderrErrors maps mdadm's messages (mdadm 4.x: Assemble.c, Create.c,
@@ -70,23 +63,23 @@ var stderrErrors = tool.Rules{
 	{Phrase: "is already in use", Err: ErrActive},
 	{Phrase: "consider --force", Err: ErrNeedsForce},
 	{Phrase: "not enough to start", Err: ErrNotEnough},
-	{Phrase: "Cannot get exclusive access", Err: ErrBusy},
-	{Phrase: "is busy - skipping", Err: ErrBusy},
-	{Phrase: "Device or resource busy", Err: ErrBusy},
-	{Phrase: "Device is busy", Err: ErrBusy},
-	{Phrase: "It is busy", Err: ErrBusy},
-	{Phrase: "appears to be part of a raid array", Err: ErrHasData},
-	{Phrase: "appears to contain", Err: ErrHasData},
-	{Phrase: "partition table exists", Err: ErrHasData},
-	{Phrase: "create aborted", Err: ErrHasData},
+	{Phrase: "Cannot get exclusive access", Err: services.ErrInUse},
+	{Phrase: "is busy - skipping", Err: services.ErrInUse},
+	{Phrase: "Device or resource busy", Err: services.ErrInUse},
+	{Phrase: "Device is busy", Err: services.ErrInUse},
+	{Phrase: "It is busy", Err: services.ErrInUse},
+	{Phrase: "appears to be part of a raid array", Err: services.ErrHasData},
+	{Phrase: "appears to contain", Err: services.ErrHasData},
+	{Phrase: "partition table exists", Err: services.ErrHasData},
+	{Phrase: "create aborted", Err: services.ErrHasData},
 	{Phrase: "has wrong uuid", Err: ErrWrongUUID},
 	{Phrase: "does not appear to be a component of", Err: ErrWrongUUID},
 	{Phrase: "unexpected failure opening", Err: ErrNoKernelMD},
-	{Phrase: "does not appear to be an md device", Err: ErrNotFound},
-	{Phrase: "No such file or directory", Err: ErrNotFound},
-	{Phrase: "No such device or address", Err: ErrNotFound},
-	{Phrase: "no devices found for", Err: ErrNotFound},
-	{Phrase: "No arrays found", Err: ErrNotFound},
+	{Phrase: "does not appear to be an md device", Err: services.ErrNotFound},
+	{Phrase: "No such file or directory", Err: services.ErrNotFound},
+	{Phrase: "No such device or address", Err: services.ErrNotFound},
+	{Phrase: "no devices found for", Err: services.ErrNotFound},
+	{Phrase: "No arrays found", Err: services.ErrNotFound},
 }
 
 // ExecError is a failed mdadm run (tool.Failure, named for this layer).
@@ -97,7 +90,7 @@ func execError(args []string, exit int, stderr string, err error) *ExecError {
 }
 
 // classify picks the sentinel for mdadm's stderr.
-func classify(stderr string) error { return stderrErrors.Classify(stderr, ErrFailed) }
+func classify(stderr string) error { return stderrErrors.Classify(stderr, services.ErrToolFailed) }
 
 // summary joins mdadm's stderr lines into one, without the "mdadm: "
 // prefixes, for messages on the console.
@@ -138,7 +131,7 @@ func (m *Mdadm) run(ctx context.Context, args ...string) (string, string, error)
 	case errors.As(err, &ee):
 		return r.Stdout, r.Stderr, execError(args, r.Exit, r.Stderr, classify(r.Stderr))
 	case tool.Missing(err):
-		return "", "", fmt.Errorf("%w: %v", ErrNoTool, err)
+		return "", "", fmt.Errorf("%w: %v", services.ErrToolMissing, err)
 	}
 	return "", "", err
 }
@@ -243,7 +236,7 @@ func (m *Mdadm) Create(ctx context.Context, s CreateSpec) (string, error) {
 	return summary(stderr), err
 }
 
-// Stop stops an array. ErrNotFound if it is not running.
+// Stop stops an array. services.ErrNotFound if it is not running.
 func (m *Mdadm) Stop(ctx context.Context, array string) error {
 	_, _, err := m.run(ctx, "--stop", "--config=none", array)
 	return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"tandem.dev/tandem/internal/hosttool"
+	"tandem.dev/tandem/services"
 )
 
 // TestClassify maps mdadm 4.x stderr, as printed (format strings from
@@ -25,25 +26,25 @@ func TestClassify(t *testing.T) {
 		{"mdadm: No md superblock detected on /dev/vdb.\n", ErrNoSuperblock},
 		{"mdadm: no recogniseable superblock on /dev/loop0\nmdadm: /dev/loop0 has no superblock - assembly aborted\n", ErrNoSuperblock},
 		{"mdadm: unexpected failure opening /dev/md127\n", ErrNoKernelMD},
-		{"mdadm: cannot open /dev/nonexist: No such file or directory\n", ErrNotFound},
-		{"mdadm: error opening /dev/md/tandem: No such device or address\n", ErrNotFound},
-		{"mdadm: No arrays found in config file or automatically\n", ErrNotFound},
+		{"mdadm: cannot open /dev/nonexist: No such file or directory\n", services.ErrNotFound},
+		{"mdadm: error opening /dev/md/tandem: No such device or address\n", services.ErrNotFound},
+		{"mdadm: No arrays found in config file or automatically\n", services.ErrNotFound},
 		// from the format strings
 		{"mdadm: /dev/md/tandem assembled from 2 drives - not enough to start the array.\n", ErrNotEnough},
 		{"mdadm: /dev/md/tandem assembled from 3 drives - not enough to start the array while not clean - consider --force.\n", ErrNeedsForce},
 		{"mdadm: /dev/md/tandem is already in use.\n", ErrActive},
 		{"mdadm: Found some drive for an array that is already active: /dev/md/tandem\nmdadm: giving up.\n", ErrActive},
 		{"mdadm: /dev/md127 already active, cannot restart it!\n", ErrActive},
-		{"mdadm: Cannot get exclusive access to /dev/md127:Perhaps a running process, mounted filesystem or active volume group?\n", ErrBusy},
-		{"mdadm: /dev/vdb is busy - skipping\n", ErrBusy},
-		{"mdadm: super1.x cannot open /dev/vdb: Device or resource busy\n", ErrBusy},
-		{"mdadm: failed to completely stop /dev/md127: Device is busy\n", ErrBusy},
-		{"mdadm: /dev/vdb appears to be part of a raid array:\n       level=raid10 devices=4 ctime=Thu Jan  1 00:00:00 2026\nContinue creating array? mdadm: create aborted.\n", ErrHasData},
-		{"mdadm: partition table exists on /dev/vdb\nContinue creating array? mdadm: create aborted.\n", ErrHasData},
+		{"mdadm: Cannot get exclusive access to /dev/md127:Perhaps a running process, mounted filesystem or active volume group?\n", services.ErrInUse},
+		{"mdadm: /dev/vdb is busy - skipping\n", services.ErrInUse},
+		{"mdadm: super1.x cannot open /dev/vdb: Device or resource busy\n", services.ErrInUse},
+		{"mdadm: failed to completely stop /dev/md127: Device is busy\n", services.ErrInUse},
+		{"mdadm: /dev/vdb appears to be part of a raid array:\n       level=raid10 devices=4 ctime=Thu Jan  1 00:00:00 2026\nContinue creating array? mdadm: create aborted.\n", services.ErrHasData},
+		{"mdadm: partition table exists on /dev/vdb\nContinue creating array? mdadm: create aborted.\n", services.ErrHasData},
 		{"mdadm: /dev/vdc has wrong uuid.\n", ErrWrongUUID},
-		{"mdadm: /dev/md/tandem does not appear to be an md device\n", ErrNotFound},
-		{"mdadm: something new\n", ErrFailed},
-		{"", ErrFailed},
+		{"mdadm: /dev/md/tandem does not appear to be an md device\n", services.ErrNotFound},
+		{"mdadm: something new\n", services.ErrToolFailed},
+		{"", services.ErrToolFailed},
 	}
 	for _, tt := range tests {
 		if got := classify(tt.stderr); got != tt.want {
@@ -54,12 +55,12 @@ func TestClassify(t *testing.T) {
 
 func TestExecErrorMessage(t *testing.T) {
 	e := execError([]string{"--stop", "/dev/md/tandem"}, 1,
-		"mdadm: Cannot get exclusive access to /dev/md127:Perhaps a running process, mounted filesystem or active volume group?\n", ErrBusy)
-	want := "mdadm --stop /dev/md/tandem: device busy: Cannot get exclusive access to /dev/md127:Perhaps a running process, mounted filesystem or active volume group?"
-	if e.Error() != want || !errors.Is(e, ErrBusy) {
+		"mdadm: Cannot get exclusive access to /dev/md127:Perhaps a running process, mounted filesystem or active volume group?\n", services.ErrInUse)
+	want := "mdadm --stop /dev/md/tandem: in use: Cannot get exclusive access to /dev/md127:Perhaps a running process, mounted filesystem or active volume group?"
+	if e.Error() != want || !errors.Is(e, services.ErrInUse) {
 		t.Errorf("got %q", e.Error())
 	}
-	e = execError([]string{"--stop"}, 3, "", ErrFailed)
+	e = execError([]string{"--stop"}, 3, "", services.ErrToolFailed)
 	if !strings.Contains(e.Error(), "exit status 3") {
 		t.Errorf("got %q", e.Error())
 	}
@@ -199,7 +200,7 @@ EOF
 	}
 	t.Run("missing binary", func(t *testing.T) {
 		m := &Mdadm{Path: filepath.Join(dir, "nope")}
-		if _, err := m.Examine(context.Background(), "/dev/vdb"); !errors.Is(err, ErrNoTool) {
+		if _, err := m.Examine(context.Background(), "/dev/vdb"); !errors.Is(err, services.ErrToolMissing) {
 			t.Errorf("err %v", err)
 		}
 	})
@@ -219,7 +220,7 @@ func TestRealMdadm(t *testing.T) {
 		t.Errorf("examine blank file: %v", err)
 	}
 	_, err = m.Examine(context.Background(), p+".missing")
-	if !errors.Is(err, ErrNotFound) {
+	if !errors.Is(err, services.ErrNotFound) {
 		t.Errorf("examine missing file: %v", err)
 	}
 	// --config=none must be accepted by this mdadm.

@@ -32,11 +32,48 @@ import (
 )
 
 const (
-	// ResourceName is the layer's name in the service graph.
-	ResourceName = "raid10"
+	// Name is the layer's name in the service graph.
+	Name = "raid10"
 	// ArrayName is the md name; the full name is "<node>:tandem".
 	ArrayName = "tandem"
 )
+
+// Config is this head's array, as the site config describes it.
+type Config struct {
+	Node string // the homehost in the array's name
+	// Disks are the members by stable identity (serial, WWN, by-id).
+	Disks         []string
+	CreateIfBlank bool
+	ChunkKiB      int
+	// UUID, if known (from the node's persistent state), is the array this
+	// head must assemble; a superblock with another UUID is refused.
+	UUID string
+}
+
+// FromSite builds node's Config. uuid is the array this head assembled
+// before ("" at first boot): the site config cannot know it.
+func FromSite(sc *site.Config, node, uuid string) (Config, error) {
+	if sc == nil {
+		return Config{}, configErr("no site config")
+	}
+	nd := sc.Node(node)
+	if nd == nil {
+		return Config{}, configErr("node %q is not in the site config", node)
+	}
+	rc := sc.Storage.RAID
+	if rc.Level != "" && rc.Level != "raid10" {
+		return Config{}, configErr("storage.raid.level %q: only raid10 is supported", rc.Level)
+	}
+	c := Config{Node: node, Disks: slices.Clone(nd.Disks), CreateIfBlank: rc.CreateIfBlank, ChunkKiB: cmp.Or(rc.ChunkKiB, site.DefaultChunkKiB), UUID: uuid}
+	return c, c.check()
+}
+
+func (c Config) check() error {
+	if n := len(c.Disks); n < 4 || n%2 != 0 {
+		return configErr("node %s: RAID10 needs an even number of disks, at least 4; the config names %d", c.Node, n)
+	}
+	return nil
+}
 
 // Options are the paths and tools; the zero value is the real system.
 type Options struct {
@@ -48,10 +85,7 @@ type Options struct {
 	Mdadm string
 	// ToolTimeout caps each mdadm call (default 2 minutes).
 	ToolTimeout time.Duration
-	// UUID, if known (from the node's persistent state), is the array this
-	// head must assemble; a superblock with another UUID is refused.
-	UUID string
-	Log  *slog.Logger
+	Log         *slog.Logger
 }
 
 // RAID is the RAID10 resource.
@@ -72,36 +106,23 @@ type RAID struct {
 	uuid string // expected, or learned at Start
 }
 
-// New builds the resource for node from the site config.
-func New(cfg *site.Config, node string, opts Options) (*RAID, error) {
-	if cfg == nil {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "no site config")
-	}
-	nd := cfg.Node(node)
-	if nd == nil {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "node %q is not in the site config", node)
-	}
-	rc := cfg.Storage.RAID
-	if rc.Level != "" && rc.Level != "raid10" {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "storage.raid.level %q: only raid10 is supported", rc.Level)
-	}
-	if n := len(nd.Disks); n < 4 || n%2 != 0 {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "node %s: RAID10 needs an even number of disks, at least 4; the config names %d", node, n)
-	}
-	chunk := rc.ChunkKiB
-	if chunk == 0 {
-		chunk = site.DefaultChunkKiB
+var _ services.Resource = (*RAID)(nil)
+
+// New builds the resource; it touches nothing.
+func New(cfg Config, opts Options) (*RAID, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	log := opts.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("resource", ResourceName)
+	log = log.With("resource", Name)
 	r := &RAID{
-		node:          node,
-		ids:           slices.Clone(nd.Disks),
-		createIfBlank: rc.CreateIfBlank,
-		chunkKiB:      chunk,
+		node:          cfg.Node,
+		ids:           slices.Clone(cfg.Disks),
+		createIfBlank: cfg.CreateIfBlank,
+		chunkKiB:      cfg.ChunkKiB,
 		finder:        disks.Finder{SysRoot: opts.SysRoot, DevDir: opts.DevDir},
 		sysRoot:       cmp.Or(opts.SysRoot, "/sys"),
 		procRoot:      cmp.Or(opts.ProcRoot, "/proc"),
@@ -109,13 +130,13 @@ func New(cfg *site.Config, node string, opts Options) (*RAID, error) {
 		devDir:        cmp.Or(opts.DevDir, "/dev"),
 		md:            &Mdadm{Path: opts.Mdadm, Log: log, Timeout: opts.ToolTimeout},
 		log:           log,
-		uuid:          opts.UUID,
+		uuid:          cfg.UUID,
 	}
 	return r, nil
 }
 
 // Name is the resource's name in the graph.
-func (r *RAID) Name() string { return ResourceName }
+func (r *RAID) Name() string { return Name }
 
 // Device is the array's device path for the layer above (DRBD's disk).
 func (r *RAID) Device() string { return filepath.Join(r.devDir, "md", ArrayName) }
@@ -127,22 +148,34 @@ func (r *RAID) UUID() string {
 	return r.uuid
 }
 
+// The Kind of every error this layer returns is set here: given by the
+// caller that knows, or read off mdadm's sentinel by kindOf.
+
+func fail(op string, kind services.Kind, err error) error {
+	return &services.Error{Resource: Name, Op: op, Kind: kind, Err: err}
+}
+
 func (r *RAID) errorf(op string, kind services.Kind, format string, a ...any) error {
-	return services.Errorf(ResourceName, op, kind, format, a...)
+	return fail(op, kind, fmt.Errorf(format, a...))
+}
+
+func configErr(format string, a ...any) error {
+	return fail("new", services.Config, fmt.Errorf(format, a...))
 }
 
 // toolErr classifies an mdadm failure.
-func (r *RAID) toolErr(op string, err error) error {
-	kind := services.Failed
+func (r *RAID) toolErr(op string, err error) error { return fail(op, kindOf(err), err) }
+
+func kindOf(err error) services.Kind {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		kind = services.Timeout
+		return services.Timeout
 	case errors.Is(err, ErrNotEnough):
-		kind = services.Missing
-	case errors.Is(err, ErrNeedsForce), errors.Is(err, ErrHasData), errors.Is(err, ErrWrongUUID):
-		kind = services.Refused
+		return services.Missing
+	case errors.Is(err, ErrNeedsForce), errors.Is(err, services.ErrHasData), errors.Is(err, ErrWrongUUID):
+		return services.Refused
 	}
-	return &services.Error{Resource: ResourceName, Op: op, Kind: kind, Err: err}
+	return services.Failed
 }
 
 // kernelName finds the running array's kernel name (md127): from the
@@ -190,7 +223,7 @@ func (r *RAID) Start(ctx context.Context) error {
 			// Inactive or stopped half-way: it holds its members busy, so
 			// assembling again needs it gone first.
 			r.log.Warn("array present but not running; stopping it to assemble again", "kernel", k, "state", st.State)
-			if err := r.md.Stop(ctx, r.Device()); err != nil && !errors.Is(err, ErrNotFound) {
+			if err := r.md.Stop(ctx, r.Device()); err != nil && !errors.Is(err, services.ErrNotFound) {
 				return r.toolErr("start", err)
 			}
 		}
@@ -202,7 +235,7 @@ func (r *RAID) Start(ctx context.Context) error {
 	}
 	d := decide(ms, r.createIfBlank, r.uuid, disks.Describe(all))
 	if d.err != nil {
-		return &services.Error{Resource: ResourceName, Op: "start", Kind: d.kind, Err: d.err}
+		return fail("start", d.kind, d.err)
 	}
 	for _, n := range d.notes {
 		r.log.Warn(n)
@@ -453,9 +486,9 @@ func (r *RAID) Stop(ctx context.Context) error {
 	case err == nil:
 		r.log.Info("array stopped", "device", r.Device())
 		return nil
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, services.ErrNotFound):
 		return nil
-	case errors.Is(err, ErrBusy):
+	case errors.Is(err, services.ErrInUse):
 		return r.errorf("stop", services.Failed, "%s is still in use (DRBD attached?): %w", r.Device(), err)
 	}
 	return r.toolErr("stop", err)
@@ -511,7 +544,7 @@ func (r *RAID) Monitor(ctx context.Context) error {
 	select {
 	case res = <-ch:
 	case <-ctx.Done():
-		return &services.Error{Resource: ResourceName, Op: "monitor", Kind: services.Timeout, Err: fmt.Errorf("reading the array's state: %w", ctx.Err())}
+		return fail("monitor", services.Timeout, fmt.Errorf("reading the array's state: %w", ctx.Err()))
 	}
 	if res.err != nil {
 		return r.errorf("monitor", services.Failed, "%v", res.err)

@@ -231,7 +231,9 @@ func (g *rig) raid(create bool, uuid string) *RAID {
 		Nodes:   []site.Node{{Name: "head-a", Disks: g.ids}},
 		Storage: site.Storage{RAID: site.RAID{Level: "raid10", CreateIfBlank: create, ChunkKiB: 256}},
 	}
-	r, err := New(cfg, "head-a", Options{SysRoot: g.sys, DevDir: g.dev, ProcRoot: g.proc, RunDir: g.run, Mdadm: g.mdadm(), UUID: uuid})
+	c, err := FromSite(cfg, "head-a", uuid)
+	must(g.t, err)
+	r, err := New(c, Options{SysRoot: g.sys, DevDir: g.dev, ProcRoot: g.proc, RunDir: g.run, Mdadm: g.mdadm()})
 	must(g.t, err)
 	return r
 }
@@ -240,7 +242,7 @@ func (g *rig) superblock(name, uuid string) {
 	must(g.t, os.WriteFile(g.fake+"/sb/"+name, []byte("MD_LEVEL=raid10\nMD_DEVICES=4\nMD_NAME=head-a:tandem\nMD_UUID="+uuid+"\nMD_EVENTS=7\n"), 0o644))
 }
 
-func kindOf(err error) string {
+func kindName(err error) string {
 	if err == nil {
 		return "ok"
 	}
@@ -317,8 +319,8 @@ func TestStartRefusals(t *testing.T) {
 				tt.setup(g)
 			}
 			err := g.raid(tt.create, "").Start(context.Background())
-			if kindOf(err) != tt.kind || !strings.Contains(fmt.Sprint(err), tt.errHas) {
-				t.Fatalf("got %s: %v\nwant %s containing %q", kindOf(err), err, tt.kind, tt.errHas)
+			if kindName(err) != tt.kind || !strings.Contains(fmt.Sprint(err), tt.errHas) {
+				t.Fatalf("got %s: %v\nwant %s containing %q", kindName(err), err, tt.kind, tt.errHas)
 			}
 			for _, c := range g.calls() {
 				if strings.HasPrefix(c, "--create") && tt.name != "mdadm refuses create itself" {
@@ -359,7 +361,7 @@ func TestStartAssemblesDegraded(t *testing.T) {
 		os.WriteFile(md+"/dev-"+m+"/state", []byte("in_sync\n"), 0o644)
 	}
 	err := r.Monitor(ctx)
-	if kindOf(err) != "degraded" || !strings.Contains(err.Error(), "1 of 4 members missing or failed: serial:head-a-data2 not present; still serving") {
+	if kindName(err) != "degraded" || !strings.Contains(err.Error(), "1 of 4 members missing or failed: serial:head-a-data2 not present; still serving") {
 		t.Errorf("monitor: %v", err)
 	}
 	st, err := r.Status()
@@ -377,7 +379,7 @@ func TestStartWrongRunningArray(t *testing.T) {
 	// ours is refused, not adopted.
 	r2 := g.raid(true, uuidB)
 	err := r2.Start(context.Background())
-	if kindOf(err) != "refused" || !strings.Contains(err.Error(), "this head's array is "+uuidB) {
+	if kindName(err) != "refused" || !strings.Contains(err.Error(), "this head's array is "+uuidB) {
 		t.Errorf("got %v", err)
 	}
 }
@@ -388,7 +390,7 @@ func TestStopBusy(t *testing.T) {
 	must(t, r.Start(context.Background()))
 	os.WriteFile(g.fake+"/busy", nil, 0o644)
 	err := r.Stop(context.Background())
-	if kindOf(err) != "failed" || !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "DRBD attached?") {
+	if kindName(err) != "failed" || !errors.Is(err, services.ErrInUse) || !strings.Contains(err.Error(), "DRBD attached?") {
 		t.Errorf("got %v", err)
 	}
 }
@@ -453,15 +455,15 @@ func TestMonitor(t *testing.T) {
 				must(t, os.WriteFile(g.proc+"/mdstat", []byte(tt.mdstat), 0o644))
 			}
 			err := r.Monitor(context.Background())
-			if kindOf(err) != tt.kind || !strings.Contains(fmt.Sprint(err), tt.errHas) {
-				t.Errorf("got %s: %v\nwant %s containing %q", kindOf(err), err, tt.kind, tt.errHas)
+			if kindName(err) != tt.kind || !strings.Contains(fmt.Sprint(err), tt.errHas) {
+				t.Errorf("got %s: %v\nwant %s containing %q", kindName(err), err, tt.kind, tt.errHas)
 			}
 		})
 	}
 	t.Run("not running", func(t *testing.T) {
 		g := newRig(t)
 		err := g.raid(true, "").Monitor(context.Background())
-		if kindOf(err) != "failed" || !strings.Contains(err.Error(), "is not running") {
+		if kindName(err) != "failed" || !strings.Contains(err.Error(), "is not running") {
 			t.Errorf("got %v", err)
 		}
 	})
@@ -505,7 +507,7 @@ unused devices: <none>
 	}
 }
 
-func TestNewConfigErrors(t *testing.T) {
+func TestFromSiteConfigErrors(t *testing.T) {
 	ids := []string{"serial:a", "serial:b", "serial:c", "serial:d"}
 	tests := []struct {
 		name string
@@ -518,7 +520,7 @@ func TestNewConfigErrors(t *testing.T) {
 		{"raid5", &site.Config{Nodes: []site.Node{{Name: "head-a", Disks: ids}}, Storage: site.Storage{RAID: site.RAID{Level: "raid5"}}}, "head-a"},
 	}
 	for _, tt := range tests {
-		if _, err := New(tt.cfg, tt.node, Options{}); services.KindOf(err) != services.Config {
+		if _, err := FromSite(tt.cfg, tt.node, ""); services.KindOf(err) != services.Config {
 			t.Errorf("%s: %v", tt.name, err)
 		}
 	}

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"time"
@@ -67,11 +66,18 @@ func Build(sc *site.Config, node string, opts Options) (*Stack, error) {
 		log = slog.Default()
 	}
 	st := &Stack{}
-	var err error
-	if st.Mgmt, err = Management(nd, log); err != nil {
+	mc, err := network.ManagementFromSite(sc, node)
+	if err != nil {
 		return nil, err
 	}
-	if st.Bond, err = bond(nd, opts.Board, log); err != nil {
+	if st.Mgmt, err = network.NewManagement(mc, network.Options{Log: log}); err != nil {
+		return nil, err
+	}
+	bc, err := network.BondFromSite(sc, node, opts.Board)
+	if err != nil {
+		return nil, err
+	}
+	if st.Bond, err = network.NewBond(bc, network.Options{Log: log}); err != nil {
 		return nil, err
 	}
 	if err := st.storage(sc, node, opts, log); err != nil {
@@ -84,14 +90,14 @@ func Build(sc *site.Config, node string, opts Options) (*Stack, error) {
 		{Resource: st.Mgmt, Role: graph.Both, Policy: link},
 		{Resource: st.Bond, Role: graph.Both, Policy: link},
 		{Resource: st.RAID, Role: graph.Both, Policy: policy(sc, site.Monitor{IntervalMS: 5000, TimeoutMS: 5000})},
-		{Resource: st.DRBD, Role: graph.Both, DependsOn: []string{raid.ResourceName, st.Bond.Name()}, Policy: policy(sc, mon.DRBD)},
+		{Resource: st.DRBD, Role: graph.Both, DependsOn: []string{raid.Name, network.BondName}, Policy: policy(sc, mon.DRBD)},
 		{Resource: graph.Primary(st.DRBD), Role: graph.ActiveOnly, DependsOn: []string{drbd.Name}, Policy: policy(sc, mon.DRBD)},
 		{Resource: st.LVM, Role: graph.ActiveOnly, DependsOn: []string{drbd.Name + "-primary"}, Policy: policy(sc, mon.LVM)},
-		{Resource: st.XFS, Role: graph.ActiveOnly, DependsOn: []string{lvm.ResourceName}, Policy: policy(sc, mon.Filesystem)},
+		{Resource: st.XFS, Role: graph.ActiveOnly, DependsOn: []string{lvm.Name}, Policy: policy(sc, mon.Filesystem)},
 	}
-	front := []string{xfs.ResourceName, st.Mgmt.Name()}
+	front := []string{xfs.Name, network.ManagementName}
 	if st.NFS != nil {
-		nodes = append(nodes, graph.Node{Resource: st.NFS, Role: graph.ActiveOnly, DependsOn: []string{xfs.ResourceName}, Policy: policy(sc, mon.NFS)})
+		nodes = append(nodes, graph.Node{Resource: st.NFS, Role: graph.ActiveOnly, DependsOn: []string{xfs.Name}, Policy: policy(sc, mon.NFS)})
 		front = append(front, nfs.Name)
 	}
 	nodes = append(nodes, graph.Node{Resource: st.VIP, Role: graph.ActiveOnly, Last: true, DependsOn: front, Policy: policy(sc, mon.VIP)})
@@ -128,9 +134,14 @@ func policy(sc *site.Config, m site.Monitor) graph.Policy {
 	return p
 }
 
-// storage builds the storage and service layers.
+// storage builds the storage and service layers, each from the site
+// config and the device of the layer below.
 func (s *Stack) storage(sc *site.Config, node string, opts Options, log *slog.Logger) error {
-	r, err := raid.New(sc, node, raid.Options{Log: log, UUID: opts.RAIDUUID})
+	rc, err := raid.FromSite(sc, node, opts.RAIDUUID)
+	if err != nil {
+		return err
+	}
+	r, err := raid.New(rc, raid.Options{Log: log})
 	if err != nil {
 		return err
 	}
@@ -138,15 +149,23 @@ func (s *Stack) storage(sc *site.Config, node string, opts Options, log *slog.Lo
 	if err != nil {
 		return err
 	}
-	d, err := drbd.New(dc, log)
+	d, err := drbd.New(dc, drbd.Options{Log: log})
 	if err != nil {
 		return err
 	}
-	v, err := lvm.New(sc, lvm.Options{Log: log})
+	lc, err := lvm.FromSite(sc, node, dc.Device())
 	if err != nil {
 		return err
 	}
-	f, err := xfs.New(sc, node, xfs.Options{Log: log, Device: v.Device()})
+	v, err := lvm.New(lc, lvm.Options{Log: log})
+	if err != nil {
+		return err
+	}
+	fc, err := xfs.FromSite(sc, node, v.Device())
+	if err != nil {
+		return err
+	}
+	f, err := xfs.New(fc, xfs.Options{Log: log})
 	if err != nil {
 		return err
 	}
@@ -158,7 +177,11 @@ func (s *Stack) storage(sc *site.Config, node string, opts Options, log *slog.Lo
 	// The new head tickles the old head's clients (services/vip/tickle.go).
 	vc.ClientsFile = filepath.Join(f.Mountpoint(), site.StateDir, "vip", "tcp-clients.json")
 	if sc.Services.NFS.Enabled {
-		n, err := nfs.New(nfs.FromSite(sc), log)
+		nc, err := nfs.FromSite(sc, node)
+		if err != nil {
+			return err
+		}
+		n, err := nfs.New(nc, nfs.Options{Log: log})
 		if err != nil {
 			return err
 		}
@@ -166,78 +189,22 @@ func (s *Stack) storage(sc *site.Config, node string, opts Options, log *slog.Lo
 		vc.OnUp = n.NotifyClients // NFSv3 clients reclaim locks from the VIP
 		vc.TicklePorts = append(vc.TicklePorts, 2049)
 	}
-	s.VIP, err = vip.New(vc, log)
+	s.VIP, err = vip.New(vc, vip.Options{Log: log})
 	return err
 }
 
-// Management turns a node's [node.management] into the resource; PID 1
-// also brings it up alone, for diagnosis, on a head in maintenance.
+// Management is the management interface of a head on its own: PID 1
+// brings it up alone, for diagnosis, on a head in maintenance, whose
+// site config may fail validation but for this node's section.
 func Management(nd *site.Node, log *slog.Logger) (*network.Management, error) {
 	if nd == nil {
 		return nil, errors.New("no such node in the site config")
 	}
-	m := nd.Management
-	ref := m.Interface
-	if m.MAC != "" {
-		ref = m.MAC
-	}
-	if ref == "" {
-		return nil, errors.New("the node names no management interface or MAC")
-	}
-	r := &network.Management{Link: ref, Hostname: nd.Name, Log: log}
-	if !m.DHCP {
-		p, err := netip.ParsePrefix(m.Address)
-		if err != nil {
-			return nil, fmt.Errorf("management address %q: %w", m.Address, err)
-		}
-		r.Address = p
-	}
-	if m.Gateway != "" {
-		gw, err := netip.ParseAddr(m.Gateway)
-		if err != nil {
-			return nil, fmt.Errorf("management gateway %q: %w", m.Gateway, err)
-		}
-		r.Gateway = gw
-	}
-	for _, d := range m.DNS {
-		if a, err := netip.ParseAddr(d); err == nil {
-			r.DNS = append(r.DNS, a)
-		}
-	}
-	return r, nil
-}
-
-// bond turns a node's [node.replication] into the resource; the board
-// says whether the links are IPoIB.
-func bond(nd *site.Node, bd *board.Board, log *slog.Logger) (*network.Bond, error) {
-	r := nd.Replication
-	b := &network.Bond{
-		Device: r.Bond, Links: r.Links, Mode: r.Mode,
-		MIIMon: time.Duration(r.MIIMonMS) * time.Millisecond,
-		MTU:    r.MTU, Log: log,
-	}
-	if bd != nil {
-		b.IPoIB, b.IPoIBMTU = bd.IPoIB, bd.IPoIBMTU
-	}
-	if r.Address != "" {
-		p, err := netip.ParsePrefix(r.Address)
-		if err != nil {
-			return nil, fmt.Errorf("replication address %q: %w", r.Address, err)
-		}
-		b.Address = p
-	}
-	for _, t := range r.ARPTargets {
-		a, err := netip.ParseAddr(t)
-		if err != nil {
-			return nil, fmt.Errorf("arp target %q: %w", t, err)
-		}
-		b.ARPTargets = append(b.ARPTargets, a)
-	}
-	// Refuse what the hardware cannot do before touching anything.
-	if _, err := b.Plan(); err != nil {
+	c, err := network.ManagementFromSite(&site.Config{Nodes: []site.Node{*nd}}, nd.Name)
+	if err != nil {
 		return nil, err
 	}
-	return b, nil
+	return network.NewManagement(c, network.Options{Log: log})
 }
 
 // Details are the one-line summaries `tandem status` shows per layer.
@@ -245,7 +212,7 @@ func (s *Stack) Details() map[string]func() string {
 	return map[string]func() string{
 		s.Mgmt.Name(): s.Mgmt.Addr,
 		s.Bond.Name(): s.Bond.Detail,
-		raid.ResourceName: func() string {
+		raid.Name: func() string {
 			st, err := s.RAID.Status()
 			if err != nil {
 				return err.Error()

@@ -2,8 +2,9 @@
 // mkfs.xfs, drbdadm, exportfs, ...) the one way Tandem runs them: with a
 // deadline, stdin from /dev/null (a question reads EOF and the tool gives
 // up instead of going ahead), stdout and stderr captured, and a bounded
-// wait for a child stuck in the kernel. Each layer keeps its own
-// sentinels and turns stderr into them with a Rules table.
+// wait for a child stuck in the kernel. Each layer turns stderr into
+// sentinels with a Rules table: services' common ones (ErrInUse,
+// ErrNotFound, ...) or its own, which wrap them (services.Sentinel).
 package tool
 
 import (

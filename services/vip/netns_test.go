@@ -73,7 +73,7 @@ func TestVethNetns(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	r, err := New(Config{Address: netip.MustParsePrefix("10.9.0.10/24"), Link: "vA", ARPCount: 3, ARPInterval: 20 * time.Millisecond},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+		Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -189,7 +189,7 @@ func lines(r io.Reader) <-chan string {
 // closing its sockets as a stopping file server does.
 func tickleServer() {
 	link := os.Getenv("TANDEM_TICKLE_LINK")
-	r, err := New(Config{Address: netip.MustParsePrefix("10.9.0.10/24"), Link: link, ARPCount: 1}, slog.New(slog.DiscardHandler))
+	r, err := New(Config{Address: netip.MustParsePrefix("10.9.0.10/24"), Link: link, ARPCount: 1}, Options{Log: slog.New(slog.DiscardHandler)})
 	if err == nil {
 		err = r.Start(context.Background())
 	}

@@ -64,13 +64,16 @@ const DefaultARPInterval = 200 * time.Millisecond
 
 // FromSite returns the VIP config of head self.
 func FromSite(sc *site.Config, self string) (Config, error) {
+	if sc == nil {
+		return Config{}, errorf("new", services.Config, "no site config")
+	}
 	nd := sc.Node(self)
 	if nd == nil {
-		return Config{}, fmt.Errorf("vip: %q is not a node of the pair", self)
+		return Config{}, errorf("new", services.Config, "%q is not a node of the pair", self)
 	}
 	p := sc.VIP.Prefix()
 	if !p.IsValid() {
-		return Config{}, fmt.Errorf("vip: bad address %q", sc.VIP.Address)
+		return Config{}, errorf("new", services.Config, "bad address %q", sc.VIP.Address)
 	}
 	link := sc.VIP.Interface
 	if link == "" {
@@ -104,7 +107,7 @@ type netOps interface {
 }
 
 // ErrNoLink is returned when the service interface does not exist.
-var ErrNoLink = errors.New("no such link")
+var ErrNoLink = services.Sentinel("no such link", services.ErrNotFound)
 
 // Resource is the VIP layer.
 type Resource struct {
@@ -130,10 +133,17 @@ const saveBound = time.Second
 
 var _ services.Resource = (*Resource)(nil)
 
-// New returns the VIP resource.
-func New(cfg Config, log *slog.Logger) (*Resource, error) {
+// Options are what the resource needs beyond its Config. Netlink and
+// the ARP sender are replaced by this package's tests through unexported
+// fields.
+type Options struct {
+	Log *slog.Logger
+}
+
+// New returns the VIP resource; it touches nothing.
+func New(cfg Config, opts Options) (*Resource, error) {
 	if !cfg.Address.IsValid() || cfg.Link == "" {
-		return nil, fmt.Errorf("vip: address %v on link %q", cfg.Address, cfg.Link)
+		return nil, errorf("new", services.Config, "address %v on link %q", cfg.Address, cfg.Link)
 	}
 	if cfg.ARPCount < 1 {
 		cfg.ARPCount = 1
@@ -141,6 +151,7 @@ func New(cfg Config, log *slog.Logger) (*Resource, error) {
 	if cfg.ARPInterval <= 0 {
 		cfg.ARPInterval = DefaultARPInterval
 	}
+	log := opts.Log
 	if log == nil {
 		log = slog.Default()
 	}
@@ -150,8 +161,18 @@ func New(cfg Config, log *slog.Logger) (*Resource, error) {
 // Name implements services.Resource.
 func (r *Resource) Name() string { return Name }
 
+// fail is the one constructor of this layer's errors: the caller, which
+// knows what went wrong, gives the Kind.
+func fail(op string, kind services.Kind, err error) error {
+	return &services.Error{Resource: Name, Op: op, Kind: kind, Err: err}
+}
+
+func errorf(op string, kind services.Kind, format string, a ...any) error {
+	return fail(op, kind, fmt.Errorf(format, a...))
+}
+
 func (r *Resource) errorf(op string, kind services.Kind, format string, a ...any) error {
-	return services.Errorf(Name, op, kind, format, a...)
+	return errorf(op, kind, format, a...)
 }
 
 // HoldUntil keeps the next Start from raising the address before t: on

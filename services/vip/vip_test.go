@@ -89,7 +89,7 @@ func (c *countAnnouncer) count() int {
 func newTest(t *testing.T, link *Link, count int) (*Resource, *fakeNet, *countAnnouncer) {
 	t.Helper()
 	r, err := New(Config{Address: netip.MustParsePrefix("10.0.0.10/24"), Link: "eth0", ARPCount: count, ARPInterval: time.Millisecond},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+		Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

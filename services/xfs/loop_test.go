@@ -54,7 +54,7 @@ func TestLoopXFS(t *testing.T) {
 		Nodes:   []site.Node{{Name: "head-a", Disks: []string{"a", "b", "c", "d"}}},
 		Storage: site.Storage{Filesystem: site.Filesystem{Type: "xfs", Mountpoint: mnt, MkfsIfBlank: true}},
 	}
-	f, err := New(cfg, "head-a", Options{Device: dev, Mkfs: mkfs, XFSAdmin: admin, UnmountTries: 3,
+	f, err := fromSite(cfg, "head-a", dev, Options{Mkfs: mkfs, XFSAdmin: admin, UnmountTries: 3,
 		SyncSysctl: filepath.Join(dir, "xfssyncd_centisecs")})
 	if err != nil {
 		t.Fatal(err)

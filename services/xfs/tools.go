@@ -12,19 +12,17 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"tandem.dev/tandem/services"
 	"tandem.dev/tandem/services/tool"
 )
 
 // Sentinels for the filesystem tools and mount(2); *ToolError and
-// *MountError unwrap to one of them.
+// *MountError unwrap to one of them or to one of services': services.ErrHasData
+// (mkfs.xfs found a filesystem or partition table and, without -f, never
+// passed, refused), ErrInUse (the device or mountpoint is mounted or has
+// open files), services.ErrNotFound (the device or mountpoint does not exist),
+// ErrToolMissing, ErrToolFailed.
 var (
-	// ErrHasData: mkfs.xfs found a filesystem or partition table and,
-	// without -f (never passed), refused.
-	ErrHasData = errors.New("device holds data")
-	// ErrBusy: the device or mountpoint is in use (mounted, open files).
-	ErrBusy = errors.New("busy")
-	// ErrNotFound: the device or mountpoint does not exist.
-	ErrNotFound = errors.New("not found")
 	// ErrTooSmall: the device is too small for XFS.
 	ErrTooSmall = errors.New("device too small")
 	// ErrNotXFS: the device holds no XFS, or mount(2) could not read it as
@@ -38,35 +36,31 @@ var (
 	// ErrIO: an I/O error.
 	ErrIO = errors.New("I/O error")
 	// ErrNoKernelFS: the kernel has no XFS.
-	ErrNoKernelFS = errors.New("kernel has no xfs")
+	ErrNoKernelFS = services.Sentinel("kernel has no xfs", services.ErrNoKernel)
 	// ErrUsage: the tool rejected its command line (a bug here).
 	ErrUsage = errors.New("bad arguments")
-	// ErrNoTool: the binary is missing.
-	ErrNoTool = errors.New("tool not installed")
-	// ErrFailed: any other failure.
-	ErrFailed = errors.New("failed")
 )
 
 // stderrErrors maps mkfs.xfs and xfs_admin messages (xfsprogs 6.x,
 // captured runs and format strings) to sentinels; first match wins.
 var stderrErrors = tool.Rules{
-	{Phrase: "contains a mounted", Err: ErrBusy},          // %s contains a mounted filesystem / mounted and writable filesystem
-	{Phrase: "possibly contains a mounted", Err: ErrBusy}, // %s possibly contains a mounted filesystem
-	{Phrase: "Device or resource busy", Err: ErrBusy},     // cannot open %s: Device or resource busy
-	{Phrase: "appears to contain", Err: ErrHasData},       // appears to contain an existing filesystem (ext4). / a partition table (gpt). / something weird
-	{Phrase: "Use the -f option", Err: ErrHasData},        // Use the -f option to force overwrite.
+	{Phrase: "contains a mounted", Err: services.ErrInUse},          // %s contains a mounted filesystem / mounted and writable filesystem
+	{Phrase: "possibly contains a mounted", Err: services.ErrInUse}, // %s possibly contains a mounted filesystem
+	{Phrase: "Device or resource busy", Err: services.ErrInUse},     // cannot open %s: Device or resource busy
+	{Phrase: "appears to contain", Err: services.ErrHasData},        // appears to contain an existing filesystem (ext4). / a partition table (gpt). / something weird
+	{Phrase: "Use the -f option", Err: services.ErrHasData},         // Use the -f option to force overwrite.
 	{Phrase: "is not a valid XFS filesystem", Err: ErrNotXFS},
 	{Phrase: "too small", Err: ErrTooSmall},                 // size 2560 of data subvolume is too small, minimum 4096 blocks
 	{Phrase: "Log size must be at least", Err: ErrTooSmall}, // small devices with stripe alignment
-	{Phrase: "not a file or block device", Err: ErrNotFound},
-	{Phrase: "No such file or directory", Err: ErrNotFound},
+	{Phrase: "not a file or block device", Err: services.ErrNotFound},
+	{Phrase: "No such file or directory", Err: services.ErrNotFound},
 	{Phrase: "Read-only file system", Err: ErrReadOnly},
 	{Phrase: "Input/output error", Err: ErrIO},
 	{Phrase: "Invalid value", Err: ErrUsage},
 	{Phrase: "Usage:", Err: ErrUsage},
 }
 
-func classify(stderr string) error { return stderrErrors.Classify(stderr, ErrFailed) }
+func classify(stderr string) error { return stderrErrors.Classify(stderr, services.ErrToolFailed) }
 
 // ToolError is a failed mkfs.xfs or xfs_admin run.
 type ToolError struct {
@@ -124,7 +118,7 @@ func (t program) run(ctx context.Context, args ...string) (string, error) {
 	case errors.As(err, &ee):
 		return "", &ToolError{Tool: t.name, Args: args, Exit: r.Exit, Stderr: r.Stderr, Err: classify(r.Stderr)}
 	case tool.Missing(err):
-		return "", fmt.Errorf("%s: %w: %v", t.name, ErrNoTool, err)
+		return "", fmt.Errorf("%s: %w: %v", t.name, services.ErrToolMissing, err)
 	}
 	return "", err
 }
@@ -223,10 +217,10 @@ func (e *MountError) Unwrap() []error { return []error{e.Err, e.Errno} }
 
 // errnoErrors maps mount(2)/umount(2) errnos to sentinels.
 var errnoErrors = map[syscall.Errno]error{
-	unix.EBUSY:       ErrBusy,
-	unix.ENOENT:      ErrNotFound,
-	unix.ENXIO:       ErrNotFound,
-	unix.ENOTBLK:     ErrNotFound,
+	unix.EBUSY:       services.ErrInUse,
+	unix.ENOENT:      services.ErrNotFound,
+	unix.ENXIO:       services.ErrNotFound,
+	unix.ENOTBLK:     services.ErrNotFound,
 	unix.ENODEV:      ErrNoKernelFS,
 	unix.EINVAL:      ErrNotXFS,
 	unix.EUCLEAN:     ErrCorrupt, // EFSCORRUPTED: "Structure needs cleaning"
@@ -243,7 +237,7 @@ func mountErr(op, target string, err error) error {
 	}
 	s, ok := errnoErrors[errno]
 	if !ok {
-		s = ErrFailed
+		s = services.ErrToolFailed
 	}
 	return &MountError{Op: op, Target: target, Errno: errno, Err: s}
 }

@@ -35,8 +35,8 @@ import (
 	"tandem.dev/tandem/site"
 )
 
-// ResourceName is the layer's name in the service graph.
-const ResourceName = "xfs"
+// Name is the layer's name in the service graph.
+const Name = "xfs"
 
 const (
 	// MountFlags are the generic mount flags.
@@ -54,10 +54,56 @@ const (
 // ErrMismatch: the probe read back something else than it wrote.
 var ErrMismatch = errors.New("read back differs from what was written")
 
+// Config is the filesystem, as the site config describes it.
+type Config struct {
+	Device     string // the LV
+	Mountpoint string
+	// MkfsIfBlank is storage.filesystem.mkfs_if_blank.
+	MkfsIfBlank bool
+	// StripeKiB and StripeWidth align the data to the RAID10 array
+	// (MkfsSpec).
+	StripeKiB, StripeWidth int
+}
+
+// FromSite builds node's Config. device is the LV below; "" means
+// /dev/mapper/<vg>-<lv> from the config.
+func FromSite(sc *site.Config, node, device string) (Config, error) {
+	if sc == nil {
+		return Config{}, configErr("no site config")
+	}
+	nd := sc.Node(node)
+	if nd == nil {
+		return Config{}, configErr("node %q is not in the site config", node)
+	}
+	fs := sc.Storage.Filesystem
+	if fs.Type != "" && fs.Type != "xfs" {
+		return Config{}, configErr("storage.filesystem.type %q: only xfs is supported", fs.Type)
+	}
+	if device == "" {
+		device = "/dev/mapper/" + lvm.DMName(cmp.Or(sc.Storage.LVM.VG, site.DefaultVG), cmp.Or(sc.Storage.LVM.LV, site.DefaultLV))
+	}
+	c := Config{
+		Device: device, Mountpoint: cmp.Or(fs.Mountpoint, site.DefaultMountpoint),
+		MkfsIfBlank: fs.MkfsIfBlank,
+		StripeKiB:   cmp.Or(sc.Storage.RAID.ChunkKiB, site.DefaultChunkKiB),
+		StripeWidth: len(nd.Disks) / 2, // RAID10 near-2: half the disks carry distinct data
+	}
+	return c, c.check()
+}
+
+func (c Config) check() error {
+	mnt := c.Mountpoint
+	if !filepath.IsAbs(mnt) || filepath.Clean(mnt) != mnt || mnt == "/" {
+		return configErr("storage.filesystem.mountpoint %q is not an absolute, clean path", mnt)
+	}
+	if c.Device == "" {
+		return configErr("no device")
+	}
+	return nil
+}
+
 // Options are the paths and tools; the zero value is the real system.
 type Options struct {
-	// Device is the LV; default /dev/mapper/<vg>-<lv> from the config.
-	Device string
 	// Mkfs and XFSAdmin are the binaries (from PATH by default).
 	Mkfs, XFSAdmin string
 	// ToolTimeout caps each mkfs.xfs/xfs_admin call (default 5 minutes).
@@ -107,41 +153,23 @@ type Filesystem struct {
 	since    time.Time
 }
 
-// New builds the resource for node from the site config.
-func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
-	if cfg == nil {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "no site config")
-	}
-	nd := cfg.Node(node)
-	if nd == nil {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "node %q is not in the site config", node)
-	}
-	fs := cfg.Storage.Filesystem
-	if fs.Type != "" && fs.Type != "xfs" {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "storage.filesystem.type %q: only xfs is supported", fs.Type)
-	}
-	mnt := cmp.Or(fs.Mountpoint, site.DefaultMountpoint)
-	if !filepath.IsAbs(mnt) || filepath.Clean(mnt) != mnt || mnt == "/" {
-		return nil, services.Errorf(ResourceName, "new", services.Config, "storage.filesystem.mountpoint %q is not an absolute, clean path", mnt)
-	}
-	dev := opts.Device
-	if dev == "" {
-		dev = "/dev/mapper/" + lvm.DMName(cmp.Or(cfg.Storage.LVM.VG, site.DefaultVG), cmp.Or(cfg.Storage.LVM.LV, site.DefaultLV))
+var _ services.Resource = (*Filesystem)(nil)
+
+// New builds the resource; it touches nothing.
+func New(cfg Config, opts Options) (*Filesystem, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	log := opts.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("resource", ResourceName)
-	chunk := cfg.Storage.RAID.ChunkKiB
-	if chunk == 0 {
-		chunk = site.DefaultChunkKiB
-	}
+	log = log.With("resource", Name)
 	f := &Filesystem{
-		dev: dev, mnt: mnt,
-		mkfsIfBlank: fs.MkfsIfBlank,
-		stripeKiB:   chunk,
-		stripeWidth: len(nd.Disks) / 2, // RAID10 near-2: half the disks carry distinct data
+		dev: cfg.Device, mnt: cfg.Mountpoint,
+		mkfsIfBlank: cfg.MkfsIfBlank,
+		stripeKiB:   cfg.StripeKiB,
+		stripeWidth: cfg.StripeWidth,
 		mkfs:        Mkfs{program{name: "mkfs.xfs", path: opts.Mkfs, timeout: opts.ToolTimeout, log: log}},
 		admin:       Admin{program{name: "xfs_admin", path: opts.XFSAdmin, timeout: opts.ToolTimeout, log: log}},
 		mountinfo:   cmp.Or(opts.MountInfo, "/proc/self/mountinfo"),
@@ -163,7 +191,7 @@ func New(cfg *site.Config, node string, opts Options) (*Filesystem, error) {
 }
 
 // Name is the resource's name in the graph.
-func (f *Filesystem) Name() string { return ResourceName }
+func (f *Filesystem) Name() string { return Name }
 
 // Device is the LV the filesystem lives on.
 func (f *Filesystem) Device() string { return f.dev }
@@ -171,18 +199,32 @@ func (f *Filesystem) Device() string { return f.dev }
 // Mountpoint is where the filesystem is mounted, for the file services.
 func (f *Filesystem) Mountpoint() string { return f.mnt }
 
-func (f *Filesystem) errorf(op string, kind services.Kind, format string, a ...any) error {
-	return services.Errorf(ResourceName, op, kind, format, a...)
+// The Kind of every error this layer returns is set here: given by the
+// caller that knows, or read off the tool's or mount(2)'s sentinel by
+// kindOf.
+
+func fail(op string, kind services.Kind, err error) error {
+	return &services.Error{Resource: Name, Op: op, Kind: kind, Err: err}
 }
+
+func (f *Filesystem) errorf(op string, kind services.Kind, format string, a ...any) error {
+	return fail(op, kind, fmt.Errorf(format, a...))
+}
+
+func configErr(format string, a ...any) error {
+	return fail("new", services.Config, fmt.Errorf(format, a...))
+}
+
+func (f *Filesystem) wrap(op string, err error) error { return fail(op, kindOf(err), err) }
 
 // kindOf classifies tool, mount and probe errors.
 func kindOf(err error) services.Kind {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return services.Timeout
-	case errors.Is(err, ErrHasData), errors.Is(err, ErrCorrupt):
+	case errors.Is(err, services.ErrHasData), errors.Is(err, ErrCorrupt):
 		return services.Refused
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, services.ErrNotFound):
 		return services.Missing
 	case errors.Is(err, ErrTooSmall):
 		return services.Config
@@ -190,10 +232,6 @@ func kindOf(err error) services.Kind {
 		return services.Degraded
 	}
 	return services.Failed
-}
-
-func (f *Filesystem) wrap(op string, err error) error {
-	return &services.Error{Resource: ResourceName, Op: op, Kind: kindOf(err), Err: err}
 }
 
 // bounded runs fn, which may block in the kernel past any deadline (a
@@ -393,7 +431,7 @@ func (f *Filesystem) Stop(ctx context.Context) error {
 			continue // a stacked mount of ours may remain
 		case errors.Is(err, unix.EINVAL):
 			return nil // not a mountpoint any more
-		case !errors.Is(err, ErrBusy):
+		case !errors.Is(err, services.ErrInUse):
 			return f.wrap("stop", err)
 		case i >= f.tries:
 			return f.errorf("stop", services.Failed, "%s still busy after %d tries over %s (nfsd or smbd still using it, or a process with files or its cwd there): %w",

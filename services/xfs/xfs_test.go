@@ -28,17 +28,17 @@ func TestClassify(t *testing.T) {
 		stderr string
 		want   error
 	}{
-		{"mkfs.xfs: /dev/mapper/tandem-data appears to contain an existing filesystem (ext4).\nmkfs.xfs: Use the -f option to force overwrite.\n", ErrHasData},
-		{"mkfs.xfs: /dev/mapper/tandem-data appears to contain a partition table (gpt).\nmkfs.xfs: Use the -f option to force overwrite.\n", ErrHasData},
-		{"mkfs.xfs: /dev/mapper/tandem-data appears to contain something weird according to blkid\nmkfs.xfs: Use the -f option to force overwrite.\n", ErrHasData},
-		{"mkfs.xfs: /dev/mapper/tandem-data contains a mounted filesystem\n" + usage, ErrBusy},
-		{"mkfs.xfs: cannot open /dev/mapper/tandem-data: Device or resource busy\n", ErrBusy},
+		{"mkfs.xfs: /dev/mapper/tandem-data appears to contain an existing filesystem (ext4).\nmkfs.xfs: Use the -f option to force overwrite.\n", services.ErrHasData},
+		{"mkfs.xfs: /dev/mapper/tandem-data appears to contain a partition table (gpt).\nmkfs.xfs: Use the -f option to force overwrite.\n", services.ErrHasData},
+		{"mkfs.xfs: /dev/mapper/tandem-data appears to contain something weird according to blkid\nmkfs.xfs: Use the -f option to force overwrite.\n", services.ErrHasData},
+		{"mkfs.xfs: /dev/mapper/tandem-data contains a mounted filesystem\n" + usage, services.ErrInUse},
+		{"mkfs.xfs: cannot open /dev/mapper/tandem-data: Device or resource busy\n", services.ErrInUse},
 		{"size 2560 of data subvolume is too small, minimum 4096 blocks\n" + usage, ErrTooSmall},
 		{"log stripe unit (524288 bytes) is too large (maximum is 256KiB)\nlog stripe unit adjusted to 32KiB\nLog size must be at least 64MB.\n" + usage, ErrTooSmall},
-		{"specified device /dev/mapper/nope not a file or block device\n" + usage, ErrNotFound},
+		{"specified device /dev/mapper/nope not a file or block device\n" + usage, services.ErrNotFound},
 		{"Invalid value waytoolonglabel for -L option\n" + usage, ErrUsage},
 		{"xfs_admin: /dev/mapper/tandem-data is not a valid XFS filesystem (unexpected SB magic number 0x00000000)\nUse -F to force a read attempt.\n", ErrNotXFS},
-		{"something new\n", ErrFailed},
+		{"something new\n", services.ErrToolFailed},
 	}
 	for _, tt := range tests {
 		if got := classify(tt.stderr); got != tt.want {
@@ -117,15 +117,15 @@ func TestMountErr(t *testing.T) {
 		want  error
 		kind  services.Kind
 	}{
-		{unix.EBUSY, ErrBusy, services.Failed},
-		{unix.ENOENT, ErrNotFound, services.Missing},
+		{unix.EBUSY, services.ErrInUse, services.Failed},
+		{unix.ENOENT, services.ErrNotFound, services.Missing},
 		{unix.EINVAL, ErrNotXFS, services.Failed},
 		{unix.EUCLEAN, ErrCorrupt, services.Refused},
 		{unix.EROFS, ErrReadOnly, services.Failed},
 		{unix.EACCES, ErrReadOnly, services.Failed},
 		{unix.ENODEV, ErrNoKernelFS, services.Failed},
 		{unix.EIO, ErrIO, services.Failed},
-		{unix.EPERM, ErrFailed, services.Failed},
+		{unix.EPERM, services.ErrToolFailed, services.Failed},
 	}
 	for _, tt := range tests {
 		err := mountErr("mount", "/srv/tandem", tt.errno)
@@ -216,7 +216,7 @@ func (g *rig) fs(t *testing.T, mkfs bool) *Filesystem {
 			Filesystem: site.Filesystem{Type: "xfs", Mountpoint: g.mnt, MkfsIfBlank: mkfs},
 		},
 	}
-	f, err := New(cfg, "head-a", Options{Device: g.dev, Mkfs: g.dir + "/mkfs.xfs", XFSAdmin: g.dir + "/xfs_admin", MountInfo: g.info, SyncSysctl: g.dir + "/xfssyncd_centisecs",
+	f, err := fromSite(cfg, "head-a", g.dev, Options{Mkfs: g.dir + "/mkfs.xfs", XFSAdmin: g.dir + "/xfs_admin", MountInfo: g.info, SyncSysctl: g.dir + "/xfssyncd_centisecs",
 		UnmountTries: 3, UnmountDelay: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -373,7 +373,7 @@ func TestStopBusy(t *testing.T) {
 		}
 		g.fm.unmountErrs = []error{unix.EBUSY, unix.EBUSY, unix.EBUSY, unix.EBUSY}
 		err := f.Stop(ctx)
-		if kind(err) != "failed" || !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "still busy after 3 tries") {
+		if kind(err) != "failed" || !errors.Is(err, services.ErrInUse) || !strings.Contains(err.Error(), "still busy after 3 tries") {
 			t.Errorf("got %v", err)
 		}
 		if g.fm.unmounts != 3 {
@@ -497,12 +497,21 @@ func TestAligned(t *testing.T) {
 	}
 }
 
-func TestNew(t *testing.T) {
+// fromSite is FromSite then New, as services/stack calls them.
+func fromSite(sc *site.Config, node, dev string, opts Options) (*Filesystem, error) {
+	c, err := FromSite(sc, node, dev)
+	if err != nil {
+		return nil, err
+	}
+	return New(c, opts)
+}
+
+func TestFromSite(t *testing.T) {
 	cfg := &site.Config{
 		Nodes:   []site.Node{{Name: "head-a", Disks: make([]string, 6)}},
 		Storage: site.Storage{LVM: site.LVM{VG: "my-vg", LV: "data"}},
 	}
-	f, err := New(cfg, "head-a", Options{})
+	f, err := fromSite(cfg, "head-a", "", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,11 +523,11 @@ func TestNew(t *testing.T) {
 		{Nodes: cfg.Nodes, Storage: site.Storage{Filesystem: site.Filesystem{Type: "ext4"}}},
 		{Nodes: cfg.Nodes, Storage: site.Storage{Filesystem: site.Filesystem{Mountpoint: "srv/x"}}},
 	} {
-		if _, err := New(bad, "head-a", Options{}); services.KindOf(err) != services.Config {
+		if _, err := FromSite(bad, "head-a", ""); services.KindOf(err) != services.Config {
 			t.Errorf("%+v: %v", bad, err)
 		}
 	}
-	if _, err := New(cfg, "head-z", Options{}); services.KindOf(err) != services.Config {
+	if _, err := FromSite(cfg, "head-z", ""); services.KindOf(err) != services.Config {
 		t.Errorf("unknown node: %v", err)
 	}
 }
