@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -439,5 +440,54 @@ func TestStuckOrPanickingLoop(t *testing.T) {
 				t.Errorf("vote renewed %v, want %v", asked, tc.wantHealthy)
 			}
 		})
+	}
+}
+
+// A head the witness recorded as outdated remembers it on its state
+// partition: neither its reboot nor a witness that lost its record (a
+// rebuilt witness host) lets it take over with stale data; a resync from
+// the peer clears the mark.
+func TestRememberOutdated(t *testing.T) {
+	dir := t.TempDir()
+	r := newRigIn(t, dir, "head-b", nil)
+	r.peer(true, ha.Active, 1)
+	r.drbd.set(func(st *drbd.State) {
+		st.PeerRole, st.Connection, st.PeerDisk = drbd.Primary, drbd.Connecting, drbd.DUnknown
+	})
+	r.wit.outdated = true // head-a wrote alone; the witness says so
+	r.step(0)
+	if _, err := os.Stat(filepath.Join(dir, "ha", "outdated")); err != nil {
+		t.Fatalf("the mark was not persisted: %v", err)
+	}
+
+	// head-b reboots; the witness host is rebuilt and forgot its record,
+	// so it grants head-b the vote once head-a is gone.
+	r2 := newRigIn(t, dir, "head-b", nil)
+	r2.drbd.set(func(st *drbd.State) {
+		st.Connection, st.PeerRole, st.PeerDisk = drbd.Connecting, drbd.Unknown, drbd.DUnknown
+	})
+	r2.wit.held = true
+	r2.step(0)
+	d := r2.step(3 * time.Second)
+	if starts, _ := r2.layers.counts(); starts != 0 {
+		t.Fatalf("took over with data the witness had recorded as outdated (decision %v: %s)", d.Action, d.Reason)
+	}
+
+	// head-a comes back; DRBD resyncs head-b in a new connection: the
+	// mark goes, and the head may serve again.
+	r2.peer(true, ha.Active, 2)
+	r2.drbd.set(func(st *drbd.State) {
+		st.Connection, st.PeerRole, st.PeerDisk = drbd.Connected, drbd.Primary, drbd.UpToDate
+	})
+	r2.step(500 * time.Millisecond)
+	r2.step(500 * time.Millisecond)
+	if _, err := os.Stat(filepath.Join(dir, "ha", "outdated")); !os.IsNotExist(err) {
+		t.Errorf("the mark outlived the resync: %v", err)
+	}
+	r2.s.mu.Lock()
+	disk := r2.s.inputs.Disk
+	r2.s.mu.Unlock()
+	if disk != ha.UpToDate {
+		t.Errorf("disk counts as %s after the resync, want UpToDate", disk)
 	}
 }

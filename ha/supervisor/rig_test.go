@@ -95,6 +95,7 @@ type fakeWitness struct {
 	held     bool
 	outdates int
 	writer   bool // the witness records this head as the only current copy
+	outdated bool // it records the peer so
 	clears   int
 	requests int
 }
@@ -108,7 +109,7 @@ func (f *fakeWitness) Held() bool {
 func (f *fakeWitness) Vote() witness.Vote {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return witness.Vote{Held: f.held, Writer: f.writer}
+	return witness.Vote{Held: f.held, Writer: f.writer, Outdated: f.outdated}
 }
 
 func (f *fakeWitness) Request(context.Context) (bool, time.Duration, string, error) {
@@ -318,8 +319,14 @@ type rig struct {
 
 func newRig(t *testing.T, node string, tune func(*decide.Params)) *rig {
 	t.Helper()
+	return newRigIn(t, t.TempDir(), node, tune)
+}
+
+// newRigIn is a head whose state partition is dir: a second rig on the
+// same dir is the head after a reboot.
+func newRigIn(t *testing.T, dir, node string, tune func(*decide.Params)) *rig {
+	t.Helper()
 	sc := testSite(t)
-	dir := t.TempDir()
 	for _, d := range []string{"conf", "state", "ha"} {
 		os.MkdirAll(filepath.Join(dir, d), 0o755)
 	}
@@ -333,7 +340,8 @@ func newRig(t *testing.T, node string, tune func(*decide.Params)) *rig {
 	}
 	s, err := New(Config{Site: sc, Node: node, Key: make([]byte, 32), Params: p, Layers: r.layers, DRBD: dr,
 		Watch: r.watch, Host: r.host, Heartbeat: r.hb, Witness: r.wit, Clock: r.clock,
-		EpochFile: filepath.Join(dir, "ha", "epoch"), ModeFile: filepath.Join(dir, "ha", "mode.json")})
+		EpochFile: filepath.Join(dir, "ha", "epoch"), ModeFile: filepath.Join(dir, "ha", "mode.json"),
+		OutdatedFile: filepath.Join(dir, "ha", "outdated")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,10 @@ const (
 	// maintenance-mode and node standby: an operator who put a head in
 	// standby does not want a reboot to bring the service back there.
 	ModeFile = "/var/lib/tandem/ha/mode.json"
+	// OutdatedFile remembers that the witness recorded the peer as the
+	// only current copy: a witness that later loses its record (a
+	// rebuilt host) must not make this head's stale data serve.
+	OutdatedFile = "/var/lib/tandem/ha/outdated"
 )
 
 // Limits of the loop's own role changes.
@@ -139,7 +143,7 @@ type Config struct {
 	Witness   Witness // nil with a ping target, or if none could be set up
 	Ping      *Pinger // the ping target mode
 
-	EpochFile, ModeFile string // default EpochFile, ModeFile
+	EpochFile, ModeFile, OutdatedFile string // defaults: the constants
 	Clock               Clock  // default: the real one
 	Log                 *slog.Logger
 }
@@ -205,6 +209,9 @@ type Supervisor struct {
 	recordedAt     time.Time // this head last recorded itself as the writer
 	connectedSince time.Time // first seen Connected, this connection; zero while not
 	lastStep       time.Time // the loop's last finished round (Healthy)
+	// markedAt: this head remembers (OutdatedFile) that its data is
+	// outdated; zero: not marked.
+	markedAt time.Time
 }
 
 // Params derives the decision timing from the site config; watchdog is
@@ -287,6 +294,9 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.ModeFile == "" {
 		cfg.ModeFile = ModeFile
 	}
+	if cfg.OutdatedFile == "" {
+		cfg.OutdatedFile = OutdatedFile
+	}
 	s := &Supervisor{cfg: cfg, log: cfg.Log.With("component", "ha"), clock: cfg.Clock, params: cfg.Params, m: m,
 		hb: cfg.Heartbeat, wc: cfg.Witness, ping: cfg.Ping, peer: peer.Name, kick: make(chan struct{}, 1),
 		voteKick: make(chan struct{}, 1), warmNow: make(chan struct{}, 1), role: ha.Standby, escalatedAt: map[string]time.Time{}}
@@ -295,6 +305,10 @@ func New(cfg Config) (*Supervisor, error) {
 		s.tbAddr = cfg.Site.Witness.PingTarget
 	}
 	s.loadMode()
+	if _, err := os.Stat(cfg.OutdatedFile); err == nil {
+		s.markedAt = s.clock.Now()
+		s.log.Warn("this head's data was recorded as outdated before the reboot: it does not take over until it has resynced", "file", cfg.OutdatedFile)
+	}
 	s.epoch, err = readEpoch(cfg.EpochFile)
 	if err != nil {
 		// A lost epoch only makes this head yield in a tie: the safe side.
@@ -437,7 +451,7 @@ func (s *Supervisor) Step(ctx context.Context, now time.Time) {
 	s.mu.Lock()
 	st, stale := s.drbdState, s.stale
 	s.mu.Unlock()
-	s.hb.SetState(heartbeat.State{Role: d.Announce, Disk: in.Disk, HoldsVote: in.Vote, Epoch: in.Epoch, Outdated: st.Disk == "Outdated"})
+	s.hb.SetState(heartbeat.State{Role: d.Announce, Disk: in.Disk, HoldsVote: in.Vote, Epoch: in.Epoch, Outdated: st.Disk == drbd.Outdated})
 	if s.wantVote.Swap(d.Vote) != d.Vote {
 		select {
 		case s.voteKick <- struct{}{}:
@@ -482,6 +496,7 @@ func (s *Supervisor) observe(now time.Time, snap heartbeat.Snapshot) decide.Inpu
 	stopping := s.cfg.Host.Stopping()
 	connected := st.Connection == drbd.Connected
 	synced := connected && st.Disk == drbd.UpToDate && st.PeerDisk == drbd.UpToDate
+	witnessOutdated := s.wc != nil && s.wc.Vote().Outdated
 
 	s.mu.Lock()
 	in := decide.Inputs{
@@ -541,8 +556,14 @@ func (s *Supervisor) observe(now time.Time, snap heartbeat.Snapshot) decide.Inpu
 	stale, changed := s.replica.update(now, connected, st.Disk == drbd.UpToDate, in.Local == ha.Active,
 		in.PeerRole == ha.Active, lastHeard, s.params.Interval)
 	s.stale = stale
-	if stale && in.Local != ha.Active && in.Disk == ha.UpToDate {
-		in.Disk = ha.Outdated
+	// Remembered across a reboot and a witness that forgot: marked while
+	// the witness says so, cleared by a resync in a connection made after.
+	mark := witnessOutdated && s.markedAt.IsZero()
+	unmark := !witnessOutdated && !s.markedAt.IsZero() && synced && s.connectedSince.After(s.markedAt)
+	if stale || !s.markedAt.IsZero() && !unmark || mark {
+		if in.Local != ha.Active && in.Disk == ha.UpToDate {
+			in.Disk = ha.Outdated
+		}
 	}
 	if !s.handover.IsZero() && (now.After(s.handover) || snap.Seen && in.PeerRole == ha.Active) {
 		s.handover = time.Time{} // the peer has the service (or never took it)
@@ -576,6 +597,12 @@ func (s *Supervisor) observe(now time.Time, snap heartbeat.Snapshot) decide.Inpu
 	}
 	if adopt {
 		s.setEpoch("in sync with the peer", func(e, peer uint64) uint64 { return max(e, peer) })
+	}
+	switch {
+	case mark:
+		s.rememberOutdated(now)
+	case unmark:
+		s.forgetOutdated()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -1042,6 +1069,34 @@ func (s *Supervisor) handOver(on bool) {
 	}
 	s.mu.Unlock()
 	s.poke()
+}
+
+// rememberOutdated records on the state partition that the witness
+// holds the peer's data as the only current copy.
+func (s *Supervisor) rememberOutdated(now time.Time) {
+	line := s.peer + " recorded as the only current copy at " + now.UTC().Format(time.RFC3339) + "\n"
+	err := os.MkdirAll(filepath.Dir(s.cfg.OutdatedFile), 0o755)
+	if err == nil {
+		err = atomicfile.Write(s.cfg.OutdatedFile, []byte(line), 0o644)
+	}
+	if err != nil {
+		s.log.Error("cannot remember that this head's data is outdated", "err", err)
+	}
+	s.mu.Lock()
+	s.markedAt = now
+	s.mu.Unlock()
+}
+
+// forgetOutdated clears the mark: this head resynced from the peer.
+func (s *Supervisor) forgetOutdated() {
+	if err := os.Remove(s.cfg.OutdatedFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Error("cannot clear the outdated mark", "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.markedAt = time.Time{}
+	s.mu.Unlock()
+	s.log.Info("this head resynced from " + s.peer + ": its data is current again")
 }
 
 // setEpoch records the epoch next(epoch, peer's) on the state
