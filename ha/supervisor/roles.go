@@ -117,7 +117,7 @@ func (s *Supervisor) peerClient() (control.Client, error) {
 	if !addr.IsValid() {
 		return control.Client{}, fmt.Errorf("peer %s has no replication address", peer.Name)
 	}
-	return control.Client{Key: ck, Addr: netip.AddrPortFrom(addr, uint16(sc.HA.ControlPort)).String()}, nil
+	return control.Client{Key: ck, Node: s.cfg.Node, Peer: peer.Name, Addr: netip.AddrPortFrom(addr, uint16(sc.HA.ControlPort)).String()}, nil
 }
 
 // ServeControl answers the peer on this head's replication address
@@ -136,7 +136,7 @@ func (s *Supervisor) ServeControl() error {
 	if err != nil {
 		return fmt.Errorf("control channel: %w", err)
 	}
-	srv := &control.Server{Key: ck, Handler: controlHandler{s}, Log: s.log}
+	srv := &control.Server{Key: ck, Node: s.cfg.Node, Peer: s.peer, Handler: controlHandler{s}, Log: s.log}
 	s.goSafe("control server", func() {
 		if err := srv.Serve(l); err != nil {
 			s.log.Error("control channel stopped", "err", err)
