@@ -2,15 +2,19 @@ package supervisor
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"tandem.dev/tandem/ha"
+	"tandem.dev/tandem/ha/control"
 	"tandem.dev/tandem/ha/decide"
 	"tandem.dev/tandem/services/drbd"
+	"tandem.dev/tandem/status"
 )
 
 // These tests drive the loop's glue, observe → decide → act, against
@@ -489,5 +493,77 @@ func TestRememberOutdated(t *testing.T) {
 	r2.s.mu.Unlock()
 	if disk != ha.UpToDate {
 		t.Errorf("disk counts as %s after the resync, want UpToDate", disk)
+	}
+}
+
+// standbyPeer is the other head's control server, at its replication
+// address on loopback: ready and standby, and its acquire hangs, as on a
+// head that loses power halfway through a switchover.
+type standbyPeer struct{ node string }
+
+func (p standbyPeer) Status(context.Context) (any, error) {
+	return status.Status{State: status.Ready, Node: p.node, Role: string(ha.Standby)}, nil
+}
+func (standbyPeer) Release(context.Context) error { return nil }
+func (standbyPeer) Acquire(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A switchover whose target dies halfway gives up as soon as the peer is
+// declared dead, and the HA loop takes the service back as in a
+// failover, instead of waiting out the control call's budget.
+func TestSwitchoverTargetDies(t *testing.T) {
+	r := newRig(t, "head-a", nil)
+	r.peer(true, ha.Standby, 0)
+	if d := r.step(0); r.s.Role() != ha.Active {
+		t.Fatalf("setup: %v (%s)", d.Action, d.Reason)
+	}
+	sc := r.s.cfg.Site
+	ck, err := control.Key(r.s.cfg.Key, sc.Pair.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort(sc.Node("head-b").Replication.Prefix().Addr().String(), strconv.Itoa(sc.HA.ControlPort))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &control.Server{Key: ck, Node: "head-b", Peer: "head-a", Handler: standbyPeer{"head-b"}}
+	go srv.Serve(l)
+	t.Cleanup(func() { l.Close() })
+
+	type result struct {
+		msg string
+		err error
+	}
+	done := make(chan result, 1)
+	t0 := time.Now()
+	go func() {
+		msg, err := r.s.Switchover(r.ctx)
+		done <- result{msg, err}
+	}()
+	r.waitFor("the stack to stop here", func() bool { _, stops := r.layers.counts(); return stops == 1 })
+	r.peer(false, "", 0) // head-b loses power while it starts the stack
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the switchover still waits on a dead peer after 10 s")
+	}
+	if res.err == nil || !strings.Contains(res.err.Error(), "fell silent") {
+		t.Fatalf("switchover: %q, %v; want it to give up on the dead peer", res.msg, res.err)
+	}
+	t.Logf("gave up after %v", time.Since(t0).Round(time.Millisecond))
+	// The loop takes the service back: the vote, fencing, a new epoch.
+	r.drbd.set(func(st *drbd.State) {
+		st.Connection, st.PeerRole, st.PeerDisk = drbd.Connecting, drbd.Unknown, drbd.DUnknown
+	})
+	r.wit.mu.Lock()
+	r.wit.held = true
+	r.wit.mu.Unlock()
+	d := r.step(3 * time.Second)
+	if d.Action != decide.FencePromote || r.s.Role() != ha.Active {
+		t.Errorf("after the switchover: %v (%s), role %s; want a fenced takeover", d.Action, d.Reason, r.s.Role())
 	}
 }

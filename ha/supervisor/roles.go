@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"tandem.dev/tandem/ha"
@@ -226,8 +227,12 @@ func (s *Supervisor) Switchover(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("stopping the stack here failed, so it stays here: %w", err)
 		}
 		actx, cancel := context.WithTimeout(ctx, AcquireBudget)
+		died := s.cancelIfPeerDies(actx, cancel)
 		err = c.Call(actx, control.OpAcquire, nil)
 		cancel()
+		if died() {
+			return "", s.peerDiedDuringSwitchover(peer.Node)
+		}
 		if err != nil {
 			s.takeBack(ctx)
 			return "", fmt.Errorf("%s did not start the stack (%w); it runs on %s again", peer.Node, err, node)
@@ -241,8 +246,12 @@ func (s *Supervisor) Switchover(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("nothing to switch over: %s is %s, not active; start the stack with 'tandem switchover' on it, or wait for it", peer.Node, orDash(peer.Role))
 	}
 	rctx, cancel := context.WithTimeout(ctx, ReleaseBudget)
+	died := s.cancelIfPeerDies(rctx, cancel)
 	err = c.Call(rctx, control.OpRelease, nil)
 	cancel()
+	if died() {
+		return "", s.peerDiedDuringSwitchover(peer.Node)
+	}
 	if err != nil {
 		return "", fmt.Errorf("%s did not stop its stack, so it stays there: %w", peer.Node, err)
 	}
@@ -259,6 +268,42 @@ func (s *Supervisor) Switchover(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("this head did not start the stack (%w); it runs on %s again", err, peer.Node)
 	}
 	return fmt.Sprintf("switchover: %s is active, %s standby (%d ms)", node, peer.Node, s.since(t0)), nil
+}
+
+// cancelIfPeerDies calls cancel once the heartbeat no longer hears the
+// peer for a dead time, while ctx lasts; died reports whether it did.
+// A switchover's control call would otherwise wait out its whole budget
+// on a peer that lost power.
+func (s *Supervisor) cancelIfPeerDies(ctx context.Context, cancel context.CancelFunc) (died func() bool) {
+	var dead atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(s.params.Interval/2, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if !s.hb.Snapshot().Alive {
+					dead.Store(true)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return func() bool { <-done; return dead.Load() }
+}
+
+// peerDiedDuringSwitchover gives the service back to the HA loop, which
+// takes it over from the dead peer as in any failover (vote, fencing,
+// new epoch): the peer may have started writing before it died.
+func (s *Supervisor) peerDiedDuringSwitchover(peer string) error {
+	s.handOver(false)
+	s.log.Error("switchover: " + peer + " fell silent during the switchover; the HA loop takes the service over from it")
+	return fmt.Errorf("%s fell silent during the switchover: %s takes the service over from it as in a failover", peer, s.cfg.Node)
 }
 
 // takeBack restarts the stack here after a failed switchover.
