@@ -7,32 +7,42 @@
 // path; each carries its announced State (role, DRBD disk state, whether
 // it holds the witness vote, epoch) and an echo of the newest packet it
 // accepted from the peer. The receiver drops and counts forged (bad MAC),
-// replayed, wrong-pair, foreign and malformed packets.
+// replayed, stale, unproven, wrong-pair, foreign and malformed packets.
+//
+// Freshness. Every packet is accepted only with a proof of when it was
+// sent, on our own clock: it echoes a packet of ours (sent at s, which we
+// remember) and says how long it held that echo (h), so it was sent no
+// earlier than s+h. That is its proven send time; a packet whose proven
+// send time is older than the dead time is dropped (stale, or unproven
+// for a boot not accepted yet). A packet delayed or replayed by an
+// attacker keeps the send time it proves, so the packets of a dead peer
+// prove nothing past its death, however late they are released. No
+// clock sync between the heads is assumed: s is ours, h is a duration.
 //
 // Two views of the peer come out of it:
 //
-//   - Alive: some path received an accepted packet within the dead time
-//     (per path, and for the peer: alive if any path is).
-//   - HearsUs: the peer echoed one of our own packets that we sent within
-//     the dead time. It is measured on our clock only, so no clock sync
-//     between the heads is assumed.
+//   - Alive: some path accepted a packet whose proven send time is within
+//     the dead time (per path, and for the peer: alive if any path is). A
+//     peer that cannot hear us keeps echoing the last packet of ours it
+//     got, with a growing hold, so it stays Alive (one-way contact) as
+//     long as we remember that packet (sentRing rounds).
+//   - HearsUs: the peer echoed a packet of ours whose own proof, as the
+//     peer will judge it, lies within the dead time (its credit).
 //
 // Seen = Alive and HearsUs is what the decision logic calls "peer seen":
 // contact in both directions, the basis of an active head's quorum. Alive
 // alone is what holds a standby back from taking over. The two fit
-// together: whenever a head sees its peer, the peer has received one of
-// its packets sent within the dead time, so the peer is still Alive on
-// its side; a head's Seen thus ends no later than its peer's Alive, with
-// no assumption about delivery delays (docs/ha.md, timing argument).
+// together: a packet's credit is no later than the proven send time the
+// peer computes for it, so whenever a head sees its peer, the peer still
+// finds it Alive; a head's Seen ends no later than its peer's Alive, with
+// no assumption about delivery delays (docs/ha.md).
 //
 // Replays. Within one boot of the peer, an anti-replay window over the
-// sequence numbers drops duplicates and old packets. A packet from a boot
-// ID we have not accepted yet (the peer rebooted, or first contact) is
-// accepted only when it proves it is fresh: it must echo our current boot
-// ID and a sequence number we sent within the dead time. Replayed packets
-// of an older boot cannot do that (they echo an old packet of ours, or one
-// of our earlier boots), and boot IDs we have retired are refused outright.
-// So neither heads' wall clocks nor a persistent counter are needed.
+// sequence numbers drops duplicates. A packet from a boot ID we have not
+// accepted yet (the peer rebooted, or first contact) needs the same proof
+// of freshness; replayed packets of an older boot cannot give it, and boot
+// IDs we have retired are refused outright. So neither heads' wall clocks
+// nor a persistent counter are needed.
 package heartbeat
 
 import (
@@ -117,14 +127,28 @@ type State struct {
 	Outdated bool `json:"outdated,omitempty"`
 }
 
-// sentRing remembers when we sent each of our recent sequence numbers, to
-// judge the peer's echoes; it spans far more than a dead time.
+// sentRing is how many of our send rounds are remembered, to judge the
+// peer's echoes. A peer that cannot hear us echoes an ever older packet
+// of ours, so this bounds how long one-way contact is recognised: 4096
+// rounds, 34 minutes at the default interval.
 const sentRing = 4096
 
+// sentRec is one of our send rounds; all its packets share it.
 type sentRec struct {
-	seq uint64
-	at  time.Time
+	tick uint64
+	at   time.Time // when we sent it
+	// credit: the earliest proven send time the peer can compute for
+	// these packets (the proof of what they echo plus their hold); zero
+	// while they echo nothing we proved.
+	credit time.Time
 }
+
+// driftDiv discounts a hold measured on the peer's clock by 1/driftDiv
+// (1000 ppm, beyond any working oscillator), so that a fast peer clock
+// cannot make a packet look younger than it is.
+const driftDiv = 1000
+
+func discount(hold time.Duration) time.Duration { return hold - hold/driftDiv }
 
 type pathState struct {
 	Path
@@ -178,14 +202,15 @@ type peerState struct {
 	boots      int       // boot changes accepted, first contact included
 	last       packet    // newest accepted (highest sequence number)
 	lastAt     time.Time // when last arrived
-	accepted   time.Time // newest accept of any packet of this boot
-	heardUsAt  time.Time // our send time of the newest packet it echoed
+	accepted   time.Time // the newest proven send time of this boot's packets
+	heardUsAt  time.Time // the newest credit of a packet of ours it echoed
 	rtt        time.Duration
 	firstTick  uint64
 	maxTick    uint64
 	echoBoot   BootID // what we echo back: the newest accepted, or a
 	echoSeq    uint64 // candidate boot while none is alive
 	echoRecvAt time.Time
+	echoProof  time.Time  // the echoed packet's proven send time; zero: a candidate
 	gap        gapTracker // between this boot's packets, on any path
 	seen       bool       // as of the last evaluation, for transition logs
 }
@@ -317,27 +342,11 @@ func (e *Endpoint) sendRound() {
 	}
 	var outs []out
 	e.mu.Lock()
-	e.tick++
-	now := time.Now()
+	bufs := e.roundLocked(time.Now())
 	for i, p := range e.paths {
-		e.seq++
-		pk := packet{
-			Role: e.state.Role, HoldsVote: e.state.HoldsVote, Outdated: e.state.Outdated, Path: uint8(i),
-			Boot: e.boot, Seq: e.seq, Tick: e.tick, SentUnix: now.UnixNano(), Epoch: e.state.Epoch,
-			EchoBoot: e.peer.echoBoot, EchoSeq: e.peer.echoSeq,
-			Pair: e.cfg.Pair, Node: e.cfg.Node, Disk: string(e.state.Disk),
+		if bufs[i] != nil {
+			outs = append(outs, out{p, bufs[i]})
 		}
-		if !e.peer.echoRecvAt.IsZero() {
-			pk.EchoHold = uint32(min(now.Sub(e.peer.echoRecvAt).Microseconds(), math.MaxUint32))
-		}
-		buf, err := appendPacket(make([]byte, 0, MaxPacket), &pk, e.cfg.Key)
-		if err != nil {
-			// Only a state this package cannot encode gets here.
-			e.log.Error("heartbeat: cannot encode", "err", err)
-			continue
-		}
-		e.sent[e.seq%sentRing] = sentRec{e.seq, now}
-		outs = append(outs, out{p, buf})
 	}
 	e.mu.Unlock()
 	for _, o := range outs {
@@ -353,6 +362,43 @@ func (e *Endpoint) sendRound() {
 			e.log.Debug("heartbeat: send", "path", o.p.Name, "err", err)
 		}
 	}
+}
+
+// roundLocked builds one send round at now: one packet per path (nil if
+// it cannot be encoded), and remembers the round to judge echoes of it.
+// Every path spends a sequence number even when its packet fails, so the
+// round of a sequence number is known (sentLocked).
+func (e *Endpoint) roundLocked(now time.Time) [][]byte {
+	e.tick++
+	var hold uint32
+	if !e.peer.echoRecvAt.IsZero() {
+		hold = uint32(min(max(now.Sub(e.peer.echoRecvAt).Microseconds(), 0), math.MaxUint32))
+	}
+	rec := sentRec{tick: e.tick, at: now}
+	if !e.peer.echoProof.IsZero() {
+		// What the peer will compute: its send time of the echoed packet
+		// (no earlier than our proof of it) plus the discounted hold.
+		rec.credit = e.peer.echoProof.Add(discount(time.Duration(hold) * time.Microsecond))
+	}
+	e.sent[e.tick%sentRing] = rec
+	bufs := make([][]byte, len(e.paths))
+	for i := range e.paths {
+		e.seq++
+		pk := packet{
+			Role: e.state.Role, HoldsVote: e.state.HoldsVote, Outdated: e.state.Outdated, Path: uint8(i),
+			Boot: e.boot, Seq: e.seq, Tick: e.tick, SentUnix: now.UnixNano(), Epoch: e.state.Epoch,
+			EchoBoot: e.peer.echoBoot, EchoSeq: e.peer.echoSeq, EchoHold: hold,
+			Pair: e.cfg.Pair, Node: e.cfg.Node, Disk: string(e.state.Disk),
+		}
+		buf, err := appendPacket(make([]byte, 0, MaxPacket), &pk, e.cfg.Key)
+		if err != nil {
+			// Only a state this package cannot encode gets here.
+			e.log.Error("heartbeat: cannot encode", "err", err)
+			continue
+		}
+		bufs[i] = buf
+	}
+	return bufs
 }
 
 func (e *Endpoint) receive(ctx context.Context, i int) {
@@ -398,26 +444,38 @@ func (e *Endpoint) handle(p *pathState, src netip.AddrPort, b []byte, now time.T
 	}
 
 	peer := &e.peer
+	// Liveness counts only what a packet proves about its send time, not
+	// when it arrived: an attacker may hold packets back for long.
+	proof, rec, proven := e.proofLocked(pk, now)
+	fresh := proven && now.Sub(proof) <= e.cfg.DeadTime
 	switch {
 	case peer.has && pk.Boot == peer.boot:
-		if !peer.win.accept(pk.Seq) {
+		if !peer.win.check(pk.Seq) {
 			e.drop(&e.drops.Replayed, "replayed", p, fmt.Sprintf("seq %d already seen or too old", pk.Seq))
 			return
 		}
+		if !fresh {
+			why := "echoes no packet of ours that we remember"
+			if proven {
+				why = fmt.Sprintf("proves a send time %v old, dead time %v", now.Sub(proof).Round(time.Millisecond), e.cfg.DeadTime)
+			}
+			e.drop(&e.drops.Stale, "stale", p, fmt.Sprintf("seq %d %s", pk.Seq, why))
+			return
+		}
+		peer.win.accept(pk.Seq)
 	case isRetired(peer.retired, pk.Boot):
 		e.drop(&e.drops.Replayed, "replayed", p, "packet of an ended boot of the peer")
 		return
 	default:
 		// A boot we have not accepted: the peer restarted, or first
-		// contact, or a replay of a boot we never saw. Only a packet that
-		// echoes a recent packet of ours is provably fresh.
-		if !e.freshEchoLocked(pk, now) {
+		// contact, or a replay of a boot we never saw.
+		if !fresh {
 			e.drops.Unproven++
 			// Echo it back so that the peer can prove itself next time,
 			// unless a current boot is alive (then a replay must not
 			// disturb what we echo).
 			if !peer.has || now.Sub(peer.accepted) > e.cfg.DeadTime {
-				peer.echoBoot, peer.echoSeq, peer.echoRecvAt = pk.Boot, pk.Seq, now
+				peer.echoBoot, peer.echoSeq, peer.echoRecvAt, peer.echoProof = pk.Boot, pk.Seq, now, time.Time{}
 			}
 			return
 		}
@@ -436,9 +494,14 @@ func (e *Endpoint) handle(p *pathState, src netip.AddrPort, b []byte, now time.T
 		}
 	}
 
-	// Accepted.
-	peer.accepted = now
-	p.lastHeard = now
+	// Accepted. The packets of one path may arrive out of order, so the
+	// newest proof wins.
+	if proof.After(peer.accepted) {
+		peer.accepted = proof
+	}
+	if proof.After(p.lastHeard) {
+		p.lastHeard = proof
+	}
 	p.received++
 	// A new longest gap past two intervals (a round lost) is logged: the
 	// console then shows how close a live peer came to the dead time.
@@ -462,39 +525,48 @@ func (e *Endpoint) handle(p *pathState, src netip.AddrPort, b []byte, now time.T
 	if d := peer.maxTick - pk.Tick; d < 64 {
 		p.recent |= 1 << d
 	}
-	rec, echoesUs := e.sentLocked(pk.EchoBoot, pk.EchoSeq)
 	if pk.Seq >= peer.win.top { // the newest: its state is current
 		peer.last, peer.lastAt = *pk, now
-		peer.echoBoot, peer.echoSeq, peer.echoRecvAt = pk.Boot, pk.Seq, now
+		peer.echoBoot, peer.echoSeq, peer.echoRecvAt, peer.echoProof = pk.Boot, pk.Seq, now, proof
 	}
-	if echoesUs {
-		if rec.at.After(peer.heardUsAt) {
-			peer.heardUsAt = rec.at
-		}
-		rtt := now.Sub(rec.at) - time.Duration(pk.EchoHold)*time.Microsecond
-		if rtt < 0 {
-			rtt = 0
-		}
-		peer.rtt, p.rtt = rtt, rtt
+	if rec.credit.After(peer.heardUsAt) {
+		peer.heardUsAt = rec.credit
 	}
+	rtt := now.Sub(rec.at) - time.Duration(pk.EchoHold)*time.Microsecond
+	if rtt < 0 {
+		rtt = 0
+	}
+	peer.rtt, p.rtt = rtt, rtt
 	e.evaluateLocked(now)
 }
 
-// freshEchoLocked reports whether pk echoes one of our own packets sent
-// within the dead time.
-func (e *Endpoint) freshEchoLocked(pk *packet, now time.Time) bool {
-	rec, ok := e.sentLocked(pk.EchoBoot, pk.EchoSeq)
-	return ok && now.Sub(rec.at) <= e.cfg.DeadTime
+// proofLocked returns pk's proven send time on our clock: our send time
+// of the packet it echoes plus its (discounted) hold, capped at now. ok
+// is false when pk echoes no packet of ours that we remember.
+func (e *Endpoint) proofLocked(pk *packet, now time.Time) (at time.Time, rec sentRec, ok bool) {
+	rec, ok = e.sentLocked(pk.EchoBoot, pk.EchoSeq)
+	if !ok {
+		return time.Time{}, rec, false
+	}
+	at = rec.at.Add(discount(time.Duration(pk.EchoHold) * time.Microsecond))
+	if at.After(now) {
+		at = now
+	}
+	return at, rec, true
 }
 
-// sentLocked returns the record of our packet (boot, seq), if it is ours
-// and recent enough to be remembered.
+// sentLocked returns the record of the round that sent our packet (boot,
+// seq), if it is ours and recent enough to be remembered.
 func (e *Endpoint) sentLocked(boot BootID, seq uint64) (sentRec, bool) {
 	if boot != e.boot || seq == 0 {
 		return sentRec{}, false
 	}
-	r := e.sent[seq%sentRing]
-	return r, r.seq == seq
+	tick := (seq-1)/uint64(len(e.paths)) + 1
+	if tick > e.tick {
+		return sentRec{}, false
+	}
+	r := e.sent[tick%sentRing]
+	return r, r.tick == tick
 }
 
 func isRetired(list []BootID, id BootID) bool {
@@ -640,6 +712,11 @@ type Counters struct {
 	// accepted yet and not (yet) echoing a recent packet of ours. A few
 	// at every peer start are normal: the handshake takes one round trip.
 	Unproven uint64 `json:"unproven"`
+	// Stale: authentic, of the peer's current boot and not seen before,
+	// but it cannot prove it was sent within the dead time: held back on
+	// the way (an attack, or a path slower than the dead time), or from
+	// before the peer heard us.
+	Stale uint64 `json:"stale"`
 }
 
 // PathStatus is one path's health.
@@ -647,8 +724,8 @@ type PathStatus struct {
 	Name      string    `json:"name"`
 	Local     string    `json:"local"`
 	Peer      string    `json:"peer"`
-	Alive     bool      `json:"alive"` // heard within the dead time
-	LastHeard time.Time `json:"last_heard,omitzero"`
+	Alive     bool      `json:"alive"`               // heard within the dead time
+	LastHeard time.Time `json:"last_heard,omitzero"` // see PeerStatus
 	Received  uint64    `json:"received"`
 	Sent      uint64    `json:"sent"`
 	SendErrs  uint64    `json:"send_errors"`
@@ -662,17 +739,23 @@ type PathStatus struct {
 	LongestGap Duration `json:"longest_gap,omitzero"`
 }
 
-// PeerStatus is the peer's newest announced state.
+// PeerStatus is the peer's newest announced state. LastHeard (here and
+// per path) is the newest proven send time of an accepted packet, on our
+// clock, about a round trip before it arrived: the peer was alive then.
+// Alive ends at LastHeard plus the dead time, however late packets come.
 type PeerStatus struct {
 	Boot      BootID    `json:"boot"`
 	Since     time.Time `json:"since"` // this boot accepted at
 	Boots     int       `json:"boots"` // boots accepted since we started
 	State     State     `json:"state"`
-	SentAt    time.Time `json:"sent_at"` // the peer's clock, informational
-	LastHeard time.Time `json:"last_heard"`
-	// HeardUs: our send time of the newest of our packets the peer
-	// echoed. State was sent after the peer received that packet, so it
-	// is no older than this, on our clock and with no bound on delays.
+	SentAt    time.Time `json:"sent_at"`    // the peer's clock, informational
+	LastHeard time.Time `json:"last_heard"` // proven; see above
+	// HeardUs: the newest credit of a packet of ours the peer echoed: it
+	// is no later than our send time of that packet, nor than the proven
+	// send time the peer computes for it (so the peer finds us Alive until
+	// HeardUs plus the dead time). State was sent after the peer received
+	// that packet, so it is no older than this, on our clock and with no
+	// bound on delays.
 	HeardUs time.Time `json:"heard_us,omitzero"`
 	// LongestGap is the longest time between two consecutive packets of
 	// this boot accepted on any path: the longest the peer went unheard
@@ -688,9 +771,11 @@ type Snapshot struct {
 	Boot     BootID    `json:"boot"`
 	DeadTime Duration  `json:"dead_time"`
 	State    State     `json:"state"` // what we announce
-	// Alive: some path heard the peer within the dead time.
+	// Alive: some path accepted a packet that proves it was sent within
+	// the dead time.
 	Alive bool `json:"alive"`
-	// HearsUs: the peer echoed a packet we sent within the dead time.
+	// HearsUs: the peer echoed a packet of ours whose credit is within
+	// the dead time (PeerStatus.HeardUs).
 	HearsUs bool `json:"hears_us"`
 	// Seen = Alive && HearsUs: "peer seen" for the decision logic.
 	Seen    bool         `json:"seen"`

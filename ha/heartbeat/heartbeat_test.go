@@ -51,6 +51,8 @@ type relay struct {
 	aAddr, bAddr   netip.AddrPort
 	dropAB, dropBA bool
 	toA            [][]byte // packets forwarded from B to A, newest last
+	withhold       bool     // keep B's packets in held instead of forwarding
+	held           [][]byte // B's packets withheld from A, oldest first
 }
 
 func newRelay(t *testing.T) *relay {
@@ -81,6 +83,10 @@ func (r *relay) pump(in, out *net.UDPConn, learn, dest *netip.AddrPort, drop *bo
 		r.mu.Lock()
 		*learn = src
 		to, dropped := *dest, *drop
+		if record != nil && r.withhold {
+			r.held = append(r.held, bytes.Clone(buf[:n]))
+			dropped = true
+		}
 		if !dropped && to.IsValid() && record != nil {
 			*record = append(*record, bytes.Clone(buf[:n]))
 			if len(*record) > 64 {
@@ -98,6 +104,23 @@ func (r *relay) cut(ab, ba bool) {
 	r.mu.Lock()
 	r.dropAB, r.dropBA = ab, ba
 	r.mu.Unlock()
+}
+
+// startWithholding makes the relay keep B's packets instead of passing
+// them to A, until takeHeld.
+func (r *relay) startWithholding() {
+	r.mu.Lock()
+	r.withhold, r.held = true, nil
+	r.mu.Unlock()
+}
+
+// takeHeld returns the packets withheld so far, oldest first.
+func (r *relay) takeHeld() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	held := r.held
+	r.held = nil
+	return held
 }
 
 // injectToA sends b to endpoint A from the address A expects its peer at.
@@ -602,7 +625,7 @@ func TestLongestGap(t *testing.T) {
 			}
 			defer e.closeConns()
 			start := time.Now()
-			var ours uint64           // our sequence numbers, "sent" as needed
+			var ours uint64           // our newest sequence number, "sent" as needed
 			seqs := map[byte]uint64{} // the peer's, per boot
 			last := map[byte][]byte{} // the peer's newest packet, per boot
 			tick := map[byte]uint64{} // the peer's send rounds, per boot
@@ -613,9 +636,9 @@ func TestLongestGap(t *testing.T) {
 				case "replay":
 					b = last[ev.boot]
 				default:
-					ours++
 					e.mu.Lock()
-					e.sent[ours%sentRing] = sentRec{ours, now}
+					e.roundLocked(now) // a send round of ours, just now
+					ours = e.seq
 					e.mu.Unlock()
 					seqs[ev.boot]++
 					tick[ev.boot]++
@@ -703,5 +726,258 @@ func TestPacketGolden(t *testing.T) {
 	const want = "544448420101010109080000000000000000000000000000000000000000002a000000000000001500000000499602d20000000000000003070000000000000000000000000000000000000000000029000001f4077664692d6e6173056e61732d62085570546f4461746520f4f6363d458da2f53383375df2b4f308f71fcf2e73b1492e3d156c8f257e2c"
 	if got := hex.EncodeToString(b); got != want {
 		t.Errorf("packet bytes changed:\n got %s\nwant %s", got, want)
+	}
+}
+
+// An attacker on one path holds back the peer's heartbeats and releases
+// them after the peer died. Authentic and never seen before, they would
+// pass the replay window; they must not keep the dead peer alive: the
+// peer is dead within the dead time of its real death (plus a margin for
+// the last round and scheduling), stays dead, and what was too old to
+// prove anything is counted as stale.
+func TestDelayedHeartbeatsDoNotKeepDeadPeerAlive(t *testing.T) {
+	const (
+		dead     = time.Second
+		interval = 20 * time.Millisecond // cfgFor's
+		margin   = dead / 4
+	)
+	tests := []struct {
+		name     string
+		withhold time.Duration // path 0 withholds nas-b's packets this long before it dies; 0: no attacker
+		burst    bool          // release all at once, else one per interval
+		stale    string        // how many released packets are stale: "none", "some", "all"
+	}{
+		{name: "no attacker", stale: "none"},
+		// Released over 2D: all older than D when they arrive.
+		{name: "withheld 2D, released one per interval", withhold: 2 * dead, stale: "all"},
+		// Those sent in the last D before the death still prove
+		// something, but nothing past the death.
+		{name: "withheld 2D, released in one burst", withhold: 2 * dead, burst: true, stale: "some"},
+		// All fresh enough to be accepted, yet the peer's death still
+		// counts from its real last packet, not from their arrival.
+		{name: "withheld D/2, released one per interval", withhold: dead / 2, stale: "none"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newPair(t, dead)
+			await(t, p.a, "seeing nas-b on both paths", bothPathsAlive)
+			await(t, p.b, "seeing nas-a on both paths", bothPathsAlive)
+			r := p.relays[0]
+			if tt.withhold > 0 {
+				r.startWithholding()
+				time.Sleep(tt.withhold)
+				if s := p.a.Snapshot(); !s.Seen {
+					t.Fatalf("nas-b not seen through path 1 while path 0 withholds")
+				}
+			}
+			snap := p.a.Snapshot()
+			before, beforeRx := snap.Dropped, snap.Paths[0].Received
+			p.stop(p.b) // nas-b dies: no packet of it is sent after this
+			died := time.Now()
+			held := r.takeHeld()
+			if tt.withhold > 0 && len(held) < int(tt.withhold/interval)/2 {
+				t.Fatalf("only %d packets withheld in %v", len(held), tt.withhold)
+			}
+
+			released := make(chan struct{})
+			go func() {
+				defer close(released)
+				tick := time.NewTicker(interval)
+				defer tick.Stop()
+				for _, b := range held {
+					if !tt.burst {
+						<-tick.C
+					}
+					r.injectToA(t, b)
+				}
+			}()
+
+			s := await(t, p.a, "nas-b dead", func(s Snapshot) bool { return !s.Alive && !s.Seen })
+			deadAfter := s.At.Sub(died)
+			if took := deadAfter; took > dead+margin || took < dead/2 {
+				t.Errorf("nas-b declared dead %v after it died; want the dead time %v (margin %v)", took, dead, margin)
+			}
+			// Stays dead while the rest is released, and a little after.
+			for {
+				ch := p.a.Changed()
+				if s := p.a.Snapshot(); s.Alive || s.Seen {
+					t.Fatalf("nas-b alive again %v after it died (alive %v, seen %v, last heard %v before its death)",
+						s.At.Sub(died), s.Alive, s.Seen, died.Sub(s.Peer.LastHeard))
+				}
+				select {
+				case <-ch:
+					continue
+				case <-released:
+				}
+				break
+			}
+			want := uint64(len(held))
+			s = await(t, p.a, "every released packet judged", func(s Snapshot) bool {
+				return s.Paths[0].Received-beforeRx+s.Dropped.Stale-before.Stale >= want
+			})
+			if s.Alive || s.Seen {
+				t.Errorf("nas-b alive %v after it died", s.At.Sub(died))
+			}
+			stale := s.Dropped.Stale - before.Stale
+			t.Logf("%d packets withheld; %d dropped as stale, %d accepted; dead %v after the death",
+				len(held), stale, s.Paths[0].Received-beforeRx, deadAfter)
+			switch {
+			case tt.stale == "none" && stale != 0,
+				tt.stale == "all" && stale != want,
+				tt.stale == "some" && (stale == 0 || stale == want):
+				t.Errorf("%d of %d released packets dropped as stale, want %s", stale, want, tt.stale)
+			}
+			if d := s.Dropped; d.Replayed != before.Replayed || d.Forged != before.Forged {
+				t.Errorf("drops %+v, before %+v: the withheld packets are neither replays nor forged", d, before)
+			}
+		})
+	}
+}
+
+// A peer that cannot hear us still proves its packets fresh through the
+// hold of its old echo, so it stays alive (one-way contact), for many
+// dead times; it is not seen, and it is dead a dead time after it stops.
+func TestOneWayContactStaysAlive(t *testing.T) {
+	const dead = 500 * time.Millisecond
+	p := newPair(t, dead)
+	await(t, p.a, "both paths", bothPathsAlive)
+	await(t, p.b, "both paths", bothPathsAlive)
+
+	p.relays[0].cut(true, false) // nas-a -> nas-b cut on both paths
+	p.relays[1].cut(true, false)
+	await(t, p.a, "nas-b deaf to nas-a", func(s Snapshot) bool { return !s.Seen && !s.HearsUs })
+	await(t, p.b, "nas-a silent", func(s Snapshot) bool { return !s.Alive })
+	until := time.Now().Add(4 * dead)
+	for time.Now().Before(until) {
+		ch := p.a.Changed()
+		if s := p.a.Snapshot(); !s.Alive || s.Seen {
+			t.Fatalf("one-way: nas-b alive %v, seen %v", s.Alive, s.Seen)
+		}
+		select {
+		case <-ch:
+		case <-time.After(time.Until(until)):
+		}
+	}
+	if d := p.a.Snapshot().Dropped; d.Stale != 0 {
+		t.Errorf("%d stale packets from a peer that only cannot hear us", d.Stale)
+	}
+
+	p.stop(p.b)
+	died := time.Now()
+	s := await(t, p.a, "nas-b dead", func(s Snapshot) bool { return !s.Alive })
+	if took := s.At.Sub(died); took > dead+dead/2 {
+		t.Errorf("one-way peer declared dead %v after it died, dead time %v", took, dead)
+	}
+}
+
+// The proof arithmetic, on a clock the test owns: a packet of nas-b's
+// current boot echoes one of our rounds (sent at sentAt ms) and says it
+// held that echo for hold ms; it arrives at arrive ms. Dead time 1 s.
+func TestFreshnessProof(t *testing.T) {
+	const dead = time.Second
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	tests := []struct {
+		name          string
+		sentAt, hold  int // ms; sentAt < 0: echoes nothing of ours
+		arrive        int // ms
+		wantStale     bool
+		wantLastHeard time.Duration // when accepted: the proven send time
+	}{
+		// The hold loses 0.1 % (a fast peer clock).
+		{name: "prompt", sentAt: 1000, hold: 10, arrive: 1012, wantLastHeard: ms(1010) - 10*time.Microsecond},
+		{name: "held long by the peer (one-way), still fresh", sentAt: 1000, hold: 60000, arrive: 61000, wantLastHeard: ms(1000 + 60000 - 60)},
+		{name: "held back on the way past the dead time", sentAt: 1000, hold: 10, arrive: 2100, wantStale: true},
+		{name: "just within the dead time", sentAt: 1000, hold: 0, arrive: 2000, wantLastHeard: ms(1000)},
+		{name: "a hold beyond the arrival is capped", sentAt: 1000, hold: 5000, arrive: 1500, wantLastHeard: ms(1500)},
+		{name: "echoes nothing of ours", sentAt: -1, arrive: 1000, wantStale: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			peers := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:7001"), netip.MustParseAddrPort("127.0.0.1:7002")}
+			e, err := Open(cfgFor(t, "nas-a", "nas-b", peers, nil, dead))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.closeConns()
+			start := time.Now()
+			at := func(n int) time.Time { return start.Add(ms(n)) }
+			round := func(n int) uint64 {
+				e.mu.Lock()
+				defer e.mu.Unlock()
+				e.roundLocked(at(n))
+				return e.seq
+			}
+			// nas-b's boot is accepted first, from a prompt packet at 0.
+			first := round(0)
+			e.handle(e.paths[0], peers[0], craft(t, testKey, func(pk *packet) {
+				pk.Boot, pk.EchoBoot, pk.EchoSeq = BootID{2}, e.BootID(), first
+			}), at(1))
+			if s := e.Snapshot(); s.Peer == nil || s.Peer.Boot != (BootID{2}) {
+				t.Fatal("nas-b's boot not accepted")
+			}
+			var echo uint64
+			if tt.sentAt >= 0 {
+				echo = round(tt.sentAt)
+			}
+			e.handle(e.paths[1], peers[1], craft(t, testKey, func(pk *packet) {
+				pk.Boot, pk.Seq, pk.Tick = BootID{2}, 2, 2
+				if echo != 0 {
+					pk.EchoBoot, pk.EchoSeq, pk.EchoHold = e.BootID(), echo, uint32(ms(tt.hold).Microseconds())
+				}
+			}), at(tt.arrive))
+			s := e.Snapshot()
+			if got := s.Dropped.Stale; got != map[bool]uint64{true: 1}[tt.wantStale] {
+				t.Errorf("stale %d, want stale %v", got, tt.wantStale)
+			}
+			if tt.wantStale {
+				if s.Paths[1].Received != 0 || !s.Paths[1].LastHeard.IsZero() {
+					t.Errorf("a stale packet counted as heard: %+v", s.Paths[1])
+				}
+				return
+			}
+			if got := s.Paths[1].LastHeard.Sub(start); got != tt.wantLastHeard {
+				t.Errorf("path last heard at %v, want %v", got, tt.wantLastHeard)
+			}
+			if got := s.Peer.LastHeard.Sub(start); got != tt.wantLastHeard {
+				t.Errorf("peer last heard at %v, want %v", got, tt.wantLastHeard)
+			}
+		})
+	}
+}
+
+// The credit of our packets: the peer finds us alive at least until the
+// credit plus the dead time, so our "hears us" must end by then too.
+func TestHeardUsIsTheCredit(t *testing.T) {
+	peers := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:7001")}
+	e, err := Open(cfgFor(t, "nas-a", "nas-b", peers, nil, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.closeConns()
+	start := time.Now()
+	at := func(n int) time.Time { return start.Add(time.Duration(n) * time.Millisecond) }
+	round := func(n int) uint64 {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.roundLocked(at(n))
+		return e.seq
+	}
+	send := func(seq, echo uint64, holdMS, arrive int) {
+		e.handle(e.paths[0], peers[0], craft(t, testKey, func(pk *packet) {
+			pk.Boot, pk.Seq, pk.Tick = BootID{2}, seq, seq
+			pk.EchoBoot, pk.EchoSeq, pk.EchoHold = e.BootID(), echo, uint32(holdMS*1000)
+		}), at(arrive))
+	}
+	s0 := round(0)
+	send(1, s0, 5, 10) // nas-b's boot accepted; proven sent at 5 ms (less 0.1 %)
+	// Our round at 100 echoes that packet, held 90 ms: nas-b will prove
+	// it sent at >= its own send of the echoed packet (>= our proof of
+	// it) + 90 ms (less 0.1 %).
+	s1 := round(100)
+	send(2, s1, 3, 110)
+	s := e.Snapshot()
+	want := at(0).Add(discount(5 * time.Millisecond)).Add(discount(90 * time.Millisecond))
+	if !s.Peer.HeardUs.Equal(want) {
+		t.Errorf("heard us at %v, want the credit %v (our send time %v)", s.Peer.HeardUs.Sub(start), want.Sub(start), time.Duration(100*time.Millisecond))
 	}
 }

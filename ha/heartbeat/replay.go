@@ -4,7 +4,8 @@ package heartbeat
 // boot may arrive and still be accepted. The peer spends one sequence
 // number per packet per path, so 1024 covers minutes of reordering
 // between paths at any sane interval; older packets are dropped as
-// replays.
+// replays. The window only stops duplicates: it bounds no age, so a
+// packet must also prove it is fresh (Endpoint.proofLocked).
 const windowSize = 1024
 
 // window is an anti-replay window over one boot's sequence numbers, in
@@ -17,17 +18,18 @@ type window struct {
 	seen [windowSize]uint64 // seen[s%windowSize] == s: s was accepted
 }
 
-// accept marks seq seen and reports whether it was new. Sequence numbers
-// start at 1, so the zero value of seen means "nothing".
+// check reports whether seq would be new, marking nothing. Sequence
+// numbers start at 1, so the zero value of seen means "nothing".
+func (w *window) check(seq uint64) bool {
+	return seq != 0 && seq+windowSize > w.top && w.seen[seq%windowSize] != seq
+}
+
+// accept marks seq seen and reports whether it was new.
 func (w *window) accept(seq uint64) bool {
-	if seq == 0 || seq+windowSize <= w.top {
+	if !w.check(seq) {
 		return false
 	}
-	slot := &w.seen[seq%windowSize]
-	if *slot == seq {
-		return false
-	}
-	*slot = seq
+	w.seen[seq%windowSize] = seq
 	if seq > w.top {
 		w.top = seq
 	}
