@@ -115,6 +115,9 @@ type HeartbeatDrops struct {
 	Malformed uint64 `json:"malformed"`
 	Foreign   uint64 `json:"foreign"`
 	Unproven  uint64 `json:"unproven"`
+	// Stale: authentic, but not provably sent within the dead time
+	// (held back and released late).
+	Stale uint64 `json:"stale"`
 }
 
 // Vote is this head's view of the tiebreaker.
@@ -239,8 +242,8 @@ func formatHA(w io.Writer, st *Status) error {
 		return err
 	}
 	d := hb.Dropped
-	fmt.Fprintf(w, "  dropped: forged %d, replayed %d, wrong pair %d, malformed %d, foreign %d, unproven %d\n",
-		d.Forged, d.Replayed, d.WrongPair, d.Malformed, d.Foreign, d.Unproven)
+	fmt.Fprintf(w, "  dropped: forged %d, replayed %d, stale %d, wrong pair %d, malformed %d, foreign %d, unproven %d\n",
+		d.Forged, d.Replayed, d.Stale, d.WrongPair, d.Malformed, d.Foreign, d.Unproven)
 
 	v := h.Vote
 	line := fmt.Sprintf("\n%-10s %s: ", v.Tiebreaker, orDash(v.Address))

@@ -1215,7 +1215,7 @@ func heartbeatView(s heartbeat.Snapshot) status.Heartbeat {
 	ms := func(d heartbeat.Duration) float64 { return float64(time.Duration(d).Microseconds()) / 1000 }
 	v := status.Heartbeat{Alive: s.Alive, HearsUs: s.HearsUs, Seen: s.Seen, RTTMS: ms(s.RTT),
 		Dropped: status.HeartbeatDrops{Forged: s.Dropped.Forged, Replayed: s.Dropped.Replayed, WrongPair: s.Dropped.WrongPair,
-			Malformed: s.Dropped.Malformed, Foreign: s.Dropped.Foreign, Unproven: s.Dropped.Unproven}}
+			Malformed: s.Dropped.Malformed, Foreign: s.Dropped.Foreign, Unproven: s.Dropped.Unproven, Stale: s.Dropped.Stale}}
 	if p := s.Peer; p != nil {
 		v.Peer = &status.HeartbeatPeer{Node: s.PeerName, Role: string(p.State.Role), Disk: string(p.State.Disk),
 			HoldsVote: p.State.HoldsVote, Epoch: p.State.Epoch, Boots: p.Boots, LastHeard: p.LastHeard, LongestGapMS: ms(p.LongestGap)}
