@@ -40,9 +40,9 @@ func TestShellJoin(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := shellJoin(tc.argv)
+			got := ShellJoin(tc.argv)
 			if got != tc.want {
-				t.Errorf("shellJoin(%q)\n got %s\nwant %s", tc.argv, got, tc.want)
+				t.Errorf("ShellJoin(%q)\n got %s\nwant %s", tc.argv, got, tc.want)
 			}
 			// The shell reads back exactly the words (not as a command:
 			// printf's own arguments, so the first word needs no binary).

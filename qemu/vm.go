@@ -356,10 +356,11 @@ func makeSparse(p string, size int64) error {
 
 // CommandLine is the VM's QEMU command, quoted for a POSIX shell, so
 // that a failed run can be reproduced by hand (while its Dir exists).
-func (vm *VM) CommandLine() string { return shellJoin(vm.argv) }
+func (vm *VM) CommandLine() string { return ShellJoin(vm.argv) }
 
-// shellJoin quotes each word for a POSIX shell and joins them with spaces.
-func shellJoin(argv []string) string {
+// ShellJoin quotes each word for a POSIX shell and joins them with
+// spaces: a command line to paste.
+func ShellJoin(argv []string) string {
 	q := make([]string, len(argv))
 	for i, a := range argv {
 		q[i] = shellQuote(a)
@@ -380,7 +381,7 @@ func shellQuote(s string) string {
 }
 
 // shellSafe are the characters a POSIX shell takes literally in a word
-// (but '=' in the first: see shellJoin).
+// (but '=' in the first word: see ShellJoin).
 const shellSafe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./_-"
 
 // Wait blocks until QEMU exits.
