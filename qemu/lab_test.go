@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"tandem.dev/tandem/internal/labagent"
 	"tandem.dev/tandem/internal/testimage"
 	"tandem.dev/tandem/qemu"
-	"tandem.dev/tandem/internal/labagent"
 )
 
 var earlyBootDone = regexp.MustCompile(`tandem: early boot done`)
