@@ -42,7 +42,7 @@ func haSite(t testing.TB) ([]byte, *site.Config) {
 // longFlag runs the long forms of the HA scenarios (20 power pulls).
 var longFlag = flag.Bool("long", false, "run the long forms of the HA scenarios")
 
-// R1 and R9 of issue 6: the active head loses power again and again
+// R1 and R9 (docs/ha.md): the active head loses power again and again
 // under the client's writes, and the pair carries the service back and
 // forth.
 //
