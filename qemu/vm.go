@@ -547,6 +547,18 @@ func (vm *VM) Agent() *labagent.Client {
 	return vm.agent
 }
 
+// ReleaseAgent drops this process's connection to the guest agent: QEMU
+// serves one connection at a time, and tandem lab exec in another process
+// waits for it. The next Agent call connects again.
+func (vm *VM) ReleaseAgent() {
+	vm.agentMu.Lock()
+	defer vm.agentMu.Unlock()
+	if vm.agent != nil {
+		vm.agent.Close()
+		vm.agent = nil
+	}
+}
+
 // WaitAgentPort waits until the guest has opened the agent's port (the
 // VSERPORT_CHANGE event): the agent is listening.
 func (vm *VM) WaitAgentPort(ctx context.Context) error {

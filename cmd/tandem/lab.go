@@ -201,6 +201,8 @@ func setUpClient(ctx context.Context, lab *qemu.Lab, p qemu.ClientPlan, lf strin
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	// Leave the client's agent to tandem lab exec.
+	defer lab.VM("client").ReleaseAgent()
 	if err := lab.SetUpClient(sctx, p); err != nil {
 		if ctx.Err() == nil {
 			fmt.Printf("client: not set up: %v\n", err)
