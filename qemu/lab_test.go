@@ -22,8 +22,8 @@ import (
 var earlyBootDone = regexp.MustCompile(`tandem: early boot done`)
 
 // startLab boots a topology of the default image. When the test fails it
-// keeps every console and prints the heads' last errors; afterwards it checks that
-// no QEMU of the lab is left.
+// keeps every console and prints the heads' last errors and every VM's
+// QEMU command line; afterwards it checks that no QEMU of the lab is left.
 func startLab(t *testing.T, ctx context.Context, topo qemu.Topology) *qemu.Lab {
 	return startLabWith(t, ctx, qemu.LabConfig{Topology: topo})
 }
