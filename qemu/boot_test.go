@@ -44,7 +44,8 @@ func requireQEMU(t testing.TB) {
 	}
 }
 
-// boot starts vm and, if the test fails, prints its last console lines.
+// boot starts vm and, if the test fails, prints its last console lines
+// and its QEMU command line.
 func boot(t *testing.T, ctx context.Context, c qemu.Config) *qemu.VM {
 	t.Helper()
 	vm, err := qemu.Start(ctx, c)
@@ -53,9 +54,13 @@ func boot(t *testing.T, ctx context.Context, c qemu.Config) *qemu.VM {
 	}
 	t.Cleanup(func() {
 		vm.Kill()
-		if t.Failed() && vm.Console != nil {
+		if !t.Failed() {
+			return
+		}
+		if vm.Console != nil {
 			t.Logf("last 50 console lines of %s:\n%s", vm.Name, vm.Console.Tail(50))
 		}
+		t.Logf("QEMU command line of %s (files in %s):\n%s", vm.Name, vm.Dir, vm.CommandLine())
 	})
 	return vm
 }

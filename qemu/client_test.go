@@ -50,17 +50,13 @@ func TestFullLabClientAndPowerPull(t *testing.T) {
 
 	// The witness host (the client, 10.0.0.2 as site.lab.toml says) is
 	// reachable from both heads over the management segment.
-	var mac string
-	for _, v := range lab.State().VMs {
-		for _, n := range v.NICs {
-			if v.Name == "client" && n.ID == "mgmt" {
-				mac = n.MAC
-			}
-		}
+	plan, err := qemu.PlanClient(labSite(t))
+	if err != nil {
+		t.Fatal(err)
 	}
-	nic := ifaceByMAC(t, ctx, client, mac)
-	guest(t, ctx, client, "ip", "addr", "add", "10.0.0.2/24", "dev", nic)
-	guest(t, ctx, client, "ip", "link", "set", "dev", nic, "up")
+	if err := lab.ClientUp(ctx, plan.Addr); err != nil {
+		t.Fatal(err)
+	}
 
 	// A power pull on head-b: head-a's bond (ARP-monitored) goes down.
 	for _, vm := range []*qemu.VM{a, b} {

@@ -15,7 +15,7 @@ import (
 	"tandem.dev/tandem/status"
 )
 
-// R2 and R8 of issue 6, faults that must change nothing, and the
+// R2 and R8 (docs/ha.md): faults that must change nothing, and the
 // operator's modes.
 //
 //  1. The full lab boots with the witness on the client; head-a serves.

@@ -11,10 +11,10 @@ import (
 	"tandem.dev/tandem/status"
 )
 
-// DRBD's fencing when the witness cannot answer (issue 6: "the head
-// outdates the peer through DRBD's fence-peer hook when it can reach
-// it"): the active head's writes stay frozen until the peer, still heard
-// over the management network, has marked its own disk Outdated in DRBD's
+// DRBD's fencing when the witness cannot answer: a head that can still
+// reach its peer outdates it through DRBD's fence-peer hook. The active
+// head's writes stay frozen until the peer, still heard over the
+// management network, has marked its own disk Outdated in DRBD's
 // metadata; then they go on, with no witness at all.
 //
 //  1. The full lab boots with the witness on the client; head-a serves

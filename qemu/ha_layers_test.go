@@ -22,7 +22,7 @@ var r4Faults = flag.String("r4.faults", "", "comma-separated subset of TestFailo
 // layerFault is one of R4's faults, injected on the active head.
 type layerFault struct {
 	name  string // for -r4.faults
-	story string // as the issue says it
+	story string // for the log
 	// layer is the service whose monitor must see it; its interval
 	// bounds the detection.
 	layer    string
@@ -33,12 +33,12 @@ type layerFault struct {
 	reconnect bool
 }
 
-// R4 of issue 6: each of the seed's layers is failed by hand on the
-// active head while the client writes through the VIP over a hard NFSv3
-// mount.
+// R4 (docs/ha.md): each layer of the served stack is failed by hand on
+// the active head while the client writes through the VIP over a hard
+// NFSv3 mount.
 //
 //  1. The full lab boots with the witness on the client; head-a serves.
-//  2. In the issue's order: nfsd is stopped, rpc.mountd is killed, the
+//  2. One after the other: nfsd is stopped, rpc.mountd is killed, the
 //     filesystem is frozen (every write blocks), the VIP is deleted, the
 //     service interface is downed, the LV is suspended (device-mapper
 //     holds its I/O, as a killed lvm command leaves it), DRBD is
@@ -80,7 +80,7 @@ func TestFailoverLayerFailures(t *testing.T) {
 	wstart := time.Now()                                     // the workload's start, as the host sees it
 	sleepCtx(ctx, 5*time.Second)
 
-	// 2. The faults, in the issue's order.
+	// 2. The faults, one at a time.
 	nfsd := layerFault{name: "nfsd", story: "nfsd is stopped", layer: "nfs", interval: ms(mon.NFS.IntervalMS),
 		inject: []string{"rpc.nfsd", "0"}}
 	faults := []layerFault{

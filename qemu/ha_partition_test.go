@@ -17,8 +17,8 @@ import (
 	"tandem.dev/tandem/status"
 )
 
-// R3 of issue 6: every link between the heads breaks while the witness
-// stays reachable from both, and the witness alone decides.
+// R3 (docs/ha.md): every link between the heads breaks while the
+// witness stays reachable from both, and the witness alone decides.
 //
 //  1. The full lab boots with the witness on the client; head-a serves
 //     with the witness vote. The client writes checksummed records
@@ -231,7 +231,7 @@ func TestFailoverPartitionBetweenHeads(t *testing.T) {
 		hold.Seconds(), resync.Seconds(), r.Acked)
 }
 
-// R6 of issue 6: a stop that cannot finish ends in a reset, and the
+// R6 (docs/ha.md): a stop that cannot finish ends in a reset, and the
 // peer's takeover meanwhile loses nothing.
 //
 //  1. The full lab boots with the witness on the client; head-a serves,

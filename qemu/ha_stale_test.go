@@ -9,8 +9,9 @@ import (
 	"tandem.dev/tandem/status"
 )
 
-// A double fault that must not serve old data (issue 6: "a stale head
-// never serves old data").
+// A head with stale data never serves: after a double fault the standby,
+// cut off from the active head's last writes, does not take over when
+// the active head dies.
 //
 //  1. The full lab boots with the witness on the client; head-a serves
 //     and the client writes through the VIP over a hard NFSv3 mount.

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"tandem.dev/tandem/qemu"
-	"tandem.dev/tandem/internal/labagent"
 	"tandem.dev/tandem/qemu/workload"
 	"tandem.dev/tandem/site"
 	"tandem.dev/tandem/status"
@@ -43,7 +42,7 @@ func haSite(t testing.TB) ([]byte, *site.Config) {
 // longFlag runs the long forms of the HA scenarios (20 power pulls).
 var longFlag = flag.Bool("long", false, "run the long forms of the HA scenarios")
 
-// R1 and R9 of issue 6: the active head loses power again and again
+// R1 and R9 (docs/ha.md): the active head loses power again and again
 // under the client's writes, and the pair carries the service back and
 // forth.
 //
@@ -92,9 +91,14 @@ func TestFailoverActiveHeadKilled(t *testing.T) {
 		t.Errorf("tandem status on head-a does not show the witness vote:\n%s", out)
 	}
 
-	// 2. A hard NFSv3 mount through the VIP.
+	// 2. A hard NFSv3 mount through the VIP: the command tandem lab full prints.
+	raw, _ := haSite(t)
+	plan, err := qemu.PlanClient(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
 	guest(t, ctx, client, "busybox", "mkdir", "-p", "/tmp/v3")
-	guest(t, ctx, client, "mount.nfs", "10.0.0.10:/srv/tandem/vm", "/tmp/v3", "-o", "vers=3,hard,proto=tcp,nolock")
+	guest(t, ctx, client, plan.MountNFSv3("/tmp/v3")...)
 
 	// 3. The kills.
 	const before = 8 * time.Second
@@ -240,41 +244,22 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// startWitness puts the site config on the client and runs `tandem
-// witness` there in the background, logging to /tmp/witness.log.
-func startWitness(t testing.TB, ctx context.Context, client *qemu.VM, siteTOML []byte) {
-	t.Helper()
-	res, err := client.Agent().Do(ctx, labagent.Request{Argv: []string{"busybox", "sh", "-c", "busybox cat > /tmp/site.toml"}, Stdin: siteTOML})
-	if err != nil || res.Exit != 0 {
-		t.Fatalf("client: writing the site config: %v %s", err, res.Stderr)
-	}
-	guest(t, ctx, client, "busybox", "sh", "-c",
-		"(tandem witness --site /tmp/site.toml > /tmp/witness.log 2>&1 < /dev/null & echo $! > /tmp/witness.pid) > /dev/null 2>&1")
+// keepWitnessLog keeps the witness's log with the consoles when the test
+// fails: its decisions are part of the story.
+func keepWitnessLog(t testing.TB, client *qemu.VM) {
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
 		}
-		// Its decisions are part of the story: keep them with the consoles.
 		cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if res, err := client.Agent().Run(cctx, "busybox", "cat", "/tmp/witness.log"); err == nil {
+		if res, err := client.Agent().Run(cctx, "busybox", "cat", qemu.WitnessLog); err == nil {
 			dir := failedDir(t)
 			os.MkdirAll(dir, 0o755)
 			os.WriteFile(filepath.Join(dir, "witness.log"), res.Stdout, 0o644)
 			t.Logf("witness log: %s", filepath.Join(dir, "witness.log"))
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := run(ctx, client, "busybox", "cat", "/tmp/witness.log")
-		if err == nil && strings.Contains(string(res.Stdout), "witness: serving") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the witness did not start on the client: %v %s", err, res.Stdout)
-		}
-		sleepCtx(ctx, time.Second)
-	}
 }
 
 // pathsUp counts the heartbeat paths that hear the peer.
@@ -288,18 +273,24 @@ func pathsUp(h *status.HA) int {
 	return n
 }
 
-// startHALab boots the full lab on the HA site config (haSite), gives
-// the client 10.0.0.2 and runs the witness there: where every HA
-// scenario starts. ctx ends with the test, or after timeout.
+// startHALab boots the full lab on the HA site config (haSite) and sets
+// the client up as `tandem lab full` does (Lab.SetUpClient: 10.0.0.2 and
+// the witness): where every HA scenario starts. ctx ends with the test,
+// or after timeout.
 func startHALab(t testing.TB, timeout time.Duration) (context.Context, *qemu.Lab, *site.Config) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
 	raw, sc := haSite(t)
 	lab := startLabWith(t, ctx, qemu.LabConfig{Topology: qemu.Full, SiteTOML: raw})
-	client := lab.VM("client")
-	clientUp(t, ctx, lab, client)
-	startWitness(t, ctx, client, raw)
+	plan, err := qemu.PlanClient(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keepWitnessLog(t, lab.VM("client"))
+	if err := lab.SetUpClient(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
 	return ctx, lab, sc
 }
 

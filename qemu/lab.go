@@ -379,9 +379,10 @@ func (l *Lab) WaitAll(ctx context.Context, re *regexp.Regexp) (map[string]time.D
 }
 
 // FailureReport keeps every VM's whole console in dir and returns a short
-// digest: where the files are and the last n error lines of each head. The
-// digest is short so that a test's own failure message stays near the end
-// of the output, where CI excerpts look.
+// digest: where the files are, the last n error lines of each head, and
+// last, each VM's QEMU command line. The digest is short so that a test's
+// own failure message stays near the end of the output, where CI
+// excerpts look.
 func (l *Lab) FailureReport(dir string, n int) string {
 	var b strings.Builder
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -409,6 +410,20 @@ func (l *Lab) FailureReport(dir string, n int) string {
 		for _, e := range errs[max(len(errs)-n, 0):] {
 			b.WriteString("    " + e + "\n")
 		}
+	}
+	b.WriteString(l.commandLines())
+	return b.String()
+}
+
+// commandLines renders every VM's QEMU command, one line each, to rerun a
+// VM by hand. Its disks and sockets are in the lab's Dir, which Close
+// removes if NewLab made it; the hub, which links the management NICs,
+// is this process's.
+func (l *Lab) commandLines() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "--- QEMU command lines (files in %s):\n", l.Dir)
+	for _, vm := range l.vms() {
+		b.WriteString(vm.CommandLine() + "\n")
 	}
 	return b.String()
 }

@@ -14,16 +14,16 @@ import (
 	"testing"
 	"time"
 
+	"tandem.dev/tandem/internal/labagent"
 	"tandem.dev/tandem/internal/testimage"
 	"tandem.dev/tandem/qemu"
-	"tandem.dev/tandem/internal/labagent"
 )
 
 var earlyBootDone = regexp.MustCompile(`tandem: early boot done`)
 
 // startLab boots a topology of the default image. When the test fails it
-// keeps every console and prints the heads' last errors; afterwards it checks that
-// no QEMU of the lab is left.
+// keeps every console and prints the heads' last errors and every VM's
+// QEMU command line; afterwards it checks that no QEMU of the lab is left.
 func startLab(t *testing.T, ctx context.Context, topo qemu.Topology) *qemu.Lab {
 	return startLabWith(t, ctx, qemu.LabConfig{Topology: topo})
 }

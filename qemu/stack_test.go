@@ -75,7 +75,13 @@ func TestStackFreshPairSwitchoverReboot(t *testing.T) {
 	}
 
 	// 2. The client mounts through the VIP and writes across switchovers.
-	clientUp(t, ctx, lab, client)
+	plan, err := qemu.PlanClient(labSite(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.ClientUp(ctx, plan.Addr); err != nil {
+		t.Fatal(err)
+	}
 	mounts := []struct{ name, dir, cmd, opts string }{
 		{"NFSv3", "/tmp/v3", "mount.nfs", "vers=3,hard,proto=tcp,nolock"},
 		{"NFSv4.2", "/tmp/v42", "mount.nfs4", "vers=4.2,hard,proto=tcp"},
@@ -205,26 +211,6 @@ func TestStackFreshPairSwitchoverReboot(t *testing.T) {
 	if st := nodeStatus(t, ctx, a); st.Role != "active" {
 		t.Errorf("head-a is %s after losing a disk; a degraded array keeps serving", st.Role)
 	}
-}
-
-// clientUp gives the client 10.0.0.2 on the service network.
-func clientUp(t testing.TB, ctx context.Context, lab *qemu.Lab, client *qemu.VM) {
-	t.Helper()
-	if err := client.WaitAgentPort(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var mac string
-	for _, v := range lab.State().VMs {
-		for _, n := range v.NICs {
-			if v.Name == client.Name && n.ID == "mgmt" {
-				mac = n.MAC
-			}
-		}
-	}
-	nic := ifaceByMAC(t, ctx, client, mac)
-	guest(t, ctx, client, "ip", "link", "set", "dev", "lo", "up")
-	guest(t, ctx, client, "ip", "addr", "add", "10.0.0.2/24", "dev", nic)
-	guest(t, ctx, client, "ip", "link", "set", "dev", nic, "up")
 }
 
 // startWorkload runs `tandem workload` on dir in the client's

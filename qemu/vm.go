@@ -24,6 +24,9 @@ const (
 	OVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 )
 
+// qemuBinary is the emulator every VM runs.
+const qemuBinary = "qemu-system-x86_64"
+
 // qmpTimeout bounds each fault or power command of a VM: QMP answers in
 // milliseconds unless QEMU is wedged, and then a test must not hang.
 const qmpTimeout = 10 * time.Second
@@ -90,6 +93,7 @@ type VM struct {
 	QMPSocket, ControlSocket, AgentSocket string
 
 	cfg  Config
+	argv []string // QEMU's whole command line, binary first
 	log  *slog.Logger
 	cmd  *exec.Cmd
 	qmp  *QMP
@@ -159,7 +163,8 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 		args = append(args, "-serial", "stdio", "-monitor", "none")
 	}
 	args = append(args, c.Extra...)
-	cmd := exec.Command("qemu-system-x86_64", args...)
+	vm.argv = append([]string{qemuBinary}, args...)
+	cmd := exec.Command(qemuBinary, args...)
 	// Own process group, and die with the parent: no QEMU outlives its test.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !c.Interactive, Pdeathsig: syscall.SIGKILL}
 	if c.Interactive {
@@ -167,7 +172,7 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	} else {
 		cmd.Stdout, cmd.Stderr = vm.Console, vm.Console
 	}
-	vm.log.Debug("starting qemu", "args", strings.Join(args, " "))
+	vm.log.Debug("starting qemu", "cmd", vm.CommandLine())
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
@@ -204,9 +209,9 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	if err != nil {
 		vm.Kill()
 		if vm.Console != nil {
-			return nil, fmt.Errorf("qemu %s: %w\n%s", c.Name, err, vm.Console.Tail(10))
+			return nil, fmt.Errorf("qemu %s: %w\n%s\ncommand: %s", c.Name, err, vm.Console.Tail(10), vm.CommandLine())
 		}
-		return nil, fmt.Errorf("qemu %s: %w", c.Name, err)
+		return nil, fmt.Errorf("qemu %s: %w\ncommand: %s", c.Name, err, vm.CommandLine())
 	}
 	vm.qmp = q
 	return vm, nil
@@ -348,6 +353,36 @@ func makeSparse(p string, size int64) error {
 	}
 	return err
 }
+
+// CommandLine is the VM's QEMU command, quoted for a POSIX shell, so
+// that a failed run can be reproduced by hand (while its Dir exists).
+func (vm *VM) CommandLine() string { return ShellJoin(vm.argv) }
+
+// ShellJoin quotes each word for a POSIX shell and joins them with
+// spaces: a command line to paste.
+func ShellJoin(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		q[i] = shellQuote(a)
+		if i == 0 && q[i] == a && strings.Contains(a, "=") {
+			q[i] = "'" + a + "'" // a first word NAME=value would be an assignment
+		}
+	}
+	return strings.Join(q, " ")
+}
+
+// shellQuote leaves words of plain characters alone (QEMU options stay
+// readable) and single-quotes anything else.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, shellSafe) == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// shellSafe are the characters a POSIX shell takes literally in a word
+// (but '=' in the first word: see ShellJoin).
+const shellSafe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./_-"
 
 // Wait blocks until QEMU exits.
 func (vm *VM) Wait() error { <-vm.done; return vm.err }
@@ -510,6 +545,18 @@ func (vm *VM) Agent() *labagent.Client {
 		vm.agent = labagent.NewClient(vm.AgentSocket)
 	}
 	return vm.agent
+}
+
+// ReleaseAgent drops this process's connection to the guest agent: QEMU
+// serves one connection at a time, and tandem lab exec in another process
+// waits for it. The next Agent call connects again.
+func (vm *VM) ReleaseAgent() {
+	vm.agentMu.Lock()
+	defer vm.agentMu.Unlock()
+	if vm.agent != nil {
+		vm.agent.Close()
+		vm.agent = nil
+	}
 }
 
 // WaitAgentPort waits until the guest has opened the agent's port (the

@@ -16,12 +16,13 @@ import (
 	"syscall"
 	"time"
 
-	"tandem.dev/tandem/qemu"
 	"tandem.dev/tandem/internal/labagent"
+	"tandem.dev/tandem/qemu"
 )
 
 const labUsage = `usage:
   tandem lab node|pair|full [--image out/tandem.img] [--site site.toml] [--name NAME] [--uefi]
+      (full also sets the client up: its address, the witness, and prints the NFS mount)
   tandem lab exec [--lab NAME] [--timeout 5m] VM -- COMMAND [ARG...]
   tandem lab fault [--lab NAME] VM link NETDEV off|on
   tandem lab fault [--lab NAME] VM kill|poweron|reset|powerdown
@@ -37,7 +38,7 @@ func runLab(ctx context.Context, args []string) error {
 	switch args[0] {
 	case string(qemu.Node), string(qemu.Pair), string(qemu.Full):
 		return labUp(ctx, qemu.Topology(args[0]), args[1:])
-	case "lab": // the issue's name for the full topology
+	case "lab": // an alias of full
 		return labUp(ctx, qemu.Full, args[1:])
 	case "exec":
 		return labExec(ctx, args[1:])
@@ -83,6 +84,13 @@ func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
 			return err
 		}
 	}
+	var client qemu.ClientPlan
+	if topo == qemu.Full {
+		var err error
+		if client, err = qemu.PlanClient(site); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(labsRoot(), 0o700); err != nil {
 		return err
 	}
@@ -110,11 +118,19 @@ func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
 	defer os.RemoveAll(dir)
 	defer lab.Close()
 	printLab(os.Stdout, lab, *name)
+	if topo == qemu.Full {
+		go setUpClient(ctx, lab, client, labFlag(lab, *name))
+	}
 
 	follow := func(vm *qemu.VM, since time.Time) {
 		go func() {
 			if _, err := vm.Console.WaitFor(ctx, regexp.MustCompile(`tandem: early boot done`)); err == nil {
 				fmt.Printf("%s: early boot done after %.1fs\n", vm.Name, time.Since(since).Seconds())
+			}
+		}()
+		go func() {
+			if _, err := vm.Console.WaitFor(ctx, regexp.MustCompile(`tandem: role: active after`)); err == nil {
+				fmt.Printf("%s: active after %.1fs: it serves the VIP\n", vm.Name, time.Since(since).Seconds())
 			}
 		}()
 		go func() {
@@ -158,10 +174,7 @@ func printLab(w io.Writer, lab *qemu.Lab, name string) {
 	if st.Witness != "" {
 		fmt.Fprintf(w, "  witness runs on %s\n", st.Witness)
 	}
-	lf := ""
-	if name != string(st.Topology) {
-		lf = " --lab " + name
-	}
+	lf := labFlag(lab, name)
 	first := st.VMs[0]
 	var netdevs []string
 	for _, n := range first.NICs {
@@ -171,6 +184,40 @@ func printLab(w io.Writer, lab *qemu.Lab, name string) {
 	fmt.Fprintf(w, "faults:         tandem lab fault%s %s link %s off|on   (netdevs: %s)\n", lf, first.Name, netdevs[len(netdevs)-1], strings.Join(netdevs, " "))
 	fmt.Fprintf(w, "                tandem lab fault%s %s kill|poweron|reset|powerdown|remove-disk data3\n", lf, first.Name)
 	fmt.Fprintln(w, "stop:           Ctrl-C (stops every VM and removes the lab dir)")
+}
+
+// labFlag is the --lab of the lab's commands: none for a lab named as
+// its topology.
+func labFlag(lab *qemu.Lab, name string) string {
+	if name == string(lab.Topology) {
+		return ""
+	}
+	return " --lab " + qemu.ShellJoin([]string{name})
+}
+
+// setUpClient readies the full lab's client as the HA scenarios do
+// (qemu.Lab.SetUpClient) and prints the command that mounts the export.
+func setUpClient(ctx context.Context, lab *qemu.Lab, p qemu.ClientPlan, lf string) {
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	// Leave the client's agent to tandem lab exec.
+	defer lab.VM("client").ReleaseAgent()
+	if err := lab.SetUpClient(sctx, p); err != nil {
+		if ctx.Err() == nil {
+			fmt.Printf("client: not set up: %v\n", err)
+		}
+		return
+	}
+	fmt.Printf("client: %s up on the service network after %.1fs", p.Addr, time.Since(start).Seconds())
+	if p.Site != nil {
+		fmt.Printf("; the witness serves there (log %s)", qemu.WitnessLog)
+	}
+	fmt.Println()
+	if m := p.MountNFSv3("/mnt"); m != nil {
+		fmt.Printf("mount the export through the VIP once a head is active:\n  tandem lab exec%s client -- %s\n", lf, qemu.ShellJoin(m))
+		fmt.Printf("  tandem lab exec%s client -- tandem workload --dir /mnt --duration 60s\n", lf)
+	}
 }
 
 func alive(pid int) bool {
