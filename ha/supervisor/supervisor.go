@@ -144,8 +144,8 @@ type Config struct {
 	Ping      *Pinger // the ping target mode
 
 	EpochFile, ModeFile, OutdatedFile string // defaults: the constants
-	Clock               Clock  // default: the real one
-	Log                 *slog.Logger
+	Clock                             Clock  // default: the real one
+	Log                               *slog.Logger
 }
 
 // Supervisor is one boot's HA supervisor.
