@@ -1,4 +1,4 @@
-package qemu_test
+package scenarios_test
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 
 // haSiteFlag runs the HA scenarios on another site.toml than
 // configs/site.lab.toml, e.g. to try shorter lab timings:
-// go test ./qemu/ -run TestFailover -args -ha.site=/tmp/site.toml
+// go test ./qemu/scenarios -run TestFailover -args -ha.site=/tmp/site.toml
 var haSiteFlag = flag.String("ha.site", "", "site.toml for the HA scenarios (default configs/site.lab.toml)")
 
 func haSite(t testing.TB) ([]byte, *site.Config) {

@@ -1,4 +1,4 @@
-package qemu_test
+package scenarios_test
 
 import (
 	"context"
@@ -22,7 +22,7 @@ var soakFlag = flag.Duration("soak", 30*time.Minute, "how long BenchmarkIdleSoak
 // It also reports the longest heartbeat gap each head saw from its live
 // peer, per path and on any path: the margin left under the dead time.
 //
-//	go test -run '^$' -bench IdleSoak -benchtime 1x -timeout 60m ./qemu
+//	go test -run '^$' -bench IdleSoak -benchtime 1x -timeout 60m ./qemu/scenarios
 func BenchmarkIdleSoak(b *testing.B) {
 	for range b.N {
 		soak(b)

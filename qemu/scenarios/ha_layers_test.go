@@ -1,4 +1,4 @@
-package qemu_test
+package scenarios_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 )
 
 // r4Faults picks some of R4's faults, by name, for a quicker run:
-// go test ./qemu/ -run TestFailoverLayerFailures -args -r4.faults=vip,lv
+// go test ./qemu/scenarios -run TestFailoverLayerFailures -args -r4.faults=vip,lv
 var r4Faults = flag.String("r4.faults", "", "comma-separated subset of TestFailoverLayerFailures's faults (default: all)")
 
 // layerFault is one of R4's faults, injected on the active head.

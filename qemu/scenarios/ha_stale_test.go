@@ -1,4 +1,4 @@
-package qemu_test
+package scenarios_test
 
 import (
 	"regexp"

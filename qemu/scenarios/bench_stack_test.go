@@ -1,4 +1,4 @@
-package qemu_test
+package scenarios_test
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 // (local RAID10 only); and 4 KiB write+fsync latency both ways. It is
 // a benchmark, so it runs only with -bench:
 //
-//	go test -run '^$' -bench StackReplication -benchtime 1x -timeout 30m ./qemu
+//	go test -run '^$' -bench StackReplication -benchtime 1x -timeout 30m ./qemu/scenarios
 func BenchmarkStackReplication(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
