@@ -34,7 +34,7 @@ const nodeName = "head-a" // the VM name: data disk serials head-a-data0..3, as 
 
 func labSite(t testing.TB) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "configs", "site.lab.toml"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "configs", "site.lab.toml"))
 	if err != nil {
 		t.Fatal(err)
 	}
