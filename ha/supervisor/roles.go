@@ -226,11 +226,8 @@ func (s *Supervisor) Switchover(ctx context.Context) (string, error) {
 			s.takeBack(ctx)
 			return "", fmt.Errorf("stopping the stack here failed, so it stays here: %w", err)
 		}
-		actx, cancel := context.WithTimeout(ctx, AcquireBudget)
-		died := s.cancelIfPeerDies(actx, cancel)
-		err = c.Call(actx, control.OpAcquire, nil)
-		cancel()
-		if died() {
+		died, err := s.callPeer(ctx, c, control.OpAcquire, AcquireBudget)
+		if died {
 			return "", s.peerDiedDuringSwitchover(peer.Node)
 		}
 		if err != nil {
@@ -245,11 +242,8 @@ func (s *Supervisor) Switchover(ctx context.Context) (string, error) {
 	if ha.Role(peer.Role) != ha.Active {
 		return "", fmt.Errorf("nothing to switch over: %s is %s, not active; start the stack with 'tandem switchover' on it, or wait for it", peer.Node, orDash(peer.Role))
 	}
-	rctx, cancel := context.WithTimeout(ctx, ReleaseBudget)
-	died := s.cancelIfPeerDies(rctx, cancel)
-	err = c.Call(rctx, control.OpRelease, nil)
-	cancel()
-	if died() {
+	died, err := s.callPeer(ctx, c, control.OpRelease, ReleaseBudget)
+	if died {
 		return "", s.peerDiedDuringSwitchover(peer.Node)
 	}
 	if err != nil {
@@ -268,6 +262,17 @@ func (s *Supervisor) Switchover(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("this head did not start the stack (%w); it runs on %s again", err, peer.Node)
 	}
 	return fmt.Sprintf("switchover: %s is active, %s standby (%d ms)", node, peer.Node, s.since(t0)), nil
+}
+
+// callPeer makes a switchover's control call, bounded by budget, and
+// ends it as soon as the peer is declared dead (died).
+func (s *Supervisor) callPeer(ctx context.Context, c control.Client, op string, budget time.Duration) (died bool, err error) {
+	cctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	dead := s.cancelIfPeerDies(cctx, cancel)
+	err = c.Call(cctx, op, nil)
+	cancel()
+	return dead(), err
 }
 
 // cancelIfPeerDies calls cancel once the heartbeat no longer hears the
