@@ -148,7 +148,7 @@ func (b *Boot) newHA(sup *supervise.Supervisor, st *stack.Stack) (*supervisor.Su
 	b.mu.Unlock()
 	wdTimeout := time.Duration(sc.HA.WatchdogTimeoutSeconds) * time.Second
 	if wd == nil {
-		b.Log.Warn("HA: no hardware watchdog: a hung PID 1 cannot be reset; a stop that overruns its bound still restarts the kernel")
+		b.Log.With("component", "ha").Warn("no hardware watchdog: a hung PID 1 cannot be reset; a stop that overruns its bound still restarts the kernel")
 	} else {
 		wdTimeout = wd.setTimeout(wdTimeout, b.Log)
 	}
@@ -178,7 +178,7 @@ func (h host) LocalStatus() status.Status { return h.b.localStatus() }
 func (h host) Restart(why string) {
 	h.b.drainConsoles()
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
-		h.b.Log.Error("HA: restart failed; waiting for the watchdog", "err", err)
+		h.b.Log.With("component", "ha").Error("self-fence: restart failed; waiting for the watchdog", "err", err)
 	}
 }
 
