@@ -70,8 +70,10 @@ type Client struct {
 	conn *net.UDPConn
 	boot ID
 
-	op  sync.Mutex // one exchange at a time
-	seq uint64
+	op sync.Mutex // one exchange at a time
+	// The witness boot and challenge of the last genuine answer (under
+	// op): the next request proves itself fresh with them.
+	witness, chal ID
 
 	mu      sync.Mutex
 	expires time.Time
@@ -259,6 +261,11 @@ func (c *Client) Release(ctx context.Context) error {
 	c.mu.Lock()
 	c.noteLocked(rep, c.now())
 	c.mu.Unlock()
+	if rep.Status == Denied {
+		// Granted to an earlier start of this head: nobody counts on it.
+		c.log.Warn("witness: the vote was not released: the witness holds it for an earlier start of this head until its lease runs out")
+		return nil
+	}
 	c.log.Info("witness: vote released", "holder_now", rep.Holder)
 	return nil
 }
@@ -269,21 +276,26 @@ func (c *Client) noteLocked(rep *reply, now time.Time) {
 	c.vote.Writer, c.vote.Outdated = rep.Writer, rep.Outdated
 }
 
-// exchange sends a request and resends it (fresh nonce and sequence
-// number each time) every Retry until a genuine answer to one of the
-// attempts arrives; it returns the answer and when that attempt was sent.
+// maxChallengesAnswered bounds the challenges one exchange answers: one at a
+// head's first request and one after a witness restart are normal.
+const maxChallengesAnswered = 4
+
+// exchange sends a request and resends it (fresh nonce each time) every
+// Retry until a genuine answer to one of the attempts arrives; it returns
+// the answer and when that attempt was sent. A "challenge" answer is
+// not returned: the request is resent at once with the new challenge.
 func (c *Client) exchange(ctx context.Context, op uint8, claim bool, left time.Duration) (*reply, time.Time, error) {
 	c.op.Lock()
 	defer c.op.Unlock()
 	sent := map[ID]time.Time{}
 	buf := make([]byte, MaxMessage+1)
 	var lastErr error
+	challenged := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, time.Time{}, fmt.Errorf("witness %s: no answer: %w (last error: %v)", c.cfg.Addr, err, lastErr)
 		}
-		c.seq++
-		req := request{Op: op, Claim: claim, Boot: c.boot, Seq: c.seq, HeldFor: left, Pair: c.cfg.Pair, Node: c.cfg.Node}
+		req := request{Op: op, Claim: claim, Boot: c.boot, Witness: c.witness, Challenge: c.chal, HeldFor: left, Pair: c.cfg.Pair, Node: c.cfg.Node}
 		if _, err := rand.Read(req.Nonce[:]); err != nil {
 			return nil, time.Time{}, err
 		}
@@ -296,11 +308,12 @@ func (c *Client) exchange(ctx context.Context, op uint8, claim bool, left time.D
 			deadline = d
 		}
 		c.conn.SetReadDeadline(deadline)
+	read:
 		for {
 			n, err := c.conn.Read(buf)
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
-					break
+					break read
 				}
 				if errors.Is(err, net.ErrClosed) {
 					return nil, time.Time{}, fmt.Errorf("witness %s: %w", c.cfg.Addr, err)
@@ -314,7 +327,7 @@ func (c *Client) exchange(ctx context.Context, op uint8, claim bool, left time.D
 					case <-time.After(wait):
 					}
 				}
-				break
+				break read
 			}
 			rep, err := parseReply(buf[:n], c.cfg.Pair, c.cfg.Key)
 			at, ours := time.Time{}, false
@@ -328,7 +341,15 @@ func (c *Client) exchange(ctx context.Context, op uint8, claim bool, left time.D
 				c.log.Debug("witness: dropped an answer", "err", err)
 				continue
 			}
-			return rep, at, nil
+			c.witness, c.chal = rep.Witness, rep.Challenge
+			if rep.Status != Challenge {
+				return rep, at, nil
+			}
+			if challenged++; challenged > maxChallengesAnswered {
+				return nil, time.Time{}, fmt.Errorf("witness %s: asked to prove freshness %d times in a row", c.cfg.Addr, challenged)
+			}
+			c.log.Debug("witness: challenged; resending", "witness_boot", rep.Witness)
+			break read
 		}
 	}
 }

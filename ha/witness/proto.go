@@ -4,20 +4,22 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 
 	"tandem.dev/tandem/ha"
 )
 
-// Wire format, version 1, big-endian; every message is one UDP datagram
+// Wire format, version 2, big-endian; every message is one UDP datagram
 // ending in an HMAC-SHA256 with the pair key over all bytes before it.
 //
 // Request (head -> witness):
 //
 //	off size field
 //	  0    4 magic "TDWQ"
-//	  4    1 version (1)
+//	  4    1 version (2)
 //	  5    1 op: 1 acquire (or renew), 2 release, 3 outdate peer ("I hold
 //	         the lease and write alone: record that only my data is
 //	         current"; renews the lease), 4 clear writer ("my peer is
@@ -27,9 +29,10 @@ import (
 //	  7    1 zero
 //	  8   16 nonce: random per attempt; the reply must echo it
 //	 24   16 client boot ID (random per client start)
-//	 40    8 sequence number, +1 per attempt within a boot
-//	 48    8 lease the client believes it has left, ns (informational)
-//	 56  1+n pair name
+//	 40   16 witness boot ID, as last heard from the witness (zero: none)
+//	 56   16 challenge, as last handed out by the witness (zero: none)
+//	 72    8 lease the client believes it has left, ns (informational)
+//	 80  1+n pair name
 //	  .  1+n node name
 //	  .   32 HMAC
 //
@@ -37,18 +40,21 @@ import (
 //
 //	off size field
 //	  0    4 magic "TDWA"
-//	  4    1 version (1)
-//	  5    1 status: 1 granted, 2 denied, 3 released
+//	  4    1 version (2)
+//	  5    1 status: 1 granted, 2 denied, 3 released, 4 challenge (the
+//	         request did not prove itself fresh and changed nothing:
+//	         send it again with this reply's witness boot and challenge)
 //	  6    1 flags: bit 0 the witness is in its quiet period; bit 1 the
 //	         witness records the requester as the only node with current
 //	         data; bit 2 it records the OTHER node so: the requester's
-//	         data is outdated (bits 1 and 2 never both)
+//	         data is outdated (bits 1 and 2 never both; none with status 4)
 //	  7    1 zero
 //	  8   16 nonce of the request
 //	 24   16 witness boot ID (random per witness start)
-//	 40    8 ns: granted: the lease length; denied: how long the holder's
+//	 40   16 challenge for the requester's next request
+//	 56    8 ns: granted: the lease length; denied: how long the holder's
 //	         lease (or the quiet period) still runs, 0 if unknown
-//	 48  1+n pair name
+//	 64  1+n pair name
 //	  .  1+n holder's node name ("" if none)
 //	  .   32 HMAC
 //
@@ -57,9 +63,9 @@ import (
 const (
 	reqMagic   = "TDWQ"
 	replyMagic = "TDWA"
-	version    = 1
-	reqFixed   = 56
-	replyFixed = 48
+	version    = 2
+	reqFixed   = 80
+	replyFixed = 64
 	macLen     = sha256.Size
 	// MaxMessage bounds a datagram; longer ones are malformed.
 	MaxMessage = reqFixed + 2 + 2*ha.MaxNameLen + macLen
@@ -87,6 +93,8 @@ const (
 	Granted  Status = 1
 	Denied   Status = 2
 	Released Status = 3
+	// Challenge: prove freshness (the reply carries the challenge).
+	Challenge Status = 4
 )
 
 func (s Status) String() string {
@@ -97,22 +105,39 @@ func (s Status) String() string {
 		return "denied"
 	case Released:
 		return "released"
+	case Challenge:
+		return "challenge"
 	}
 	return "unknown"
 }
 
-// ID is a random 16-byte identifier (boot IDs, nonces).
+// ID is a random 16-byte identifier (boot IDs, nonces, challenges).
 type ID [16]byte
 
+// MarshalText writes the ID in hex (the state file, logs).
+func (id ID) MarshalText() ([]byte, error) { return hex.AppendEncode(nil, id[:]), nil }
+
+// UnmarshalText reads MarshalText's form.
+func (id *ID) UnmarshalText(b []byte) error {
+	if hex.DecodedLen(len(b)) != len(id) {
+		return fmt.Errorf("ID %q: want %d hex digits", b, 2*len(id))
+	}
+	_, err := hex.Decode(id[:], b)
+	return err
+}
+
 type request struct {
-	Op      uint8
-	Claim   bool
-	Nonce   ID
-	Boot    ID
-	Seq     uint64
-	HeldFor time.Duration
-	Pair    string
-	Node    string
+	Op    uint8
+	Claim bool
+	Nonce ID
+	Boot  ID
+	// Witness and Challenge prove the request fresh: the witness's
+	// current boot and a challenge it handed this node recently.
+	Witness   ID
+	Challenge ID
+	HeldFor   time.Duration
+	Pair      string
+	Node      string
 }
 
 type reply struct {
@@ -120,13 +145,14 @@ type reply struct {
 	Quiet  bool
 	// Writer: the witness records the requester as the only node with
 	// current data; Outdated: it records the other node so.
-	Writer   bool
-	Outdated bool
-	Nonce    ID
-	Witness  ID
-	Lease    time.Duration
-	Pair     string
-	Holder   string
+	Writer    bool
+	Outdated  bool
+	Nonce     ID
+	Witness   ID
+	Challenge ID
+	Lease     time.Duration
+	Pair      string
+	Holder    string
 }
 
 var (
@@ -162,7 +188,8 @@ func (r *request) marshal(key []byte) []byte {
 	b = append(b, version, r.Op, bit(r.Claim, 1), 0)
 	b = append(b, r.Nonce[:]...)
 	b = append(b, r.Boot[:]...)
-	b = binary.BigEndian.AppendUint64(b, r.Seq)
+	b = append(b, r.Witness[:]...)
+	b = append(b, r.Challenge[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(max(r.HeldFor, 0)))
 	return seal(appendNames(b, r.Pair, r.Node), key)
 }
@@ -174,6 +201,7 @@ func (r *reply) marshal(key []byte) []byte {
 	b = append(b, version, byte(r.Status), flags, 0)
 	b = append(b, r.Nonce[:]...)
 	b = append(b, r.Witness[:]...)
+	b = append(b, r.Challenge[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(max(r.Lease, 0)))
 	return seal(appendNames(b, r.Pair, r.Holder), key)
 }
@@ -220,8 +248,9 @@ func parseRequest(b []byte, pair string, key []byte) (*request, error) {
 	}
 	copy(r.Nonce[:], f[8:24])
 	copy(r.Boot[:], f[24:40])
-	r.Seq = binary.BigEndian.Uint64(f[40:])
-	r.HeldFor = time.Duration(min(binary.BigEndian.Uint64(f[48:56]), 1<<62))
+	copy(r.Witness[:], f[40:56])
+	copy(r.Challenge[:], f[56:72])
+	r.HeldFor = time.Duration(min(binary.BigEndian.Uint64(f[72:80]), 1<<62))
 	return r, nil
 }
 
@@ -232,11 +261,13 @@ func parseReply(b []byte, pair string, key []byte) (*reply, error) {
 	}
 	fl := f[6]
 	r := &reply{Status: Status(f[5]), Quiet: fl&flagQuiet != 0, Writer: fl&flagWriter != 0, Outdated: fl&flagOutdated != 0, Pair: pair, Holder: holder}
-	if r.Status < Granted || r.Status > Released || fl&^(flagQuiet|flagWriter|flagOutdated) != 0 || (r.Writer && r.Outdated) {
+	if r.Status < Granted || r.Status > Challenge || fl&^(flagQuiet|flagWriter|flagOutdated) != 0 || (r.Writer && r.Outdated) ||
+		(r.Status == Challenge && fl != 0) {
 		return nil, errMalformed
 	}
 	copy(r.Nonce[:], f[8:24])
 	copy(r.Witness[:], f[24:40])
-	r.Lease = time.Duration(min(binary.BigEndian.Uint64(f[40:48]), 1<<62))
+	copy(r.Challenge[:], f[40:56])
+	r.Lease = time.Duration(min(binary.BigEndian.Uint64(f[56:64]), 1<<62))
 	return r, nil
 }

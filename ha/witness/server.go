@@ -8,6 +8,16 @@
 // echoes the request's random nonce, so an old grant cannot be replayed to
 // a head.
 //
+// Freshness. A request acts only if it echoes this witness's boot ID and
+// a challenge the witness handed that node recently (single use, see
+// proveLocked); anything else, such as a head's first request or one
+// recorded and replayed by an attacker, gets a "challenge" reply and
+// changes nothing, and the head resends at once with the new challenge.
+// So a recorded request can act at most once, within a few seconds of
+// being sent, and never after a later request of its head or a witness
+// restart. Release and clear-writer act only for the client boot that
+// holds the vote or is bound to the writer record.
+//
 // No clock is shared. The reply carries the lease as a duration; the
 // client counts it from the moment it SENT the request, on its own
 // monotonic clock, minus a safety margin. The witness counts it from when
@@ -96,14 +106,20 @@ type Counters struct {
 	Denials   uint64 `json:"denials"`
 	// Outdated counts acquires refused because another head is recorded
 	// as the only one with current data (not counted in Denials).
-	Outdated  uint64 `json:"outdated"`
-	Releases  uint64 `json:"releases"`
-	Expiries  uint64 `json:"expiries"` // leases that ran out unrenewed
-	Forged    uint64 `json:"forged"`
-	Replayed  uint64 `json:"replayed"`
-	WrongPair uint64 `json:"wrong_pair"`
-	Malformed uint64 `json:"malformed"`
-	Unknown   uint64 `json:"unknown_node"`
+	Outdated uint64 `json:"outdated"`
+	Releases uint64 `json:"releases"`
+	Expiries uint64 `json:"expiries"` // leases that ran out unrenewed
+	Forged   uint64 `json:"forged"`
+	// Challenged counts requests answered with a challenge that are
+	// normal: a head's first contact, a witness restart, an expired
+	// challenge, a resend whose first answer was lost. Replayed counts
+	// those that only an attacker sends: an exact repeat, or a challenge
+	// this witness never issued or has retired.
+	Challenged uint64 `json:"challenged"`
+	Replayed   uint64 `json:"replayed"`
+	WrongPair  uint64 `json:"wrong_pair"`
+	Malformed  uint64 `json:"malformed"`
+	Unknown    uint64 `json:"unknown_node"`
 }
 
 // ServerStatus is the witness's state, JSON-friendly.
@@ -122,10 +138,26 @@ type ServerStatus struct {
 	WriterSince time.Time `json:"writer_since,omitzero"`
 }
 
-type clientState struct {
-	boot    ID
-	seq     uint64
-	retired []ID
+// Challenges: how many a node may have outstanding, and how many spent
+// ones are remembered to tell a resend from a replay.
+const (
+	maxChallenges = 4
+	spentKept     = 8
+	// maxChallengeTTL caps a challenge's life (it is the lease if
+	// shorter): how long a request may be delayed and still act.
+	maxChallengeTTL = 10 * time.Second
+)
+
+type challenge struct {
+	id ID
+	at time.Time // issued
+}
+
+// nodeState is what the witness keeps per head for freshness.
+type nodeState struct {
+	out   []challenge      // outstanding, oldest first
+	spent [spentKept][2]ID // ring of (challenge, nonce of the request that spent it)
+	next  int
 }
 
 // Server is the witness. Its methods are safe for concurrent use.
@@ -137,15 +169,21 @@ type Server struct {
 	start time.Time
 	quiet time.Time // no new grants before this
 
-	mu        sync.Mutex
-	holder    string
-	expiry    time.Time
-	heldSince time.Time
-	clients   map[string]*clientState
-	counters  Counters
-	denied    map[string]string // node -> holder at its last denial, to log changes only
-	outdated  map[string]string // node -> writer at its last outdated denial, likewise
-	writer    writerState
+	ttl time.Duration // a challenge's life
+
+	mu         sync.Mutex
+	holder     string
+	holderBoot ID // the holder's client boot: only it may release
+	expiry     time.Time
+	heldSince  time.Time
+	nodes      map[string]*nodeState
+	counters   Counters
+	denied     map[string]string // node -> holder at its last denial, to log changes only
+	outdated   map[string]string // node -> writer at its last outdated denial, likewise
+	writer     writerState
+	// rebindFailed: the boot the writer record could not be bound to
+	// last (logged once).
+	rebindFailed ID
 }
 
 // NewServer checks cfg and starts the quiet period.
@@ -169,7 +207,8 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Quiet == 0 {
 		cfg.Quiet = cfg.Lease
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, clients: map[string]*clientState{}, denied: map[string]string{}, outdated: map[string]string{}}
+	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, ttl: min(cfg.Lease, maxChallengeTTL),
+		nodes: map[string]*nodeState{}, denied: map[string]string{}, outdated: map[string]string{}}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -209,7 +248,7 @@ func (s *Server) loadWriter() error {
 	case s.cfg.ForgetWriter:
 		s.log.Warn(fmt.Sprintf("witness: forgetting that only %s's data is current (since %s): %s's writes not replicated to the other head may be lost if the other head is made active", w, st.Since.Format(time.RFC3339), w),
 			"writer", w, "file", s.cfg.StateFile)
-		return s.setWriterLocked("")
+		return s.setWriterLocked("", ID{})
 	}
 	s.log.Warn(fmt.Sprintf("witness: only %s's data is current (since %s): the other head is not granted the vote until %s reports it resynced", w, st.Since.Format(time.RFC3339), w),
 		"writer", w, "file", s.cfg.StateFile)
@@ -219,12 +258,16 @@ func (s *Server) loadWriter() error {
 	return nil
 }
 
-// setWriterLocked records (or, with "", clears) the writer, persisted
-// first: on a write error nothing changes.
-func (s *Server) setWriterLocked(node string) error {
+// setWriterLocked records (or, with "", clears) the writer and the client
+// boot bound to the record, persisted first: on a write error nothing
+// changes. Rebinding the same writer keeps Since.
+func (s *Server) setWriterLocked(node string, boot ID) error {
 	st := writerState{Pair: s.cfg.Pair, Writer: node}
-	if node != "" {
-		st.Since = s.now().UTC()
+	switch {
+	case node != "" && node == s.writer.Writer:
+		st.Since, st.Boot = s.writer.Since, boot
+	case node != "":
+		st.Since, st.Boot = s.now().UTC(), boot
 	}
 	if err := saveState(s.cfg.StateFile, st); err != nil {
 		return err
@@ -315,12 +358,23 @@ func (s *Server) Handle(b []byte, from string) []byte {
 		s.dropLocked(&s.counters.Unknown, "unknown node", from, req.Node)
 		return nil
 	}
-	if !s.freshLocked(req) {
-		s.dropLocked(&s.counters.Replayed, "replayed", from, req.Node)
-		return nil
+	n := s.nodes[req.Node]
+	if n == nil {
+		n = &nodeState{}
+		s.nodes[req.Node] = n
+	}
+	if counter, why := s.proveLocked(n, req, now); counter != nil {
+		if counter == &s.counters.Replayed {
+			s.dropLocked(counter, "replayed", from, req.Node)
+		} else {
+			*counter++
+			s.log.Debug("witness: challenged", "node", req.Node, "why", why, "from", from)
+		}
+		rep := reply{Status: Challenge, Nonce: req.Nonce, Witness: s.boot, Challenge: s.challengeLocked(n, now), Pair: s.cfg.Pair}
+		return rep.marshal(s.cfg.Key)
 	}
 
-	rep := reply{Nonce: req.Nonce, Witness: s.boot, Pair: s.cfg.Pair}
+	rep := reply{Nonce: req.Nonce, Witness: s.boot, Challenge: s.mintLocked(n, now), Pair: s.cfg.Pair}
 	switch req.Op {
 	case opRelease:
 		s.releaseLocked(req, now, from, &rep)
@@ -346,13 +400,20 @@ func (s *Server) holderLocked(now time.Time, rep *reply) {
 	}
 }
 
+// releaseLocked frees the vote, but only for the client boot it was
+// granted (or last renewed) to: another boot of the holder's head does
+// not count on that lease, and the lease lapses on its own.
 func (s *Server) releaseLocked(req *request, now time.Time, from string, rep *reply) {
-	if s.holder == req.Node {
+	rep.Status = Released
+	switch {
+	case s.holder == req.Node && s.holderBoot == req.Boot:
 		s.log.Info("witness: released", "holder", req.Node, "held_for", now.Sub(s.heldSince).Round(time.Millisecond), "from", from)
 		s.counters.Releases++
-		s.holder, s.expiry, s.heldSince = "", time.Time{}, time.Time{}
+		s.holder, s.holderBoot, s.expiry, s.heldSince = "", ID{}, time.Time{}, time.Time{}
+	case s.holder == req.Node:
+		s.log.Warn("witness: refused a release from another start of the holder; its lease runs out on its own", "holder", req.Node, "from", from)
+		rep.Status = Denied
 	}
-	rep.Status = Released
 	s.holderLocked(now, rep)
 }
 
@@ -388,14 +449,19 @@ func (s *Server) acquireLocked(req *request, now time.Time, from string, rep *re
 			s.counters.Grants++
 			s.log.Warn("witness: granted", "holder", req.Node, "lease", s.cfg.Lease, "from", from)
 		}
-		s.holder, s.expiry, s.heldSince = req.Node, now.Add(s.cfg.Lease), now
+		s.holder, s.holderBoot, s.expiry, s.heldSince = req.Node, req.Boot, now.Add(s.cfg.Lease), now
+		s.rebindWriterLocked(req, from)
 		delete(s.denied, req.Node)
 		rep.Status, rep.Holder, rep.Lease = Granted, req.Node, s.cfg.Lease
 	}
 }
 
 func (s *Server) renewLocked(req *request, now time.Time, from string, rep *reply) {
-	s.expiry = now.Add(s.cfg.Lease)
+	if s.holderBoot != req.Boot {
+		s.log.Info("witness: the holder renews from a new start", "holder", req.Node, "from", from)
+	}
+	s.holderBoot, s.expiry = req.Boot, now.Add(s.cfg.Lease)
+	s.rebindWriterLocked(req, from)
 	s.counters.Renewals++
 	s.log.Debug("witness: renewed", "holder", req.Node, "from", from)
 	rep.Status, rep.Holder, rep.Lease = Granted, req.Node, s.cfg.Lease
@@ -417,7 +483,7 @@ func (s *Server) outdatePeerLocked(req *request, now time.Time, from string, rep
 		s.log.Warn("witness: refused to record a writer: another head is recorded", "node", req.Node, "writer", w, "from", from)
 		return
 	case w == "":
-		if err := s.setWriterLocked(req.Node); err != nil {
+		if err := s.setWriterLocked(req.Node, req.Boot); err != nil {
 			s.log.Warn("witness: could not record the writer", "node", req.Node, "from", from, "err", err)
 			return
 		}
@@ -427,16 +493,20 @@ func (s *Server) outdatePeerLocked(req *request, now time.Time, from string, rep
 	s.renewLocked(req, now, from, rep)
 }
 
-// clearWriterLocked clears the marker at the writer's word (idempotent).
+// clearWriterLocked clears the marker at the word of the writer's boot
+// bound to it (idempotent).
 func (s *Server) clearWriterLocked(req *request, now time.Time, from string, rep *reply) {
 	rep.Status = Released
 	switch w := s.writer.Writer; {
 	case w != "" && w != req.Node:
 		s.log.Warn("witness: refused to clear another head's writer marker", "node", req.Node, "writer", w, "from", from)
 		rep.Status = Denied
+	case w == req.Node && s.writer.Boot != req.Boot:
+		s.log.Warn("witness: refused to clear the writer marker: it is bound to another start of the writer", "node", req.Node, "from", from)
+		rep.Status = Denied
 	case w == req.Node:
 		since := s.writer.Since
-		if err := s.setWriterLocked(""); err != nil {
+		if err := s.setWriterLocked("", ID{}); err != nil {
 			s.log.Warn("witness: could not clear the writer", "node", req.Node, "from", from, "err", err)
 			rep.Status = Denied
 			break
@@ -457,32 +527,89 @@ func logChange(log *slog.Logger, seen map[string]string, node, why string, level
 	log.Log(context.Background(), level, msg, args...)
 }
 
-// freshLocked applies the replay rule to req: within a client boot the
-// sequence number must grow; a boot ID the client has left is refused; a
-// new boot ID is accepted (the head restarted). A replay of a request the
-// witness has never seen can at worst renew that head's lease, which only
-// delays a takeover: the head does not believe in a grant it did not get
-// an answer to, so no head ever acts on it.
-func (s *Server) freshLocked(req *request) bool {
-	c := s.clients[req.Node]
+// proveLocked decides whether req, authentic, is fresh: it must echo
+// this witness's boot and a challenge outstanding for its node (issued
+// to that node, within the TTL). That challenge and all older ones of
+// the node are then spent: a head always sends the newest challenge it
+// was given, so nothing it sent earlier can act any more. Otherwise it
+// returns the counter to charge and why.
+func (s *Server) proveLocked(n *nodeState, req *request, now time.Time) (*uint64, string) {
 	switch {
-	case c == nil:
-		s.clients[req.Node] = &clientState{boot: req.Boot, seq: req.Seq}
-	case c.boot == req.Boot:
-		if req.Seq <= c.seq {
-			return false
-		}
-		c.seq = req.Seq
-	case slices.Contains(c.retired, req.Boot):
-		return false
-	default:
-		c.retired = append(c.retired, c.boot)
-		if len(c.retired) > 16 {
-			c.retired = c.retired[1:]
-		}
-		c.boot, c.seq = req.Boot, req.Seq
+	case req.Witness != s.boot:
+		return &s.counters.Challenged, "another witness boot (first contact, or the witness restarted)"
+	case req.Challenge == (ID{}):
+		return &s.counters.Challenged, "no challenge"
 	}
-	return true
+	for i, c := range n.out {
+		if c.id != req.Challenge {
+			continue
+		}
+		if !now.Before(c.at.Add(s.ttl)) {
+			n.out = slices.Delete(n.out, i, i+1)
+			return &s.counters.Challenged, "expired challenge"
+		}
+		n.spent[n.next] = [2]ID{c.id, req.Nonce}
+		n.next = (n.next + 1) % spentKept
+		n.out = slices.Delete(n.out, 0, i+1)
+		return nil, ""
+	}
+	for _, sp := range n.spent {
+		if sp[0] == req.Challenge && sp[1] != req.Nonce {
+			// Signed anew by the head: a resend whose first attempt
+			// acted but whose answer was lost.
+			return &s.counters.Challenged, "spent challenge, new nonce"
+		}
+	}
+	return &s.counters.Replayed, ""
+}
+
+// challengeLocked is the challenge for an unproven request: the node's
+// newest while it is young, else a new one. Unproven requests, however
+// many, so mint at most one challenge per quarter TTL, and with
+// maxChallenges outstanding none that a head holds is evicted before it
+// expires.
+func (s *Server) challengeLocked(n *nodeState, now time.Time) ID {
+	if k := len(n.out); k > 0 && now.Sub(n.out[k-1].at) < s.ttl/4 {
+		return n.out[k-1].id
+	}
+	return s.mintLocked(n, now)
+}
+
+// mintLocked issues a new challenge to the node.
+func (s *Server) mintLocked(n *nodeState, now time.Time) ID {
+	n.out = slices.DeleteFunc(n.out, func(c challenge) bool { return !now.Before(c.at.Add(s.ttl)) })
+	if len(n.out) >= maxChallenges {
+		n.out = slices.Delete(n.out, 0, 1)
+	}
+	c := challenge{at: now}
+	rand.Read(c.id[:])
+	n.out = append(n.out, c)
+	return c.id
+}
+
+// rebindWriterLocked binds the writer record to req's boot when req's
+// head is the writer and now holds the vote (grant, reinstatement,
+// renewal, outdate peer): a writer head that restarted takes the record
+// over as it takes the vote, and can clear it once its peer has resynced;
+// its earlier start no longer can. A writer head learns that it is the
+// writer only by asking for the vote, which it is then granted, so this
+// loses nothing. A record from a state file without a boot is bound the
+// same way. On a write error the record stays bound to the old boot (the
+// next renewal tries again).
+func (s *Server) rebindWriterLocked(req *request, from string) {
+	if w := s.writer; w.Writer != req.Node || w.Boot == req.Boot {
+		return
+	}
+	if err := s.setWriterLocked(req.Node, req.Boot); err != nil {
+		level := slog.LevelWarn
+		if s.rebindFailed == req.Boot {
+			level = slog.LevelDebug // tried at every renewal
+		}
+		s.rebindFailed = req.Boot
+		s.log.Log(context.Background(), level, "witness: could not bind the writer marker to the writer's new start", "writer", req.Node, "from", from, "err", err)
+		return
+	}
+	s.log.Info("witness: the writer marker now belongs to the writer's new start", "writer", req.Node, "from", from)
 }
 
 // sweepLocked logs and clears a lease that ran out unrenewed.

@@ -28,11 +28,14 @@ func DefaultStateFile(pair string) (string, error) {
 }
 
 // writerState is the state file: the only thing the witness persists.
-// Writer "" means no marker.
+// Writer "" means no marker. Boot is the writer's client boot that may
+// clear it (zero in a file from before boots were bound: the writer's
+// next proven request binds it).
 type writerState struct {
 	Pair   string    `json:"pair"`
 	Writer string    `json:"writer"`
 	Since  time.Time `json:"since,omitzero"`
+	Boot   ID        `json:"boot,omitzero"`
 }
 
 // loadState reads the marker at path. A missing file is no marker; an

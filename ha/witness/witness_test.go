@@ -145,7 +145,9 @@ func TestLeaseGrantRenewDenyExpire(t *testing.T) {
 		t.Errorf("nas-b vote %+v", v)
 	}
 	st := s.Status()
-	want := Counters{Grants: 2, Renewals: 1, Denials: 3, Expiries: 1}
+	// Challenged: each head's first request, and nas-b's at +14 s and
+	// nas-a's at +15 s, whose challenges (10 s, the lease) had expired.
+	want := Counters{Grants: 2, Renewals: 1, Denials: 3, Expiries: 1, Challenged: 4}
 	if st.Counters != want || st.Holder != "nas-b" {
 		t.Errorf("status %+v, want counters %+v, holder nas-b", st, want)
 	}
@@ -250,7 +252,7 @@ func TestRequestsDroppedAndCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := func(key []byte, mod func(*request)) []byte {
-		r := request{Op: opAcquire, Nonce: ID{1}, Boot: ID{2}, Seq: 1, Pair: "vdi-nas", Node: "nas-a"}
+		r := request{Op: opAcquire, Nonce: ID{1}, Boot: ID{2}, Pair: "vdi-nas", Node: "nas-a"}
 		mod(&r)
 		return r.marshal(key)
 	}
@@ -284,25 +286,77 @@ func TestRequestsDroppedAndCounted(t *testing.T) {
 		t.Fatalf("a dropped request got the vote")
 	}
 
-	// The genuine request is answered once; its replay is not.
-	out := s.Handle(good, "test")
-	rep, err := parseReply(out, "vdi-nas", testKey)
-	if err != nil || rep.Status != Granted || rep.Nonce != (ID{1}) || rep.Holder != "nas-a" {
-		t.Fatalf("reply %+v, %v", rep, err)
+	// Only a request that proves itself fresh acts, and only once.
+	// Every other authentic one gets a challenge and changes nothing.
+	d := &driver{t: t, s: s, boots: map[string]ID{nasA: {2}, nasB: {2}}}
+	type outcome struct {
+		status             Status
+		holder             string
+		challenged, replay uint64
 	}
-	if s.Handle(good, "test") != nil || s.Status().Counters.Replayed != 1 {
-		t.Errorf("replay answered or not counted")
+	check := func(what string, msg []byte, want outcome) *reply {
+		t.Helper()
+		before := s.Status().Counters
+		rep, _ := d.send(msg)
+		after := s.Status().Counters
+		got := outcome{rep.Status, s.Status().Holder, after.Challenged - before.Challenged, after.Replayed - before.Replayed}
+		if got != want {
+			t.Errorf("%s: got %+v, want %+v", what, got, want)
+		}
+		if rep.Status == Challenge && (rep.Holder != "" || rep.Lease != 0 || rep.Quiet || rep.Writer || rep.Outdated) {
+			t.Errorf("%s: a challenge tells more: %+v", what, rep)
+		}
+		return rep
 	}
-	// A new boot of nas-a is accepted; going back to the old boot is not.
-	if s.Handle(req(testKey, func(r *request) { r.Boot = ID{3} }), "test") == nil {
-		t.Errorf("new boot refused")
+	check("first contact", good, outcome{Challenge, "", 1, 0})
+	granting := d.req(nasA, opAcquire, false)
+	first := check("proven", granting, outcome{Granted, nasA, 0, 0})
+	check("exact replay", granting, outcome{Challenge, nasA, 0, 1})
+	if rep, _ := d.send(d.req(nasA, opRelease, false)); rep.Status != Released || s.Status().Holder != "" {
+		t.Fatalf("release: %+v, holder %q", rep, s.Status().Holder)
 	}
-	if s.Handle(req(testKey, func(r *request) { r.Seq = 99 }), "test") != nil || s.Status().Counters.Replayed != 2 {
-		t.Errorf("request of a retired boot answered")
+	check("replayed acquire after the release", granting, outcome{Challenge, "", 0, 1})
+
+	// A resend with a fresh nonce and a spent challenge: the answer to
+	// the first attempt was lost. Normal, but it acts no more.
+	d.send(d.req(nasA, opAcquire, false))
+	spent := d.chal[nasA]
+	d.send(d.req(nasA, opAcquire, false))
+	d.chal[nasA] = spent
+	check("resend with a spent challenge", d.req(nasA, opAcquire, false), outcome{Challenge, nasA, 1, 0})
+	d.chal[nasA] = ID{9, 9}
+	check("a challenge never issued", d.req(nasA, opAcquire, false), outcome{Challenge, nasA, 0, 1})
+	// Challenges are bound to their node.
+	d.send(d.req(nasA, opAcquire, false)) // proven again
+	d.chal[nasB] = d.chal[nasA]
+	check("nas-a's challenge used by nas-b", d.req(nasB, opRelease, false), outcome{Challenge, nasA, 0, 1})
+	check("nas-a's challenge, still good", d.req(nasA, opAcquire, false), outcome{Granted, nasA, 0, 0})
+	check("resend with the first grant's challenge, spent since", func() []byte {
+		d.chal[nasA] = first.Challenge
+		return d.req(nasA, opRelease, false)
+	}(), outcome{Challenge, nasA, 1, 0})
+	// Using a challenge spends the node's older ones too: a request
+	// signed before a later one acted never acts.
+	d.send(d.req(nasA, opAcquire, false))
+	older := d.chal[nasA]
+	clock.Advance(DefaultLease / 4) // old enough that a new one is minted
+	d.wit = ID{5}
+	check("another witness boot", d.req(nasA, opAcquire, false), outcome{Challenge, nasA, 1, 0})
+	if d.chal[nasA] == older {
+		t.Fatal("no new challenge")
 	}
+	check("the newer challenge", d.req(nasA, opAcquire, false), outcome{Granted, nasA, 0, 0})
+	d.chal[nasA] = older
+	check("an older challenge, unused", d.req(nasA, opRelease, false), outcome{Challenge, nasA, 0, 1})
+	// An expired challenge.
+	d.send(d.req(nasA, opAcquire, false))
+	clock.Advance(DefaultLease)
+	check("expired challenge", d.req(nasA, opRelease, false), outcome{Challenge, "", 1, 0})
+	check("challenge of the last answer", d.req(nasA, opAcquire, false), outcome{Granted, nasA, 0, 0})
+
 	// Replies are not requests: a reply fed back is malformed.
 	before := s.Status().Counters.Malformed
-	if s.Handle(out, "test") != nil || s.Status().Counters.Malformed != before+1 {
+	if s.Handle(d.s.Handle(good, "test"), "test") != nil || s.Status().Counters.Malformed != before+1 {
 		t.Errorf("a reply passed for a request")
 	}
 }
@@ -356,8 +410,10 @@ func TestClientRejectsBadAnswersAndRetries(t *testing.T) {
 	if got := ask(t, c); got != (answer{true, 9*time.Second - time.Second - 2*time.Second, "nas-a"}) {
 		t.Errorf("got %+v", got)
 	}
-	if d := c.Vote().Dropped; d != 2 {
-		t.Errorf("dropped %d answers, want 2", d)
+	// A forged and a stale answer before the challenge (first contact)
+	// and before the grant.
+	if d := c.Vote().Dropped; d != 4 {
+		t.Errorf("dropped %d answers, want 4", d)
 	}
 
 	// Nobody there: an error once ctx ends, and no vote.

@@ -13,23 +13,62 @@ import (
 	"time"
 )
 
-// driver feeds hand-made requests to a Server.
+// driver feeds hand-made requests to a Server, each node proving
+// freshness as a Client does: with the witness boot and the challenge of
+// its last answer, resending once when challenged.
 type driver struct {
-	t   *testing.T
-	s   *Server
-	seq uint64
+	t     *testing.T
+	s     *Server
+	n     uint16
+	wit   ID
+	chal  map[string]ID
+	boots map[string]ID // a node's client boot; default ID{1}
 }
 
 func (d *driver) do(node string, op uint8, claim bool) *reply {
 	d.t.Helper()
-	d.seq++ // grows for every node
-	r := request{Op: op, Claim: claim, Nonce: ID{byte(d.seq), 7}, Boot: ID{1}, Seq: d.seq, Pair: "vdi-nas", Node: node}
-	out := d.s.Handle(r.marshal(testKey), "test")
-	rep, err := parseReply(out, "vdi-nas", testKey)
-	if err != nil || rep.Nonce != r.Nonce {
-		d.t.Fatalf("%s op %d: reply %+v, %v", node, op, rep, err)
+	if d.chal == nil {
+		d.chal = map[string]ID{}
 	}
-	return rep
+	for range 2 {
+		rep, _ := d.send(d.req(node, op, claim))
+		if rep.Status != Challenge {
+			return rep
+		}
+	}
+	d.t.Fatalf("%s op %d: challenged twice", node, op)
+	return nil
+}
+
+// req is node's next request, signed but not sent.
+func (d *driver) req(node string, op uint8, claim bool) []byte {
+	d.n++
+	boot, ok := d.boots[node]
+	if !ok {
+		boot = ID{1}
+	}
+	r := request{Op: op, Claim: claim, Nonce: ID{byte(d.n), byte(d.n >> 8), 7}, Boot: boot, Witness: d.wit, Challenge: d.chal[node], Pair: "vdi-nas", Node: node}
+	return r.marshal(testKey)
+}
+
+// send hands msg to the witness and keeps the answer's proof for the
+// sender's node.
+func (d *driver) send(msg []byte) (*reply, *request) {
+	d.t.Helper()
+	if d.chal == nil {
+		d.chal = map[string]ID{}
+	}
+	req, err := parseRequest(msg, "vdi-nas", testKey)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	out := d.s.Handle(msg, "test")
+	rep, err := parseReply(out, "vdi-nas", testKey)
+	if err != nil || rep.Nonce != req.Nonce {
+		d.t.Fatalf("%s op %d: reply %+v, %v", req.Node, req.Op, rep, err)
+	}
+	d.wit, d.chal[req.Node] = rep.Witness, rep.Challenge
+	return rep, req
 }
 
 // fileWriter reads the state file back without loadState, so that a bug
@@ -301,6 +340,18 @@ func TestParseFlags(t *testing.T) {
 		{"reply writer and outdated", func() error { _, err := parseReply(reseal(rep, 6), "vdi-nas", testKey); return err }, false},
 		{"reply bit 3", func() error { _, err := parseReply(reseal(rep, 8), "vdi-nas", testKey); return err }, false},
 		{"reply bit 7", func() error { _, err := parseReply(reseal(rep, 0x81), "vdi-nas", testKey); return err }, false},
+		{"reply challenge", func() error {
+			_, err := parseReply((&reply{Status: Challenge, Pair: "vdi-nas"}).marshal(testKey), "vdi-nas", testKey)
+			return err
+		}, true},
+		{"reply challenge, quiet", func() error {
+			_, err := parseReply(reseal((&reply{Status: Challenge, Pair: "vdi-nas"}).marshal(testKey), 1), "vdi-nas", testKey)
+			return err
+		}, false},
+		{"reply status 5", func() error {
+			_, err := parseReply((&reply{Status: 5, Pair: "vdi-nas"}).marshal(testKey), "vdi-nas", testKey)
+			return err
+		}, false},
 		{"request claim", func() error { _, err := parseRequest(reseal(req(opAcquire), 1), "vdi-nas", testKey); return err }, true},
 		{"request bit 1", func() error { _, err := parseRequest(reseal(req(opAcquire), 2), "vdi-nas", testKey); return err }, false},
 		{"request bit 2", func() error { _, err := parseRequest(reseal(req(opOutdatePeer), 4), "vdi-nas", testKey); return err }, false},
@@ -316,12 +367,17 @@ func TestParseFlags(t *testing.T) {
 		}
 	}
 	// The flags survive a round trip.
-	for _, r := range []reply{{Status: Denied, Quiet: true, Outdated: true}, {Status: Granted, Writer: true}, {Status: Released}} {
+	for _, r := range []reply{{Status: Denied, Quiet: true, Outdated: true}, {Status: Granted, Writer: true}, {Status: Released},
+		{Status: Challenge, Nonce: ID{1}, Witness: ID{2}, Challenge: ID{3}}} {
 		r.Pair = "vdi-nas"
 		got, err := parseReply(r.marshal(testKey), "vdi-nas", testKey)
 		if err != nil || *got != r {
 			t.Errorf("round trip %+v: %+v, %v", r, got, err)
 		}
+	}
+	q := request{Op: opRelease, Claim: true, Nonce: ID{1}, Boot: ID{2}, Witness: ID{3}, Challenge: ID{4}, HeldFor: time.Second, Pair: "vdi-nas", Node: nasA}
+	if got, err := parseRequest(q.marshal(testKey), "vdi-nas", testKey); err != nil || *got != q {
+		t.Errorf("round trip %+v: %+v, %v", q, got, err)
 	}
 }
 
