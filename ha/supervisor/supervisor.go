@@ -321,7 +321,7 @@ func New(cfg Config) (*Supervisor, error) {
 // and the loop until ctx ends.
 func (s *Supervisor) Start(ctx context.Context) {
 	p := s.params
-	s.log.Info("running", "peer", s.peer, "interval", p.Interval, "dead_time", p.DeadTime,
+	s.log.Info("HA supervisor running", "peer", s.peer, "interval", p.Interval, "dead_time", p.DeadTime,
 		"stop_bound", p.StopBound, "watchdog", p.WatchdogTimeout, "takeover_delay", p.TakeoverDelay(), "address_delay", p.AddressDelay(),
 		"tiebreaker", s.tiebreaker()+" "+s.tbAddr, "epoch", s.Epoch())
 	// Decide once before the first heartbeat goes out: until then the

@@ -40,10 +40,10 @@ func soak(b *testing.B) {
 		b.Fatal(ctx.Err())
 	}
 	events := map[string]*regexp.Regexp{
-		"role changes":       regexp.MustCompile(`HA: (takeover|failover|switchover|quorum lost|two primaries|stop|start) →`),
+		"role changes":       regexp.MustCompile(`tandem: (takeover|failover|switchover|quorum lost|two primaries|stop|start) →`),
 		"peer lost":          regexp.MustCompile(`heartbeat: peer lost`),
 		"path down":          regexp.MustCompile(`heartbeat: path down`),
-		"witness unanswered": regexp.MustCompile(`HA: the witness does not answer`),
+		"witness unanswered": regexp.MustCompile(`the witness does not answer`),
 		"layer failures":     regexp.MustCompile(`monitor \S+ (failed|timeout|timed out|degraded)`),
 	}
 	total := map[string]int{}

@@ -42,7 +42,7 @@ func TestFailoverNotOnStaleData(t *testing.T) {
 	// 2. Replication cut; the heartbeat goes on over management.
 	mark, markA := b.Console.Len(), a.Console.Len()
 	setRepLinks(t, lab, false)
-	if _, err := b.Console.WaitForAfter(ctx, mark, regexp.MustCompile(`HA: DRBD lost head-a while it went on serving`)); err != nil {
+	if _, err := b.Console.WaitForAfter(ctx, mark, regexp.MustCompile(`DRBD lost head-a while it went on serving`)); err != nil {
 		t.Fatal(err)
 	}
 	waitStatus(t, ctx, b, func(s status.Status) bool {
