@@ -458,7 +458,7 @@ func TestRememberOutdated(t *testing.T) {
 	r.drbd.set(func(st *drbd.State) {
 		st.PeerRole, st.Connection, st.PeerDisk = drbd.Primary, drbd.Connecting, drbd.DUnknown
 	})
-	r.wit.outdated = true // head-a wrote alone; the witness says so
+	r.wit.outdated, r.wit.lastAt = true, r.clock.Now() // head-a wrote alone; the witness says so
 	r.step(0)
 	if _, err := os.Stat(filepath.Join(dir, "ha", "outdated")); err != nil {
 		t.Fatalf("the mark was not persisted: %v", err)
@@ -565,5 +565,36 @@ func TestSwitchoverTargetDies(t *testing.T) {
 	d := r.step(3 * time.Second)
 	if d.Action != decide.FencePromote || r.s.Role() != ha.Active {
 		t.Errorf("after the switchover: %v (%s), role %s; want a fenced takeover", d.Action, d.Reason, r.s.Role())
+	}
+}
+
+// A standby asks the witness only when it wants the vote, so the answer
+// that marked it outdated stays its last one: after the resync it must
+// not keep the mark, or the head could never take over again.
+func TestOutdatedMarkClearsDespiteAnOldAnswer(t *testing.T) {
+	r := newRig(t, "head-b", nil)
+	r.peer(true, ha.Active, 1)
+	r.drbd.set(func(st *drbd.State) {
+		st.PeerRole, st.Connection, st.PeerDisk = drbd.Primary, drbd.Connecting, drbd.DUnknown
+	})
+	r.wit.outdated, r.wit.lastAt = true, r.clock.Now()
+	r.step(0)
+	// The partition heals: DRBD reconnects and resyncs; the witness is
+	// not asked again, so its last answer still says outdated.
+	r.drbd.set(func(st *drbd.State) { st.Connection, st.PeerDisk = drbd.Connected, drbd.UpToDate })
+	for range 3 {
+		r.step(500 * time.Millisecond)
+	}
+	// head-a dies later; the witness (record lifted) grants the vote.
+	r.peer(false, "", 0)
+	r.drbd.set(func(st *drbd.State) {
+		st.Connection, st.PeerRole, st.PeerDisk = drbd.Connecting, drbd.Unknown, drbd.DUnknown
+	})
+	r.wit.mu.Lock()
+	r.wit.held, r.wit.outdated = true, false
+	r.wit.mu.Unlock()
+	d := r.step(3 * time.Second)
+	if starts, _ := r.layers.counts(); starts != 1 {
+		t.Errorf("no takeover after the resync (decision %v: %s)", d.Action, d.Reason)
 	}
 }

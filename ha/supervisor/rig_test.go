@@ -94,8 +94,9 @@ type fakeWitness struct {
 	mu       sync.Mutex
 	held     bool
 	outdates int
-	writer   bool // the witness records this head as the only current copy
-	outdated bool // it records the peer so
+	writer   bool      // the witness records this head as the only current copy
+	outdated bool      // it records the peer so
+	lastAt   time.Time // when its last answer came
 	clears   int
 	requests int
 }
@@ -109,7 +110,7 @@ func (f *fakeWitness) Held() bool {
 func (f *fakeWitness) Vote() witness.Vote {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return witness.Vote{Held: f.held, Writer: f.writer, Outdated: f.outdated}
+	return witness.Vote{Held: f.held, Writer: f.writer, Outdated: f.outdated, LastAt: f.lastAt}
 }
 
 func (f *fakeWitness) Request(context.Context) (bool, time.Duration, string, error) {

@@ -210,8 +210,9 @@ type Supervisor struct {
 	connectedSince time.Time // first seen Connected, this connection; zero while not
 	lastStep       time.Time // the loop's last finished round (Healthy)
 	// markedAt: this head remembers (OutdatedFile) that its data is
-	// outdated; zero: not marked.
-	markedAt time.Time
+	// outdated; zero: not marked. markChanged: when it was last set or
+	// cleared; only a witness answer newer than that counts.
+	markedAt, markChanged time.Time
 }
 
 // Params derives the decision timing from the site config; watchdog is
@@ -307,6 +308,7 @@ func New(cfg Config) (*Supervisor, error) {
 	s.loadMode()
 	if _, err := os.Stat(cfg.OutdatedFile); err == nil {
 		s.markedAt = s.clock.Now()
+		s.markChanged = s.markedAt
 		s.log.Warn("this head's data was recorded as outdated before the reboot: it does not take over until it has resynced", "file", cfg.OutdatedFile)
 	}
 	s.epoch, err = readEpoch(cfg.EpochFile)
@@ -496,7 +498,10 @@ func (s *Supervisor) observe(now time.Time, snap heartbeat.Snapshot) decide.Inpu
 	stopping := s.cfg.Host.Stopping()
 	connected := st.Connection == drbd.Connected
 	synced := connected && st.Disk == drbd.UpToDate && st.PeerDisk == drbd.UpToDate
-	witnessOutdated := s.wc != nil && s.wc.Vote().Outdated
+	var wv witness.Vote
+	if s.wc != nil {
+		wv = s.wc.Vote()
+	}
 
 	s.mu.Lock()
 	in := decide.Inputs{
@@ -558,8 +563,11 @@ func (s *Supervisor) observe(now time.Time, snap heartbeat.Snapshot) decide.Inpu
 	s.stale = stale
 	// Remembered across a reboot and a witness that forgot: marked while
 	// the witness says so, cleared by a resync in a connection made after.
-	mark := witnessOutdated && s.markedAt.IsZero()
-	unmark := !witnessOutdated && !s.markedAt.IsZero() && synced && s.connectedSince.After(s.markedAt)
+	// A standby asks the witness only when it wants the vote, so its last
+	// answer may be old: only one newer than the last change counts.
+	fresh := s.wc != nil && wv.LastAt.After(s.markChanged)
+	mark := fresh && wv.Outdated && s.markedAt.IsZero()
+	unmark := !s.markedAt.IsZero() && synced && (s.connectedSince.After(s.markedAt) || fresh && !wv.Outdated)
 	if stale || !s.markedAt.IsZero() && !unmark || mark {
 		if in.Local != ha.Active && in.Disk == ha.UpToDate {
 			in.Disk = ha.Outdated
@@ -1083,7 +1091,7 @@ func (s *Supervisor) rememberOutdated(now time.Time) {
 		s.log.Error("cannot remember that this head's data is outdated", "err", err)
 	}
 	s.mu.Lock()
-	s.markedAt = now
+	s.markedAt, s.markChanged = now, now
 	s.mu.Unlock()
 }
 
@@ -1094,7 +1102,7 @@ func (s *Supervisor) forgetOutdated() {
 		return
 	}
 	s.mu.Lock()
-	s.markedAt = time.Time{}
+	s.markedAt, s.markChanged = time.Time{}, s.clock.Now()
 	s.mu.Unlock()
 	s.log.Info("this head resynced from " + s.peer + ": its data is current again")
 }
