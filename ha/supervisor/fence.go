@@ -30,7 +30,18 @@ type fenceWork struct {
 	busy     atomic.Bool
 	next     atomic.Int64 // unix ns: no attempt before then
 	frozenAt atomic.Int64 // unix ns: when the loop first saw DRBD frozen (0: not frozen)
+	// The thaw's two steps have a budget each: a slow witness exchange
+	// must not leave drbdadm resume-io no time, or every retry fails the
+	// same way and the primary stays frozen (issue 14, R3).
+	outdateBudget, resumeBudget time.Duration
 }
+
+// Thaw budgets: one witness exchange with its retries, and one drbdadm
+// call on a loaded head.
+const (
+	outdateBudget = 5 * time.Second
+	resumeBudget  = 10 * time.Second
+)
 
 // try runs fn in the background unless one runs or the last was too recent.
 func (f *fenceWork) try(s *Supervisor, what string, now time.Time, fn func()) {
@@ -73,6 +84,9 @@ func (s *Supervisor) outdatePeer(ctx context.Context, why string, lost time.Time
 			s.log.Error("cannot record "+s.peer+" as outdated at the witness: I/O stays frozen", "why", why, "err", err)
 			return "", err
 		}
+		s.mu.Lock()
+		s.recordedOK = at
+		s.mu.Unlock()
 		s.log.Warn(why + ": the witness now records this head's data as the only current copy; " +
 			s.peer + " is not granted the vote until it has resynced")
 		return "outdated", nil
@@ -99,16 +113,7 @@ func (s *Supervisor) watchFencing(ctx context.Context, now time.Time, in stateFo
 	}
 	switch {
 	case in.active && in.frozen && (in.vote || in.peerOutdated) && now.Sub(time.Unix(0, s.fencing.frozenAt.Load())) >= fenceRetry:
-		s.fencing.try(s, "HA thaw", now, func() {
-			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			if _, err := s.outdatePeer(actx, "DRBD froze this primary's I/O", time.Unix(0, s.fencing.frozenAt.Load())); err != nil {
-				return
-			}
-			if err := s.cfg.DRBD.ResumeIO(actx); err != nil {
-				s.log.Error("cannot resume DRBD's frozen I/O", "err", err)
-			}
-		})
+		s.fencing.try(s, "HA thaw", now, func() { s.thaw(ctx) })
 	case !in.active && in.stale && in.secondary && in.upToDate && !in.connected:
 		s.fencing.try(s, "HA outdate self", now, func() {
 			octx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -131,6 +136,42 @@ func (s *Supervisor) watchFencing(ctx context.Context, now time.Time, in stateFo
 			s.log.Info(s.peer + " has resynced: the witness no longer records it as outdated")
 		})
 	}
+}
+
+// thaw resumes a primary's I/O that fencing froze, once the peer is
+// outdated. Each step has its own budget; a record the witness already
+// made since the freeze is not asked for again, so a retry after a
+// failed resume goes straight to it.
+func (s *Supervisor) thaw(ctx context.Context) {
+	frozenAt := time.Unix(0, s.fencing.frozenAt.Load())
+	if !s.recordedSince(frozenAt) {
+		octx, cancel := context.WithTimeout(ctx, s.fencing.outdateBudget)
+		_, err := s.outdatePeer(octx, "DRBD froze this primary's I/O", frozenAt)
+		cancel()
+		if err != nil {
+			return
+		}
+	}
+	if !s.cfg.DRBD.State().FrozenByFencing() {
+		return // DRBD's handler got its answer meanwhile
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.fencing.resumeBudget)
+	defer cancel()
+	t0 := time.Now()
+	if err := s.cfg.DRBD.ResumeIO(rctx); err != nil {
+		s.log.Error("cannot resume DRBD's frozen I/O; retrying", "err", err, "took", time.Since(t0).Round(time.Millisecond))
+	}
+}
+
+// recordedSince: the witness records this head as the only current copy
+// on a request made after t.
+func (s *Supervisor) recordedSince(t time.Time) bool {
+	if s.wc == nil || !s.wc.Vote().Writer {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.recordedOK.IsZero() && !s.recordedOK.Before(t)
 }
 
 // peerOutdated: the peer, seen now, announces that DRBD's metadata marks

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -596,5 +597,75 @@ func TestOutdatedMarkClearsDespiteAnOldAnswer(t *testing.T) {
 	d := r.step(3 * time.Second)
 	if starts, _ := r.layers.counts(); starts != 1 {
 		t.Errorf("no takeover after the resync (decision %v: %s)", d.Action, d.Reason)
+	}
+}
+
+// A primary that fencing froze is thawed once the witness records it,
+// even when the witness exchange is slow (R3 in a loaded lab: the
+// exchange used up the budget resume-io shared with it, on every retry)
+// and when a resume fails once: the retry does not ask the witness again.
+func TestThawFrozenPrimary(t *testing.T) {
+	// needs is how long a drbdadm call takes on a loaded head.
+	const needs = 50 * time.Millisecond
+	tests := []struct {
+		name        string
+		slowWitness bool // the exchange spends all but a moment of its budget
+		failFirst   bool // the first resume fails
+		thawedBy    bool // DRBD's handler thaws it while the loop asks the witness
+		wantResumes int
+		wantAsks    int
+	}{
+		{"a slow witness leaves resume-io its own budget", true, false, false, 1, 1},
+		{"a failed resume is retried without asking the witness again", false, true, false, 2, 1},
+		{"the handler's answer thawed it meanwhile", false, false, true, 0, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "head-a", nil)
+			r.s.fencing.outdateBudget, r.s.fencing.resumeBudget = 300*time.Millisecond, 300*time.Millisecond
+			r.peer(true, ha.Standby, 0)
+			r.step(0)
+			if r.s.Role() != ha.Active {
+				t.Fatalf("head-a is %s, want active", r.s.Role())
+			}
+			r.wit.held = true
+			r.wit.slow = func(ctx context.Context) {
+				if tc.thawedBy {
+					r.drbd.set(func(st *drbd.State) { st.Suspended = "no" })
+				}
+				if dl, ok := ctx.Deadline(); ok && tc.slowWitness {
+					time.Sleep(time.Until(dl) - 10*time.Millisecond)
+				}
+			}
+			failed := false
+			r.drbd.resume = func(ctx context.Context) error {
+				if dl, ok := ctx.Deadline(); !ok || time.Until(dl) < needs {
+					return fmt.Errorf("drbd resume-io: timeout")
+				}
+				if tc.failFirst && !failed {
+					failed = true
+					return fmt.Errorf("drbd resume-io: exit 10")
+				}
+				return nil
+			}
+			// The partition: the peer falls silent, DRBD freezes I/O.
+			r.peer(false, "", 0)
+			r.drbd.set(func(st *drbd.State) {
+				st.Connection, st.PeerRole, st.PeerDisk, st.Suspended = drbd.Connecting, drbd.Unknown, drbd.DUnknown, "fencing"
+			})
+			for range 4 {
+				r.step(fenceRetry)
+			}
+			if r.drbd.State().FrozenByFencing() {
+				t.Errorf("I/O still frozen after %d resume attempts", r.drbd.resumes)
+			}
+			if r.drbd.resumes != tc.wantResumes || r.wit.outdates != tc.wantAsks {
+				t.Errorf("resume-io ran %d times and the witness was asked %d times, want %d and %d",
+					r.drbd.resumes, r.wit.outdates, tc.wantResumes, tc.wantAsks)
+			}
+			if r.s.Role() != ha.Active {
+				t.Errorf("head-a is %s after the thaw", r.s.Role())
+			}
+		})
 	}
 }

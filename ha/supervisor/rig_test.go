@@ -99,6 +99,7 @@ type fakeWitness struct {
 	lastAt   time.Time // when its last answer came
 	clears   int
 	requests int
+	slow     func(context.Context) // set before the loop runs: how OutdatePeer spends its ctx
 }
 
 func (f *fakeWitness) Held() bool {
@@ -122,7 +123,10 @@ func (f *fakeWitness) Request(context.Context) (bool, time.Duration, string, err
 
 func (f *fakeWitness) Release(context.Context) error { return nil }
 
-func (f *fakeWitness) OutdatePeer(context.Context) error {
+func (f *fakeWitness) OutdatePeer(ctx context.Context) error {
+	if f.slow != nil {
+		f.slow(ctx)
+	}
 	f.mu.Lock()
 	f.outdates++
 	f.writer = true
@@ -151,6 +155,8 @@ type fakeDRBD struct {
 	dropped  int
 	slowDrop bool // DropPeer leaves DRBD's (stale) view of the peer as it was
 	outdated int  // drbdadm outdate runs (the disk state stays: the loop's own override must hold)
+	resumes  int
+	resume   func(context.Context) error // set before the loop runs: nil resumes at once
 }
 
 func (f *fakeDRBD) State() drbd.State {
@@ -181,7 +187,22 @@ func (f *fakeDRBD) DropPeer(context.Context) error {
 }
 
 func (f *fakeDRBD) Reconnect(context.Context) error { return nil }
-func (f *fakeDRBD) ResumeIO(context.Context) error  { return nil }
+
+// ResumeIO thaws the fake's frozen I/O, or fails as resume does.
+func (f *fakeDRBD) ResumeIO(ctx context.Context) error {
+	f.mu.Lock()
+	f.resumes++
+	resume := f.resume
+	f.mu.Unlock()
+	if resume != nil {
+		if err := resume(ctx); err != nil {
+			return err
+		}
+	}
+	f.set(func(st *drbd.State) { st.Suspended = "no" })
+	return nil
+}
+
 func (f *fakeDRBD) Outdate(context.Context) error {
 	f.mu.Lock()
 	f.outdated++

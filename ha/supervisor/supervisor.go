@@ -207,6 +207,7 @@ type Supervisor struct {
 	// itself: DRBD's view of a dead peer can still read Connected and
 	// UpToDate for seconds after the record (docs/ha.md, "Fencing").
 	recordedAt     time.Time // this head last recorded itself as the writer
+	recordedOK     time.Time // the last such request the witness confirmed
 	connectedSince time.Time // first seen Connected, this connection; zero while not
 	lastStep       time.Time // the loop's last finished round (Healthy)
 	// markedAt: this head remembers (OutdatedFile) that its data is
@@ -301,6 +302,7 @@ func New(cfg Config) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: cfg.Log.With("component", "ha"), clock: cfg.Clock, params: cfg.Params, m: m,
 		hb: cfg.Heartbeat, wc: cfg.Witness, ping: cfg.Ping, peer: peer.Name, kick: make(chan struct{}, 1),
 		voteKick: make(chan struct{}, 1), warmNow: make(chan struct{}, 1), role: ha.Standby, escalatedAt: map[string]time.Time{}}
+	s.fencing.outdateBudget, s.fencing.resumeBudget = outdateBudget, resumeBudget
 	s.tbAddr = cfg.Site.Witness.Address
 	if s.ping != nil {
 		s.tbAddr = cfg.Site.Witness.PingTarget
