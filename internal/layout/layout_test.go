@@ -39,6 +39,7 @@ func TestCheck(t *testing.T) {
 		{"ha on the lab, indirectly", map[string][]string{m("ha/supervisor"): {m("qemu/workload")}}, 1},
 		{"PID 1 on the lab agent", map[string][]string{m("init"): {m("internal/labagent")}}, 1},
 		{"site on a layer", map[string][]string{m("site"): {m("services/drbd")}}, 1},
+		{"pairing on the site config", map[string][]string{m("pairing"): {m("site")}}, 1},
 		{"site on its helpers", map[string][]string{m("site"): {m("internal/tomlpos"), m("image/manifest"), "os"}}, 0},
 		{"PID 1 on the HA supervisor", map[string][]string{m("init"): {m("ha/supervisor"), m("services/stack")}}, 0},
 		{"a name that only starts alike", map[string][]string{m("services/x"): {m("initramfs")}}, 0},
