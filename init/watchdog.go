@@ -123,10 +123,15 @@ func (w *watchdog) shouldPet(now time.Time) bool {
 	}
 	if w.healthy != nil && !w.healthy(now) {
 		if !w.starved && w.log != nil {
-			w.log.Error("watchdog: the HA loop makes no progress; no longer petting: the board resets")
+			w.log.Error("watchdog: the HA loop makes no progress; petting stops: the board resets unless the loop recovers within the watchdog timeout")
 		}
 		w.starved = true
 		return false
+	}
+	if w.starved && w.log != nil {
+		// A stall of the whole machine (seen under emulation) looks the
+		// same for a moment; say that it passed.
+		w.log.Warn("watchdog: the HA loop makes progress again; petting resumes")
 	}
 	w.starved = false
 	return true

@@ -35,6 +35,10 @@ const (
 	DefaultWatchdogTimeout = 30 * time.Second
 	// DefaultMargin covers delivery delay, the Step period and clock drift.
 	DefaultMargin = time.Second
+	// DefaultBootListen: heads powered on together, by a site's power
+	// coming back, finish booting up to tens of seconds apart (firmware,
+	// disk checks, a resync); Pacemaker's dc-deadtime waits 20 s too.
+	DefaultBootListen = 20 * time.Second
 )
 
 // Tiebreaker is what breaks a tie between the heads.
@@ -56,7 +60,13 @@ type Params struct {
 	StopBound       time.Duration
 	WatchdogTimeout time.Duration
 	Margin          time.Duration
-	Tiebreaker      Tiebreaker
+	// BootListen is how long a head that has not heard its peer since it
+	// booted listens before the peer counts as silent (at least
+	// DeadTime). Heads powered on together come up seconds apart; under
+	// a dead time alone, the later one found its partner already active
+	// and the preferred head standby.
+	BootListen time.Duration
+	Tiebreaker Tiebreaker
 }
 
 // WithDefaults returns p with every zero duration set to its default.
@@ -71,6 +81,8 @@ func (p Params) WithDefaults() Params {
 	def(&p.StopBound, DefaultStopBound)
 	def(&p.WatchdogTimeout, DefaultWatchdogTimeout)
 	def(&p.Margin, DefaultMargin)
+	def(&p.BootListen, DefaultBootListen)
+	p.BootListen = max(p.BootListen, p.DeadTime)
 	return p
 }
 
@@ -465,6 +477,7 @@ type Machine struct {
 	p            Params
 	started      time.Time
 	contacted    bool
+	heardPeer    bool // the peer was heard since boot
 	quorumLostAt time.Time
 	takeoverAt   time.Time
 }
@@ -487,6 +500,9 @@ func (m *Machine) Step(now time.Time, in Inputs) Decision {
 	}
 	if in.PeerSeen || in.Vote && m.p.Tiebreaker == Witness {
 		m.contacted = true
+	}
+	if in.PeerSeen || in.PeerAlive {
+		m.heardPeer = true
 	}
 	if in.Local == ha.Active && !in.PeerSeen && !in.Vote {
 		if m.quorumLostAt.IsZero() {
@@ -515,7 +531,11 @@ func (m *Machine) Elapsed(now time.Time) Elapsed {
 	}
 	el := Elapsed{Contacted: m.contacted, QuorumLost: since(m.quorumLostAt), Takeover: since(m.takeoverAt)}
 	if !m.started.IsZero() {
-		el.Listening = max(0, m.p.DeadTime-since(m.started))
+		listen := m.p.DeadTime
+		if !m.heardPeer {
+			listen = m.p.BootListen
+		}
+		el.Listening = max(0, listen-since(m.started))
 	}
 	return el
 }

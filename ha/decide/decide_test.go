@@ -517,10 +517,10 @@ func TestMachineBootedAlone(t *testing.T) {
 	p := params
 	p.Tiebreaker = PingTarget
 	m, _ := NewMachine(p)
-	if d := m.Step(t0, lost); d.Action != None || !strings.Contains(d.Reason, "just started") || d.After != p.WithDefaults().DeadTime {
+	if d := m.Step(t0, lost); d.Action != None || !strings.Contains(d.Reason, "just started") || d.After != p.WithDefaults().BootListen {
 		t.Fatalf("ping mode, just started: %s %q after %v", d.Action, d.Reason, d.After)
 	}
-	if d := m.Step(t0.Add(p.WithDefaults().DeadTime), lost); d.Action != None || !strings.Contains(d.Reason, "booted alone") {
+	if d := m.Step(t0.Add(p.WithDefaults().BootListen), lost); d.Action != None || !strings.Contains(d.Reason, "booted alone") {
 		t.Fatalf("ping mode, alone: %s %q", d.Action, d.Reason)
 	}
 	if d := m.Step(t0.Add(time.Hour), lost); d.Action != None || !strings.Contains(d.Reason, "booted alone") {
@@ -538,16 +538,37 @@ func TestMachineBootedAlone(t *testing.T) {
 	}
 
 	// With a witness, its grant is contact, once the head has listened
-	// for the peer for a dead time: it may be booting beside us.
-	m, _ = NewMachine(params)
-	if d := m.Step(t0, lost); d.Action != None || !strings.Contains(d.Reason, "just started") {
-		t.Errorf("witness mode, just started: %s %q", d.Action, d.Reason)
+	// for the peer for BootListen: it may be booting beside us, seconds
+	// behind (a lab run of R3 saw head-b take over from a head-a that
+	// was 3 s slower to boot, under a dead time's listening alone).
+	listen := params.WithDefaults().BootListen
+	if listen <= params.DeadTime {
+		t.Fatalf("BootListen %v is not longer than the dead time %v", listen, params.DeadTime)
 	}
-	if d := m.Step(t0.Add(params.DeadTime-time.Millisecond), lost); d.Action != None || d.After != time.Millisecond {
-		t.Errorf("witness mode, still listening: %s %q after %v", d.Action, d.Reason, d.After)
+	m, _ = NewMachine(params)
+	for _, s := range []struct {
+		at    time.Duration
+		want  Action
+		after time.Duration
+	}{
+		{0, None, listen},
+		{params.DeadTime, None, listen - params.DeadTime}, // a dead time is not enough at boot
+		{listen - time.Millisecond, None, time.Millisecond},
+		{listen, FencePromote, 0},
+	} {
+		if d := m.Step(t0.Add(s.at), lost); d.Action != s.want || d.After != s.after {
+			t.Errorf("witness mode, %v after boot, peer never heard: %s %q after %v, want %s after %v", s.at, d.Action, d.Reason, d.After, s.want, s.after)
+		}
+	}
+	// A peer heard since boot that falls silent counts as silent after a
+	// dead time, as at any other time.
+	m, _ = NewMachine(params)
+	m.Step(t0, seen)
+	if d := m.Step(t0.Add(time.Second), lost); d.Action != None || d.After != params.DeadTime-time.Second {
+		t.Errorf("witness mode, peer heard then silent 1 s after boot: %s %q after %v", d.Action, d.Reason, d.After)
 	}
 	if d := m.Step(t0.Add(params.DeadTime), lost); d.Action != FencePromote {
-		t.Errorf("witness mode: %s %q", d.Action, d.Reason)
+		t.Errorf("witness mode, peer heard then silent a dead time after boot: %s %q", d.Action, d.Reason)
 	}
 }
 

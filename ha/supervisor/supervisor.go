@@ -326,7 +326,7 @@ func New(cfg Config) (*Supervisor, error) {
 func (s *Supervisor) Start(ctx context.Context) {
 	p := s.params
 	s.log.Info("HA supervisor running", "peer", s.peer, "interval", p.Interval, "dead_time", p.DeadTime,
-		"stop_bound", p.StopBound, "watchdog", p.WatchdogTimeout, "takeover_delay", p.TakeoverDelay(), "address_delay", p.AddressDelay(),
+		"stop_bound", p.StopBound, "boot_listen", p.BootListen, "watchdog", p.WatchdogTimeout, "takeover_delay", p.TakeoverDelay(), "address_delay", p.AddressDelay(),
 		"tiebreaker", s.tiebreaker()+" "+s.tbAddr, "epoch", s.Epoch())
 	// Decide once before the first heartbeat goes out: until then the
 	// endpoint announces "none", which a peer reads as yielding, and a
