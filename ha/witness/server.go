@@ -4,7 +4,8 @@
 // The witness has one vote and leases it to one head at a time. The holder
 // renews it; another head gets it only after the lease has run out
 // unrenewed (or the holder released it). Requests and replies are single
-// UDP datagrams authenticated with the pair key (HMAC-SHA256); a reply
+// UDP datagrams authenticated with the witness key (HMAC-SHA256), a
+// sub-key of the pair key and the only key the witness host holds; a reply
 // echoes the request's random nonce, so an old grant cannot be replayed to
 // a head.
 //
@@ -75,7 +76,7 @@ const DefaultLease = 2500 * time.Millisecond
 // Config configures a Server.
 type Config struct {
 	Pair string
-	Key  []byte
+	Key  []byte // the witness key (Key, FromSite), never the pair key
 	// Lease is how long one grant lasts; the holder renews well within
 	// it. About the heartbeat dead time. Zero: DefaultLease.
 	Lease time.Duration
@@ -196,7 +197,7 @@ func NewServer(cfg Config) (*Server, error) {
 		errs = append(errs, fmt.Errorf("pair name %q: 1 to %d bytes", cfg.Pair, ha.MaxNameLen))
 	}
 	if len(cfg.Key) < ha.MinKeyBytes {
-		errs = append(errs, fmt.Errorf("pair key is %d bytes, need at least %d", len(cfg.Key), ha.MinKeyBytes))
+		errs = append(errs, fmt.Errorf("witness key is %d bytes, need at least %d", len(cfg.Key), ha.MinKeyBytes))
 	}
 	if cfg.Lease < 0 {
 		errs = append(errs, fmt.Errorf("lease %v must be positive", cfg.Lease))
