@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"tandem.dev/tandem/ha/witness"
 	"tandem.dev/tandem/internal/labagent"
 	"tandem.dev/tandem/site"
 )
@@ -16,11 +17,13 @@ import (
 // the site config names no witness to put there.
 var defaultClientAddr = netip.MustParsePrefix("10.0.0.2/24")
 
-// Where the witness lives on the client: its site config, log and pid.
+// Where the witness lives on the client: its config (tandem witness-key's
+// file: the witness key, never the pair key), log and pid. Its state
+// file is the default, /var/lib/tandem/witness/PAIR.json.
 const (
-	WitnessSite = "/tmp/site.toml"
-	WitnessLog  = "/tmp/witness.log"
-	WitnessPID  = "/tmp/witness.pid"
+	WitnessConfig = "/tmp/witness.toml"
+	WitnessLog    = "/tmp/witness.log"
+	WitnessPID    = "/tmp/witness.pid"
 )
 
 // witnessStart bounds the witness's start: it serves within a second or
@@ -33,9 +36,10 @@ type ClientPlan struct {
 	// Addr is the client's address on the service network: the witness's
 	// host, so that the heads find their witness there.
 	Addr netip.Prefix
-	// Site, when set, is the site config `tandem witness --site` serves
-	// on the client; nil runs no witness.
-	Site []byte
+	// Witness, when set, is the witness config (as tandem witness-key
+	// writes it) `tandem witness --config` serves on the client; nil runs
+	// no witness.
+	Witness []byte
 	// Export is the first NFS export through the VIP (10.0.0.10:/srv/...);
 	// "" when the site has no VIP or no export.
 	Export string
@@ -44,7 +48,8 @@ type ClientPlan struct {
 // PlanClient derives the client's setup from the heads' site config
 // (nil: no site, only the client's address). The witness runs on the
 // client when [witness] address names it; the prefix length is that of
-// the management network it lies in.
+// the management network it lies in. The witness config is made here, on
+// the host, so the client never sees the pair key.
 func PlanClient(siteTOML []byte) (ClientPlan, error) {
 	p := ClientPlan{Addr: defaultClientAddr}
 	if siteTOML == nil {
@@ -66,7 +71,14 @@ func PlanClient(siteTOML []byte) (ClientPlan, error) {
 				break
 			}
 		}
-		p.Addr, p.Site = netip.PrefixFrom(ap.Addr(), bits), siteTOML
+		wc, port, err := witness.FromSite(sc, "")
+		if err == nil {
+			p.Witness, err = witness.File(wc, port)
+		}
+		if err != nil {
+			return p, fmt.Errorf("qemu: client plan: witness config: %w", err)
+		}
+		p.Addr = netip.PrefixFrom(ap.Addr(), bits)
 	}
 	if vip := sc.VIP.Prefix(); vip.IsValid() && sc.Services.NFS.Enabled && len(sc.Services.NFS.Exports) > 0 {
 		p.Export = vip.Addr().String() + ":" + sc.Services.NFS.Exports[0].Path
@@ -86,15 +98,15 @@ func (p ClientPlan) MountNFSv3(dir string) []string {
 // SetUpClient readies the full lab's client, where every HA scenario
 // starts from:
 //   - ClientUp: its address on the service network;
-//   - StartWitness, when the plan has a site config: the witness.
+//   - StartWitness, when the plan has a witness config: the witness.
 func (l *Lab) SetUpClient(ctx context.Context, p ClientPlan) error {
 	if err := l.ClientUp(ctx, p.Addr); err != nil {
 		return err
 	}
-	if p.Site == nil {
+	if p.Witness == nil {
 		return nil
 	}
-	return l.StartWitness(ctx, p.Site)
+	return l.StartWitness(ctx, p.Witness)
 }
 
 // ClientUp waits for the client's agent, then brings lo up and gives the
@@ -138,28 +150,62 @@ func (l *Lab) ClientUp(ctx context.Context, addr netip.Prefix) error {
 	return nil
 }
 
-// StartWitness puts siteTOML on the witness's host (Lab.Witness) and runs
-// `tandem witness` there in the background, logging to WitnessLog; it
-// returns once the witness serves.
-func (l *Lab) StartWitness(ctx context.Context, siteTOML []byte) error {
+// StartWitness puts the witness config on the witness's host
+// (Lab.Witness) and runs `tandem witness --init` there in the background,
+// logging to WitnessLog: the first start of a new witness, which creates
+// its state file. It returns once the witness serves.
+func (l *Lab) StartWitness(ctx context.Context, config []byte) error {
 	vm := l.VM(l.Witness)
 	if vm == nil {
 		return fmt.Errorf("qemu: lab %s has no witness host", l.Topology)
 	}
-	if _, err := vm.guest(ctx, labagent.Request{Argv: []string{"busybox", "sh", "-c", "busybox cat > " + WitnessSite}, Stdin: siteTOML}); err != nil {
-		return fmt.Errorf("qemu: witness: writing the site config: %w", err)
+	if _, err := vm.guest(ctx, labagent.Request{Argv: []string{"busybox", "sh", "-c", "umask 077 && busybox cat > " + WitnessConfig}, Stdin: config}); err != nil {
+		return fmt.Errorf("qemu: witness: writing its config: %w", err)
+	}
+	return l.runWitness(ctx, vm, true)
+}
+
+// RestartWitness stops the witness (SIGTERM, as a service manager would)
+// and starts it again on the same state file, without --init: a restart
+// must keep the witness's record of which head alone has current data.
+// It returns once the new run serves.
+func (l *Lab) RestartWitness(ctx context.Context) error {
+	vm := l.VM(l.Witness)
+	if vm == nil {
+		return fmt.Errorf("qemu: lab %s has no witness host", l.Topology)
+	}
+	// kill -0 polls until the old run has gone: a new one could not bind
+	// the port before.
+	if _, err := vm.guest(ctx, labagent.Request{Argv: []string{"busybox", "sh", "-c",
+		`p=$(busybox cat ` + WitnessPID + `) && busybox kill $p || exit 1; i=0; while [ $i -lt 30 ]; do busybox kill -0 $p 2>/dev/null || exit 0; busybox sleep 1; i=$((i+1)); done; exit 1`}}); err != nil {
+		return fmt.Errorf("qemu: witness: stopping it: %w", err)
+	}
+	return l.runWitness(ctx, vm, false)
+}
+
+// runWitness starts tandem witness from WitnessConfig in the background,
+// appending to WitnessLog, and waits for this run's "serving" line.
+func (l *Lab) runWitness(ctx context.Context, vm *VM, init bool) error {
+	serving := []byte("witness: serving")
+	before := 0
+	if out, err := vm.guest(ctx, labagent.Request{Argv: []string{"busybox", "sh", "-c", "busybox cat " + WitnessLog + " 2>/dev/null; true"}}); err == nil {
+		before = bytes.Count(out, serving)
+	}
+	cmd := "tandem witness --config " + WitnessConfig
+	if init {
+		cmd += " --init"
 	}
 	// Nothing in the background may keep the agent's pipes open, or the
 	// command would not end.
 	if _, err := vm.guest(ctx, labagent.Request{Argv: []string{"busybox", "sh", "-c",
-		"(tandem witness --site " + WitnessSite + " > " + WitnessLog + " 2>&1 < /dev/null & echo $! > " + WitnessPID + ") > /dev/null 2>&1"}}); err != nil {
+		"(" + cmd + " >> " + WitnessLog + " 2>&1 < /dev/null & echo $! > " + WitnessPID + ") > /dev/null 2>&1"}}); err != nil {
 		return fmt.Errorf("qemu: witness: %w", err)
 	}
 	deadline := time.Now().Add(witnessStart)
 	for {
 		out, err := vm.guest(ctx, labagent.Request{Argv: []string{"busybox", "cat", WitnessLog}})
-		if err == nil && bytes.Contains(out, []byte("witness: serving")) {
-			l.log.Info("witness serving", "vm", vm.Name)
+		if err == nil && bytes.Count(out, serving) > before {
+			l.log.Info("witness serving", "vm", vm.Name, "init", init)
 			return nil
 		}
 		if time.Now().After(deadline) {

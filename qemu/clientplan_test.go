@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"tandem.dev/tandem/ha/witness"
+	"tandem.dev/tandem/site"
 )
 
 // labSite is configs/site.lab.toml, with old replaced by new.
@@ -52,8 +55,18 @@ func TestPlanClient(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.Addr != netip.MustParsePrefix(tc.addr) || (p.Site != nil) != tc.witness || p.Export != tc.export {
-				t.Errorf("PlanClient = addr %s, witness %v, export %q; want %s, %v, %q", p.Addr, p.Site != nil, p.Export, tc.addr, tc.witness, tc.export)
+			if p.Witness != nil {
+				// The client gets the witness config, never the pair key.
+				sc, err := site.Parse("site.toml", tc.site)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := witness.ParseFile("witness.toml", p.Witness); err != nil || strings.Contains(string(p.Witness), sc.Pair.Key) {
+					t.Errorf("the client's witness config: %v\n%s", err, p.Witness)
+				}
+			}
+			if p.Addr != netip.MustParsePrefix(tc.addr) || (p.Witness != nil) != tc.witness || p.Export != tc.export {
+				t.Errorf("PlanClient = addr %s, witness %v, export %q; want %s, %v, %q", p.Addr, p.Witness != nil, p.Export, tc.addr, tc.witness, tc.export)
 			}
 		})
 	}

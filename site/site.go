@@ -273,8 +273,9 @@ type Monitor struct {
 type Witness struct {
 	Address    string `toml:"address"` // host:port
 	PingTarget string `toml:"ping_target"`
-	// LeaseMS is how long one grant of the witness's vote lasts
-	// (`tandem witness --site` reads it); default the dead time.
+	// LeaseMS is how long one grant of the witness's vote lasts (`tandem
+	// witness-key` writes it into the witness config); default the dead
+	// time.
 	LeaseMS int `toml:"lease_ms"`
 }
 

@@ -210,7 +210,7 @@ func setUpClient(ctx context.Context, lab *qemu.Lab, p qemu.ClientPlan, lf strin
 		return
 	}
 	fmt.Printf("client: %s up on the service network after %.1fs", p.Addr, time.Since(start).Seconds())
-	if p.Site != nil {
+	if p.Witness != nil {
 		fmt.Printf("; the witness serves there (log %s)", qemu.WitnessLog)
 	}
 	fmt.Println()

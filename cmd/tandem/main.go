@@ -37,6 +37,7 @@ var commands = []command{
 	{"linktest", "measure TCP throughput between two hosts (e.g. the replication link)", runLinktest},
 	{"workload", "write and verify checksummed records through a mount (lab client)", runWorkload},
 	{"witness", "serve the pair's tiebreaker vote (on a third host)", runWitness},
+	{"witness-key", "write the witness host's config: the witness key, never the pair key", runWitnessKey},
 	{"version", "print the version", runVersion},
 }
 

@@ -16,7 +16,6 @@ package control
 import (
 	"bytes"
 	"context"
-	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -33,6 +32,7 @@ import (
 	"time"
 
 	"tandem.dev/tandem/internal/lenprefix"
+	"tandem.dev/tandem/site"
 )
 
 // Ops a head may ask of its peer.
@@ -64,10 +64,10 @@ const (
 	DefaultMaxChallenges = 64
 )
 
-// Key derives the channel's key from the pair key, bound to the pair's
-// name, so the heartbeat and DRBD secrets stay independent of it.
+// Key derives the channel's key from the pair key (site.SubKey), bound
+// to the pair's name, so the other roles' keys stay independent of it.
 func Key(pairKey []byte, pair string) ([]byte, error) {
-	return hkdf.Key(sha256.New, pairKey, []byte("tandem/"+pair), "tandem control v1", 32)
+	return site.SubKey(pairKey, pair, site.PurposeControl, "")
 }
 
 // Handler answers the peer. Each call gets a context with the

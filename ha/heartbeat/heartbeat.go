@@ -1,7 +1,8 @@
 // Package heartbeat is the membership layer of the HA supervisor: UDP
 // heartbeats between the two heads of a pair over several independent
 // paths (the replication bond and the management network), authenticated
-// with the pair key.
+// with the heartbeat key, a sub-key of the pair key (site.SubKey) that
+// no other role (the witness host in particular) holds.
 //
 // Each head runs one Endpoint. Every Interval it sends one packet on every
 // path; each carries its announced State (role, DRBD disk state, whether
@@ -59,6 +60,7 @@ import (
 	"time"
 
 	"tandem.dev/tandem/ha"
+	"tandem.dev/tandem/site"
 )
 
 // Path is one independent way between the heads: a local address to bind
@@ -74,7 +76,9 @@ type Config struct {
 	Pair string // the pair name; packets of another pair are dropped
 	Node string // this head
 	Peer string // the other head
-	Key  []byte // the pair key, >= ha.MinKeyBytes
+	// Key is the pair key, >= ha.MinKeyBytes. Open derives the heartbeat
+	// key from it; the pair key itself signs nothing.
+	Key []byte
 	// Paths, at least one; the design wants two independent ones.
 	Paths []Path
 	// Interval between send rounds (ha.heartbeat_interval_ms).
@@ -219,6 +223,7 @@ type peerState struct {
 // drives them; the query methods are safe for concurrent use at any time.
 type Endpoint struct {
 	cfg  Config
+	key  []byte // the heartbeat key, derived from cfg.Key
 	log  *slog.Logger
 	boot BootID
 	kick chan struct{}
@@ -241,7 +246,11 @@ func Open(cfg Config) (*Endpoint, error) {
 	if err := cfg.check(); err != nil {
 		return nil, fmt.Errorf("heartbeat: %w", err)
 	}
-	e := &Endpoint{cfg: cfg, log: cfg.Log, kick: make(chan struct{}, 1), changed: make(chan struct{}),
+	key, err := site.SubKey(cfg.Key, cfg.Pair, site.PurposeHeartbeat, "")
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat: %w", err)
+	}
+	e := &Endpoint{cfg: cfg, key: key, log: cfg.Log, kick: make(chan struct{}, 1), changed: make(chan struct{}),
 		state: State{Role: ha.None, Disk: ha.DUnknown}}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -390,7 +399,7 @@ func (e *Endpoint) roundLocked(now time.Time) [][]byte {
 			EchoBoot: e.peer.echoBoot, EchoSeq: e.peer.echoSeq, EchoHold: hold,
 			Pair: e.cfg.Pair, Node: e.cfg.Node, Disk: string(e.state.Disk),
 		}
-		buf, err := appendPacket(make([]byte, 0, MaxPacket), &pk, e.cfg.Key)
+		buf, err := appendPacket(make([]byte, 0, MaxPacket), &pk, e.key)
 		if err != nil {
 			// Only a state this package cannot encode gets here.
 			e.log.Error("heartbeat: cannot encode", "err", err)
@@ -426,7 +435,7 @@ func (e *Endpoint) handle(p *pathState, src netip.AddrPort, b []byte, now time.T
 		e.drop(&e.drops.Foreign, "foreign", p, fmt.Sprintf("from %v, expected %v", src, p.Peer))
 		return
 	}
-	pk, err := parsePacket(b, e.cfg.Pair, e.cfg.Key)
+	pk, err := parsePacket(b, e.cfg.Pair, e.key)
 	switch {
 	case errors.Is(err, errMalformed):
 		e.drop(&e.drops.Malformed, "malformed", p, fmt.Sprintf("%d bytes", len(b)))
@@ -435,7 +444,7 @@ func (e *Endpoint) handle(p *pathState, src netip.AddrPort, b []byte, now time.T
 		e.drop(&e.drops.WrongPair, "wrong pair", p, "another pair's heartbeat reaches this port")
 		return
 	case err != nil:
-		e.drop(&e.drops.Forged, "forged", p, "bad MAC: not signed with this pair's key")
+		e.drop(&e.drops.Forged, "forged", p, "bad MAC: not signed with this pair's heartbeat key")
 		return
 	}
 	if pk.Node != e.cfg.Peer {
@@ -696,7 +705,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 
 // Counters are the packets refused, by reason.
 type Counters struct {
-	// Forged: right pair name, wrong MAC (not signed with the pair key).
+	// Forged: right pair name, wrong MAC (not signed with the heartbeat key).
 	Forged uint64 `json:"forged"`
 	// Replayed: a sequence number already seen or below the window, or a
 	// packet of one of the peer's ended boots.

@@ -323,11 +323,16 @@ func TestBothPathsCutPeerDies(t *testing.T) {
 	await(t, p.b, "peer back", func(s Snapshot) bool { return s.Seen })
 }
 
-// craft builds a packet as nas-b would send it, signed with key.
-func craft(t *testing.T, key []byte, mod func(*packet)) []byte {
+// craft builds a packet as nas-b would send it, signed with the
+// heartbeat key an endpoint derives from pairKey.
+func craft(t *testing.T, pairKey []byte, mod func(*packet)) []byte {
 	t.Helper()
 	pk := packet{Role: ha.Active, Boot: BootID{1}, Seq: 1, Tick: 1, Pair: "vdi-nas", Node: "nas-b", Disk: "UpToDate"}
 	mod(&pk)
+	key, err := site.SubKey(pairKey, pk.Pair, site.PurposeHeartbeat, "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := appendPacket(nil, &pk, key)
 	if err != nil {
 		t.Fatal(err)

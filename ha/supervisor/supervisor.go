@@ -253,7 +253,12 @@ func Connect(cfg *Config) error {
 	}
 	cfg.Heartbeat = hb
 	if sc.Witness.Address != "" {
-		wc, err := witness.NewClient(witness.ClientConfig{Pair: sc.Pair.Name, Node: cfg.Node, Key: cfg.Key, Addr: sc.Witness.Address, Log: cfg.Log})
+		wcfg, err := witness.ClientFromSite(sc, cfg.Node, cfg.Key)
+		var wc *witness.Client
+		if err == nil {
+			wcfg.Log = cfg.Log
+			wc, err = witness.NewClient(wcfg)
+		}
 		if err != nil {
 			// Without the witness this head never takes over from a
 			// silent peer: safe, and loud.

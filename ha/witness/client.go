@@ -18,7 +18,7 @@ import (
 type ClientConfig struct {
 	Pair string
 	Node string // this head
-	Key  []byte
+	Key  []byte // the witness key (Key, ClientFromSite), not the pair key
 	Addr string // the witness, host:port (site witness.address)
 	// Margin is subtracted from every lease the witness grants, against
 	// the two hosts' clocks running at slightly different rates. Zero:
@@ -89,7 +89,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		errs = append(errs, fmt.Errorf("pair %q, node %q: 1 to %d bytes each", cfg.Pair, cfg.Node, ha.MaxNameLen))
 	}
 	if len(cfg.Key) < ha.MinKeyBytes {
-		errs = append(errs, fmt.Errorf("pair key is %d bytes, need at least %d", len(cfg.Key), ha.MinKeyBytes))
+		errs = append(errs, fmt.Errorf("witness key is %d bytes, need at least %d", len(cfg.Key), ha.MinKeyBytes))
 	}
 	if cfg.Margin < 0 || cfg.Retry < 0 {
 		errs = append(errs, fmt.Errorf("margin %v and retry %v must not be negative", cfg.Margin, cfg.Retry))

@@ -85,7 +85,7 @@ func TestReleaseOnlyFromTheHoldersBoot(t *testing.T) {
 // stateBoot reads the boot bound to the writer record from the file.
 func stateBoot(t *testing.T, path string) ID {
 	t.Helper()
-	st, err := loadState(path, "vdi-nas")
+	st, err := loadState(path, "vdi-nas", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestWriterHeadRestarts(t *testing.T) {
 	const lease = 10 * time.Second
 	path := filepath.Join(t.TempDir(), "vdi-nas.json")
 	clock := newClock()
-	s, err := NewServer(Config{Pair: "vdi-nas", Key: testKey, Lease: lease, Quiet: -1, StateFile: path, Now: clock.Now, Log: testLog(t)})
+	s, err := NewServer(Config{Pair: "vdi-nas", Key: testKey, Lease: lease, Quiet: -1, StateFile: path, InitState: true, Now: clock.Now, Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

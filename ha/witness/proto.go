@@ -13,7 +13,7 @@ import (
 )
 
 // Wire format, version 2, big-endian; every message is one UDP datagram
-// ending in an HMAC-SHA256 with the pair key over all bytes before it.
+// ending in an HMAC-SHA256 with the witness key over all bytes before it.
 //
 // Request (head -> witness):
 //

@@ -3,7 +3,6 @@ package witness
 import (
 	"context"
 	"net"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -131,7 +130,7 @@ func TestReplayedReleaseKeepsTheVote(t *testing.T) {
 	for _, restart := range []bool{false, true} {
 		t.Run(map[bool]string{false: "same witness", true: "witness restarted"}[restart], func(t *testing.T) {
 			clock := newClock()
-			cfg := Config{Lease: lease, Quiet: -1, Nodes: []string{nasA, nasB}, StateFile: filepath.Join(t.TempDir(), "vdi-nas.json"), Now: clock.Now}
+			cfg := Config{Lease: lease, Quiet: -1, Nodes: []string{nasA, nasB}, StateFile: newStateFile(t), Now: clock.Now}
 			w := newTapeWitness(t, cfg)
 			a1, b := newHead(t, nasA, w, clock), newHead(t, nasB, w, clock)
 			ask(t, a1)
@@ -170,7 +169,7 @@ func TestReplayedReleaseKeepsTheVote(t *testing.T) {
 func TestReplayedClearWriterKeepsTheRecord(t *testing.T) {
 	const lease = 10 * time.Second
 	clock := newClock()
-	path := filepath.Join(t.TempDir(), "vdi-nas.json")
+	path := newStateFile(t)
 	cfg := Config{Lease: lease, Quiet: -1, Nodes: []string{nasA, nasB}, StateFile: path, Now: clock.Now}
 	w := newTapeWitness(t, cfg)
 	a, b := newHead(t, nasA, w, clock), newHead(t, nasB, w, clock)

@@ -4,7 +4,8 @@
 // The witness has one vote and leases it to one head at a time. The holder
 // renews it; another head gets it only after the lease has run out
 // unrenewed (or the holder released it). Requests and replies are single
-// UDP datagrams authenticated with the pair key (HMAC-SHA256); a reply
+// UDP datagrams authenticated with the witness key (HMAC-SHA256), a
+// sub-key of the pair key and the only key the witness host holds; a reply
 // echoes the request's random nonce, so an old grant cannot be replayed to
 // a head.
 //
@@ -42,7 +43,8 @@
 //
 // Restart. The witness persists only the writer marker (Config.StateFile),
 // synced to disk before it answers, and refuses to start on a state file
-// it cannot read. Leases are not persisted: after a start it keeps a quiet
+// it cannot read, or that is missing: the file is created once, on
+// request (InitState), so a wiped witness never passes for a new one. Leases are not persisted: after a start it keeps a quiet
 // period of one lease: a lease its previous run granted may still be
 // running, so it grants nobody new during that time. A head that still
 // holds a lease by its own (conservative) clock says so in its request,
@@ -75,7 +77,7 @@ const DefaultLease = 2500 * time.Millisecond
 // Config configures a Server.
 type Config struct {
 	Pair string
-	Key  []byte
+	Key  []byte // the witness key (Key, FromSite), never the pair key
 	// Lease is how long one grant lasts; the holder renews well within
 	// it. About the heartbeat dead time. Zero: DefaultLease.
 	Lease time.Duration
@@ -87,10 +89,14 @@ type Config struct {
 	// granted if --lease was lowered across a restart. Negative: none
 	// (only for tests and a witness that has never granted anything).
 	Quiet time.Duration
-	// StateFile is where the writer marker is kept (see loadState).
-	// Empty: the marker is not persisted and a restart forgets it; only
-	// for tests.
+	// StateFile is where the writer marker is kept (see loadState); it
+	// must exist unless InitState. Empty: the marker is not persisted and
+	// a restart forgets it; only for tests.
 	StateFile string
+	// InitState creates StateFile with no marker, once: refused if it
+	// exists (--init). Without it a missing file is an error, so that a
+	// wiped witness cannot pass for a new one.
+	InitState bool
 	// ForgetWriter clears a recorded marker at start: the operator's
 	// override when the writer is gone for good.
 	ForgetWriter bool
@@ -196,7 +202,7 @@ func NewServer(cfg Config) (*Server, error) {
 		errs = append(errs, fmt.Errorf("pair name %q: 1 to %d bytes", cfg.Pair, ha.MaxNameLen))
 	}
 	if len(cfg.Key) < ha.MinKeyBytes {
-		errs = append(errs, fmt.Errorf("pair key is %d bytes, need at least %d", len(cfg.Key), ha.MinKeyBytes))
+		errs = append(errs, fmt.Errorf("witness key is %d bytes, need at least %d", len(cfg.Key), ha.MinKeyBytes))
 	}
 	if cfg.Lease < 0 {
 		errs = append(errs, fmt.Errorf("lease %v must be positive", cfg.Lease))
@@ -231,13 +237,19 @@ func NewServer(cfg Config) (*Server, error) {
 func (s *Server) loadWriter() error {
 	s.writer = writerState{Pair: s.cfg.Pair}
 	if s.cfg.StateFile == "" {
+		if s.cfg.InitState {
+			return errors.New("witness: --init needs a state file")
+		}
 		return nil
 	}
-	st, err := loadState(s.cfg.StateFile, s.cfg.Pair)
+	st, err := loadState(s.cfg.StateFile, s.cfg.Pair, s.cfg.InitState)
 	if err != nil {
 		return err
 	}
 	s.writer = st
+	if s.cfg.InitState {
+		s.log.Info("witness: state file created: no head recorded as the only one with current data", "file", s.cfg.StateFile)
+	}
 	w := st.Writer
 	switch {
 	case w == "":
@@ -280,13 +292,16 @@ func (s *Server) setWriterLocked(node string, boot ID) error {
 // ListenAndServe listens on addr (host:port, UDP) and serves until ctx
 // ends.
 func ListenAndServe(ctx context.Context, addr string, cfg Config) error {
-	s, err := NewServer(cfg)
-	if err != nil {
-		return err
-	}
+	// Bind first: a witness that cannot serve must not have created its
+	// state file (InitState) on the way.
 	conn, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		return fmt.Errorf("witness: %w", err)
+	}
+	s, err := NewServer(cfg)
+	if err != nil {
+		conn.Close()
+		return err
 	}
 	return s.Serve(ctx, conn)
 }

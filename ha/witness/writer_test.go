@@ -98,6 +98,15 @@ func writeState(t *testing.T, path, content string) {
 	}
 }
 
+// newStateFile is a state file with no marker, as --init leaves it, in a
+// new directory; it returns the file's path.
+func newStateFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "vdi-nas.json")
+	writeState(t, path, `{"pair":"vdi-nas","writer":""}`)
+	return path
+}
+
 const (
 	nasA = "nas-a"
 	nasB = "nas-b"
@@ -122,7 +131,7 @@ func TestWriterMarker(t *testing.T) {
 		name     string
 		quiet    time.Duration
 		preload  string // state file content before start
-		noDir    bool   // the state file's directory does not exist
+		noDir    bool   // the state file's directory is gone after the start
 		steps    []step
 		outdated uint64
 	}{
@@ -167,10 +176,8 @@ func TestWriterMarker(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "state")
-			if !tc.noDir {
-				if err := os.Mkdir(dir, 0o700); err != nil {
-					t.Fatal(err)
-				}
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
 			}
 			path := filepath.Join(dir, "vdi-nas.json")
 			if tc.preload != "" {
@@ -178,9 +185,14 @@ func TestWriterMarker(t *testing.T) {
 			}
 			clock := newClock()
 			s, err := NewServer(Config{Pair: "vdi-nas", Key: testKey, Lease: lease, Quiet: tc.quiet, Nodes: []string{nasA, nasB},
-				StateFile: path, Now: clock.Now, Log: testLog(t)})
+				StateFile: path, InitState: tc.preload == "", Now: clock.Now, Log: testLog(t)})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.noDir {
+				if err := os.RemoveAll(dir); err != nil {
+					t.Fatal(err)
+				}
 			}
 			d := &driver{t: t, s: s}
 			for i, st := range tc.steps {
@@ -210,7 +222,7 @@ func TestWriterMarker(t *testing.T) {
 
 // The marker outlives a restart; only ForgetWriter clears it.
 func TestWriterSurvivesRestart(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "vdi-nas.json")
+	path := newStateFile(t)
 	clock := newClock()
 	start := func(forget bool) *Server {
 		t.Helper()
@@ -261,7 +273,7 @@ func TestStateFileErrors(t *testing.T) {
 		writer  string
 		wantErr string
 	}{
-		{name: "missing"},
+		{name: "missing", wantErr: "tandem witness --init"},
 		{name: "valid", content: `{"pair":"vdi-nas","writer":"nas-b","since":"2030-01-01T00:00:00Z"}`, writer: nasB},
 		{name: "cleared", content: `{"pair":"vdi-nas","writer":""}`},
 		{name: "empty", content: " ", wantErr: "unexpected end"},
@@ -437,7 +449,7 @@ func TestClientWriterMarker(t *testing.T) {
 	}
 	cases := []struct {
 		name  string
-		noDir bool
+		noDir bool // the state directory is gone after the start
 		steps []step
 	}{
 		{name: "record, deny the peer, clear", steps: []step{
@@ -468,13 +480,15 @@ func TestClientWriterMarker(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			if tc.noDir {
-				dir = filepath.Join(dir, "missing")
-			}
+			path := newStateFile(t)
 			clock := newClock()
-			cfg := Config{Pair: "vdi-nas", Key: testKey, Lease: lease, Quiet: -1, StateFile: filepath.Join(dir, "vdi-nas.json"), Now: clock.Now, Log: testLog(t)}
+			cfg := Config{Pair: "vdi-nas", Key: testKey, Lease: lease, Quiet: -1, StateFile: path, Now: clock.Now, Log: testLog(t)}
 			addr, restart := serveSwappable(t, cfg)
+			if tc.noDir { // the state directory is gone after the start
+				if err := os.RemoveAll(filepath.Dir(path)); err != nil {
+					t.Fatal(err)
+				}
+			}
 			heads := map[string]*Client{nasA: client(t, nasA, addr, clock), nasB: client(t, nasB, addr, clock)}
 			for i, st := range tc.steps {
 				clock.Advance(st.advance)

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"tandem.dev/tandem/ha/witness"
+	"tandem.dev/tandem/qemu"
 	"tandem.dev/tandem/status"
 )
 
@@ -23,7 +25,9 @@ import (
 //     head-a as the only current copy, or head-b announced its mark.
 //  3. head-a loses power. head-b must not take over: it would serve
 //     data without head-a's last writes (and the witness refuses it the
-//     vote).
+//     vote). The witness is restarted meanwhile (without --init): it
+//     keeps its state file, and with it any record of head-a as the only
+//     current copy.
 //  4. head-a is powered on and the links restored: head-a, with the
 //     newer data, serves again, head-b resyncs from it, and every
 //     acknowledged record reads back uncached.
@@ -63,6 +67,24 @@ func TestFailoverNotOnStaleData(t *testing.T) {
 	if err := a.Quit(); err != nil {
 		t.Fatal(err)
 	}
+	stateFile, err := witness.DefaultStateFile(sc.Pair.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := guest(t, ctx, client, "busybox", "cat", stateFile)
+	logLen := len(guest(t, ctx, client, "busybox", "cat", qemu.WitnessLog))
+	if err := lab.RestartWitness(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := guest(t, ctx, client, "busybox", "cat", stateFile); after != before {
+		t.Errorf("the witness restart changed its state file:\n%s\n->\n%s", before, after)
+	}
+	if strings.Contains(before, `"writer":"head-a"`) {
+		if out := guest(t, ctx, client, "busybox", "cat", qemu.WitnessLog); !strings.Contains(out[min(logLen, len(out)):], "only head-a's data is current") {
+			t.Errorf("the restarted witness does not say it records head-a:\n%s", out[min(logLen, len(out)):])
+		}
+	}
+	t.Logf("witness restarted with head-a dead; its state file: %s", strings.TrimSpace(before))
 	window := 2*(dead+delay) + 30*time.Second
 	until := time.Now().Add(window)
 	for time.Now().Before(until) {
@@ -78,7 +100,7 @@ func TestFailoverNotOnStaleData(t *testing.T) {
 	}
 
 	// 4. head-a comes back with the newer data and serves again.
-	a, err := lab.PowerOn("head-a")
+	a, err = lab.PowerOn("head-a")
 	if err != nil {
 		t.Fatal(err)
 	}

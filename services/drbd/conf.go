@@ -2,8 +2,6 @@ package drbd
 
 import (
 	"bytes"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -47,19 +45,12 @@ const (
 	DefaultHandlerCommand = "/usr/bin/tandem"
 )
 
-// secretLen is the derived secret's size. DRBD keeps shared-secret in a
-// 64-byte field including the NUL, so the hex form (48 chars) fits.
-const secretLen = 24
-
-// SharedSecret derives the DRBD shared-secret from the pair key with
-// HKDF-SHA256, bound to the pair and resource name. The pair key itself
+// SharedSecret derives the DRBD shared-secret from the pair key
+// (site.SubKey), bound to the pair and resource name. The pair key itself
 // never reaches DRBD (it would show in `drbdsetup show` and in support
-// bundles); a leaked secret does not reveal the heartbeat key.
+// bundles); a leaked secret reveals no other role's key.
 func SharedSecret(pairKey []byte, pairName, resource string) (string, error) {
-	if len(pairKey) < site.MinKeyBytes {
-		return "", fmt.Errorf("pair key is %d bytes; need at least %d", len(pairKey), site.MinKeyBytes)
-	}
-	k, err := hkdf.Key(sha256.New, pairKey, []byte("tandem/"+pairName), "tandem drbd shared-secret v1 "+resource, secretLen)
+	k, err := site.SubKey(pairKey, pairName, site.PurposeDRBD, resource)
 	if err != nil {
 		return "", err
 	}

@@ -104,7 +104,7 @@ func TestSharedSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s1) != 2*secretLen || len(s1) > 63 {
+	if len(s1) != 48 || len(s1) > 63 {
 		t.Errorf("secret length %d", len(s1))
 	}
 	if _, err := hex.DecodeString(s1); err != nil {
