@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -56,17 +57,25 @@ type blockDev struct {
 	Major, Minor   string
 }
 
-// scanBlock lists the block devices under sysClassBlock (/sys/class/block).
-func scanBlock(sysClassBlock string) ([]blockDev, error) {
-	ents, err := os.ReadDir(sysClassBlock)
+// sysClassBlock is where the kernel lists block devices.
+const sysClassBlock = "/sys/class/block"
+
+// scanBlock lists the block devices under sys (/sys/class/block).
+func scanBlock(sys string) ([]blockDev, error) {
+	ents, err := os.ReadDir(sys)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list block devices: %w", err)
 	}
 	var out []blockDev
 	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(sysClassBlock, e.Name(), "uevent"))
-		if err != nil {
+		b, err := os.ReadFile(filepath.Join(sys, e.Name(), "uevent"))
+		if errors.Is(err, fs.ErrNotExist) {
 			continue // device went away
+		}
+		if err != nil {
+			// Skipping it could hide a second device with the label
+			// we look for: the lookup must fail, not guess.
+			return nil, fmt.Errorf("block device %s: %w", e.Name(), err)
 		}
 		u := parseUevent(string(b))
 		name := u["DEVNAME"]
@@ -95,7 +104,7 @@ func findPartition(devs []blockDev, label string) []blockDev {
 func waitPartition(label string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		devs, err := scanBlock("/sys/class/block")
+		devs, err := scanBlock(sysClassBlock)
 		if err != nil {
 			return "", err
 		}
@@ -127,17 +136,28 @@ func waitPartition(label string, timeout time.Duration) (string, error) {
 }
 
 // devNode returns /dev/<name>, creating the node if devtmpfs has not yet.
-func devNode(d blockDev) (string, error) {
-	p := "/dev/" + d.Name
-	if _, err := os.Stat(p); err == nil {
-		return p, nil
-	}
+func devNode(d blockDev) (string, error) { return devNodeIn("/dev", d) }
+
+// devNodeIn checks that the node is the block device sysfs described
+// (its major:minor): a stale node or a file of that name is refused, not
+// formatted or mounted.
+func devNodeIn(dir string, d blockDev) (string, error) {
+	p := filepath.Join(dir, d.Name)
 	var maj, min uint32
 	if _, err := fmt.Sscan(d.Major+" "+d.Minor, &maj, &min); err != nil {
 		return "", fmt.Errorf("%s: bad MAJOR/MINOR in uevent: %w", d.Name, err)
 	}
-	if err := unix.Mknod(p, unix.S_IFBLK|0o600, int(unix.Mkdev(maj, min))); err != nil && !errors.Is(err, unix.EEXIST) {
+	want := unix.Mkdev(maj, min)
+	if err := unix.Mknod(p, unix.S_IFBLK|0o600, int(want)); err != nil && !errors.Is(err, unix.EEXIST) {
 		return "", fmt.Errorf("mknod %s: %w", p, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		return "", fmt.Errorf("%s: %w", p, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK || st.Rdev != want {
+		return "", fmt.Errorf("%s is not block device %d:%d, which sysfs names %s (mode %#o, rdev %d:%d)",
+			p, maj, min, d.Name, st.Mode&unix.S_IFMT, unix.Major(st.Rdev), unix.Minor(st.Rdev))
 	}
 	return p, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,28 +75,43 @@ func (b *Boot) mountState() error {
 }
 
 // sameDisk refuses a state partition on another disk than the root's: a
-// data disk that happens to carry our label is still a data disk.
-func sameDisk(state, root string) error {
+// data disk that happens to carry our label is still a data disk. It
+// fails closed: a disk it cannot identify in sysfs is not formatted.
+func sameDisk(state, root string) error { return sameDiskIn(sysClassBlock, state, root) }
+
+func sameDiskIn(sys, state, root string) error {
 	if root == "" {
-		return nil // tests and odd boots: the label alone decides
+		return fmt.Errorf("state partition %s: the root device is unknown, so its disk cannot be checked: refusing to touch it", state)
 	}
-	sp, rp := parentDisk(state), parentDisk(root)
-	if sp == "" || rp == "" || sp == rp {
-		return nil
+	sp, err := parentDisk(sys, state)
+	if err != nil {
+		return fmt.Errorf("state partition %s: %w: refusing to touch it", state, err)
 	}
-	return fmt.Errorf("state partition %s is on %s, but the root is on %s: refusing to touch another disk", state, sp, rp)
+	rp, err := parentDisk(sys, root)
+	if err != nil {
+		return fmt.Errorf("state partition %s: the root's disk: %w: refusing to touch it", state, err)
+	}
+	if sp != rp {
+		return fmt.Errorf("state partition %s is on %s, but the root is on %s: refusing to touch another disk", state, sp, rp)
+	}
+	return nil
 }
 
-// parentDisk is the disk a partition belongs to, from sysfs.
-func parentDisk(dev string) string {
-	p, err := filepath.EvalSymlinks(filepath.Join("/sys/class/block", filepath.Base(dev)))
+// parentDisk is the disk a partition belongs to, from sysfs (a whole
+// disk is its own). Any lookup that fails is an error, never a guess.
+func parentDisk(sys, dev string) (string, error) {
+	p, err := filepath.EvalSymlinks(filepath.Join(sys, filepath.Base(dev)))
 	if err != nil {
-		return ""
+		return "", fmt.Errorf("%s not found in sysfs: %w", dev, err)
 	}
-	if _, err := os.Stat(filepath.Join(p, "partition")); err != nil {
-		return filepath.Base(p)
+	_, err = os.Stat(filepath.Join(p, "partition"))
+	switch {
+	case err == nil:
+		return filepath.Base(filepath.Dir(p)), nil
+	case errors.Is(err, fs.ErrNotExist):
+		return filepath.Base(p), nil
 	}
-	return filepath.Base(filepath.Dir(p))
+	return "", fmt.Errorf("%s: is it a partition? %w", dev, err)
 }
 
 // sigExt is the one signature (disks.Probe's name) the state partition

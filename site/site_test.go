@@ -257,6 +257,8 @@ func TestParseBad(t *testing.T) {
 			"", `t.toml:35:1: services.nfs.export[1].path: "/data/b" is not under storage.filesystem.mountpoint "/srv/tandem"; only the replicated filesystem follows a failover`},
 		{"export in state dir", []edit{{`path = "/srv/tandem/b"`, `path = "/srv/tandem/.tandem/nfs"`}},
 			"", `t.toml:35:1: services.nfs.export[1].path: "/srv/tandem/.tandem/nfs" is inside /srv/tandem/.tandem, which holds the pair's NFS and Samba state`},
+		{"export covers state dir", []edit{{`path = "/srv/tandem/b"`, `path = "/srv/tandem"`}},
+			"", `t.toml:35:1: services.nfs.export[1].path: "/srv/tandem" covers /srv/tandem/.tandem, which holds the pair's NFS and Samba state; name a directory below the mountpoint`},
 		{"export path not clean", []edit{{`path = "/srv/tandem/b"`, `path = "/srv/tandem/b/"`}},
 			"", `t.toml:35:1: services.nfs.export[1].path: "/srv/tandem/b/" is not an absolute, clean path`},
 		{"export path twice", []edit{{`path = "/srv/tandem/b"`, `path = "/srv/tandem/a"`}},

@@ -365,8 +365,8 @@ func (v *validator) storage() {
 }
 
 // dataPath checks that an export or share lies on the replicated
-// filesystem (else it would not follow a failover) and outside its state
-// directory.
+// filesystem (else it would not follow a failover), outside its state
+// directory and not over it.
 func (v *validator) dataPath(path, p string) {
 	mnt := v.c.Storage.Filesystem.Mountpoint
 	switch {
@@ -380,6 +380,9 @@ func (v *validator) dataPath(path, p string) {
 		v.add(path, "%q is not under storage.filesystem.mountpoint %q; only the replicated filesystem follows a failover", p, mnt)
 	case under(p, mnt+"/"+StateDir):
 		v.add(path, "%q is inside %s/%s, which holds the pair's NFS and Samba state", p, mnt, StateDir)
+	case under(mnt+"/"+StateDir, p):
+		// Its clients could read and rewrite that state.
+		v.add(path, "%q covers %s/%s, which holds the pair's NFS and Samba state; name a directory below the mountpoint", p, mnt, StateDir)
 	}
 }
 

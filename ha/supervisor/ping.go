@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,8 +27,21 @@ type Pinger struct {
 
 	mu      sync.Mutex
 	seq     uint16
+	out     probe // the one probe a reply may answer
 	lastOK  time.Time
 	lastErr string
+}
+
+// probeLen is the random payload of a probe: with the sequence number it
+// makes a reply that was not sent in answer to this very probe (an answer
+// to an older one held back, or one forged by a host that guessed the
+// 16-bit ID) fail to count.
+const probeLen = 16
+
+type probe struct {
+	seq  uint16
+	data [probeLen]byte
+	sent time.Time // zero: no probe outstanding
 }
 
 func NewPinger(target string, every, valid time.Duration, log *slog.Logger) (*Pinger, error) {
@@ -41,16 +55,45 @@ func NewPinger(target string, every, valid time.Duration, log *slog.Logger) (*Pi
 }
 
 // echoRequest is an ICMP echo request with its checksum.
-func echoRequest(id, seq uint16) []byte {
-	b := []byte{8, 0, 0, 0, byte(id >> 8), byte(id), byte(seq >> 8), byte(seq), 't', 'n', 'd', 'm'}
+func echoRequest(id, seq uint16, data []byte) []byte {
+	b := append([]byte{8, 0, 0, 0, byte(id >> 8), byte(id), byte(seq >> 8), byte(seq)}, data...)
 	binary.BigEndian.PutUint16(b[2:], inetChecksum(b))
 	return b
 }
 
-// isEchoReply reports whether b (an ICMP message, no IP header) answers
-// one of our requests.
-func isEchoReply(b []byte, id uint16) bool {
-	return len(b) >= 8 && b[0] == 0 && b[1] == 0 && binary.BigEndian.Uint16(b[4:]) == id && inetChecksum(b) == 0
+// parseEchoReply reads an ICMP echo reply (no IP header) whose checksum
+// verifies.
+func parseEchoReply(b []byte) (id, seq uint16, data []byte, ok bool) {
+	if len(b) < 8 || b[0] != 0 || b[1] != 0 || inetChecksum(b) != 0 {
+		return 0, 0, nil, false
+	}
+	return binary.BigEndian.Uint16(b[4:]), binary.BigEndian.Uint16(b[6:]), b[8:], true
+}
+
+// next makes a new probe, which replaces the outstanding one, and returns
+// its echo request.
+func (p *Pinger) next() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.seq++
+	p.out = probe{seq: p.seq, sent: time.Now()}
+	rand.Read(p.out.data[:])
+	return echoRequest(p.id, p.out.seq, p.out.data[:])
+}
+
+// answer reports whether b answers the outstanding probe, and when that
+// probe was sent. A probe is answered once: a duplicate does not count.
+func (p *Pinger) answer(b []byte) (time.Time, bool) {
+	id, seq, data, ok := parseEchoReply(b)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !ok || id != p.id || p.out.sent.IsZero() || seq != p.out.seq ||
+		subtle.ConstantTimeCompare(data, p.out.data[:]) != 1 {
+		return time.Time{}, false
+	}
+	sent := p.out.sent
+	p.out = probe{}
+	return sent, true
 }
 
 func inetChecksum(b []byte) uint16 {
@@ -84,10 +127,7 @@ func (p *Pinger) run(ctx context.Context) {
 		go p.receive(c)
 		t := time.NewTicker(p.every)
 		for ctx.Err() == nil {
-			p.mu.Lock()
-			p.seq++
-			req := echoRequest(p.id, p.seq)
-			p.mu.Unlock()
+			req := p.next()
 			if _, err := c.WriteTo(req, &net.IPAddr{IP: p.target.AsSlice()}); err != nil {
 				p.note(err)
 			}
@@ -111,12 +151,18 @@ func (p *Pinger) receive(c net.PacketConn) {
 			continue
 		}
 		ip, ok := from.(*net.IPAddr)
-		if !ok || !ip.IP.Equal(p.target.AsSlice()) || !isEchoReply(buf[:n], p.id) {
+		if !ok || !ip.IP.Equal(p.target.AsSlice()) {
+			continue
+		}
+		sent, ok := p.answer(buf[:n])
+		if !ok {
 			continue
 		}
 		p.mu.Lock()
 		was := !p.lastOK.IsZero() && time.Since(p.lastOK) <= p.valid
-		p.lastOK, p.lastErr = time.Now(), ""
+		// The reply proves the target answered after the probe left;
+		// a slow reply must not stretch the window past that.
+		p.lastOK, p.lastErr = sent, ""
 		p.mu.Unlock()
 		if !was {
 			p.log.Info("ping target answers", "target", p.target.String())

@@ -131,26 +131,6 @@ func TestCountdownIsOneDecision(t *testing.T) {
 	}
 }
 
-func TestEchoRequest(t *testing.T) {
-	req := echoRequest(0x1234, 7)
-	if inetChecksum(req) != 0 {
-		t.Fatalf("request checksum does not verify: % x", req)
-	}
-	reply := append([]byte(nil), req...)
-	reply[0], reply[2], reply[3] = 0, 0, 0
-	sum := inetChecksum(reply)
-	reply[2], reply[3] = byte(sum>>8), byte(sum)
-	if !isEchoReply(reply, 0x1234) {
-		t.Errorf("our reply is not recognised: % x", reply)
-	}
-	for name, bad := range map[string][]byte{"other id": func() []byte { r := append([]byte(nil), reply...); r[5]++; return r }(),
-		"request": req, "short": reply[:6]} {
-		if isEchoReply(bad, 0x1234) {
-			t.Errorf("%s taken for our echo reply", name)
-		}
-	}
-}
-
 // At a cold start the head that is not preferred gives the preferred one
 // a minute to catch up, and no longer.
 func TestHoldForPreferred(t *testing.T) {

@@ -41,6 +41,8 @@ type Client struct {
 	Progress func(Event)
 	Log      *slog.Logger  // nil: slog.Default()
 	Backoff  time.Duration // wait before the first retry, doubling; default 1s
+	// Now is the clock Valid-Until is checked against; nil: time.Now.
+	Now func() time.Time
 
 	mu       sync.Mutex // serialises Progress
 	keyMu    sync.Mutex
@@ -72,6 +74,13 @@ func (c *Client) http() *http.Client {
 		return c.HTTP
 	}
 	return defaultHTTP
+}
+
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
 }
 
 func (c *Client) arch() string {

@@ -23,8 +23,10 @@
 // FetchIndex downloads dists/<suite>/InRelease on every call and verifies
 // its clearsigned signature with the source's Signed-By keyring, else
 // Client.Keyring, else DefaultKeyring (binary or armored). A revoked key is
-// rejected; Valid-Until and key expiry are ignored so that snapshot mirrors
-// work. The Release must name the requested suite. For each component it
+// rejected; key expiry is ignored so that snapshot mirrors work. A Release
+// whose Valid-Until has passed is refused (an old signed index replayed by
+// the mirror) unless the source says check-valid-until=no
+// (Source.NoValidUntil). The Release must name the requested suite. For each component it
 // fetches <comp>/binary-<arch>/Packages.xz (else .gz, else plain), by hash
 // when the Release allows it, checks size and sha256 against the Release,
 // and caches the uncompressed text in CacheDir/index/<sha256>, so a re-run

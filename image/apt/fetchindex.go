@@ -106,6 +106,13 @@ func (c *Client) fetchSource(ctx context.Context, s Source, got *atomic.Int64) (
 	if rel.suite != s.Suite && rel.codename != s.Suite {
 		return nil, fmt.Errorf("apt: %sInRelease: is for suite %q (codename %q), want %q", base, rel.suite, rel.codename, s.Suite)
 	}
+	// Only here, where a fresh index is read: a build from a lockfile
+	// reads no Release, so an old locked snapshot still builds.
+	if !s.NoValidUntil {
+		if err := rel.checkValidUntil(c.now()); err != nil {
+			return nil, fmt.Errorf("apt: %sInRelease: %w", base, err)
+		}
+	}
 	var out []*Package
 	for _, comp := range s.Components {
 		dirs := []string{comp + "/binary-" + c.arch()}

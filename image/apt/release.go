@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
@@ -110,8 +111,9 @@ func (c *Client) loadKeyring(file string) (keyring, error) {
 }
 
 // verifyInRelease checks the clearsigned InRelease and returns the signed
-// text. Key and signature expiry are ignored like Valid-Until: snapshot
-// mirrors serve old releases. Revoked keys are still rejected (go-crypto
+// text. Key and signature expiry are ignored: snapshot mirrors serve old
+// releases, and the Release's own Valid-Until is what bounds its age
+// (checkValidUntil). Revoked keys are still rejected (go-crypto
 // checks revocation before expiry).
 func verifyInRelease(data []byte, kr keyring) ([]byte, *openpgp.Entity, error) {
 	if !bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("-----BEGIN PGP SIGNED MESSAGE-----")) {
@@ -145,7 +147,10 @@ type fileHash struct {
 
 type release struct {
 	suite, codename string
-	byHash          bool
+	// validUntil is the Release's Valid-Until, zero if it has none
+	// (Debian's stable suite has none; -security and -updates do).
+	validUntil time.Time
+	byHash     bool
 	// separateAll: arch "all" packages have their own binary-all index.
 	// Like apt, only when Architectures lists "all" and
 	// No-Support-for-Architecture-all is not "Packages".
@@ -170,6 +175,14 @@ func parseRelease(text []byte) (*release, error) {
 			s.get("No-Support-for-Architecture-all") != "Packages",
 		files: map[string]fileHash{},
 	}
+	if v := s.get("Valid-Until"); v != "" {
+		t, err := parseReleaseDate(v)
+		if err != nil {
+			// apt refuses it too: a date it cannot read bounds nothing.
+			return nil, fmt.Errorf("bad Valid-Until %q", v)
+		}
+		r.validUntil = t
+	}
 	for _, line := range strings.Split(s.get("SHA256"), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 {
@@ -191,4 +204,44 @@ func parseRelease(text []byte) (*release, error) {
 		return nil, errors.New("Release has no SHA256 file list")
 	}
 	return r, nil
+}
+
+// releaseDates are the forms of Date and Valid-Until that archives
+// write: RFC 1123 with a zone name or a numeric offset, day of month
+// with or without a leading zero.
+var releaseDates = []string{time.RFC1123, time.RFC1123Z, "Mon, 2 Jan 2006 15:04:05 MST", "Mon, 2 Jan 2006 15:04:05 -0700"}
+
+func parseReleaseDate(v string) (time.Time, error) {
+	var err error
+	for _, layout := range releaseDates {
+		var t time.Time
+		if t, err = time.Parse(layout, v); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, err
+}
+
+// errExpired: the Release's Valid-Until has passed.
+var errExpired = errors.New("expired")
+
+// checkValidUntil refuses a Release whose Valid-Until is before now: its
+// signature is still good, so only the date stops a mirror (or anyone
+// between it and us) from serving an old index whose packages have known
+// holes, which `tandem build --update-lock` would then pin.
+func (r *release) checkValidUntil(now time.Time) error {
+	if r.validUntil.IsZero() || now.Before(r.validUntil) {
+		return nil
+	}
+	return fmt.Errorf("%w: Valid-Until %s is %s ago, so this may be an old index replayed by the mirror; "+
+		"use an up-to-date mirror, or, for a snapshot mirror on purpose, check-valid-until=no on the apt source "+
+		"(debian.check_valid_until = false in the image spec)",
+		errExpired, r.validUntil.UTC().Format(time.RFC1123), ago(now.Sub(r.validUntil)))
+}
+
+func ago(d time.Duration) string {
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	return d.Round(time.Minute).String()
 }

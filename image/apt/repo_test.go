@@ -184,6 +184,9 @@ type repo struct {
 	byHash   bool
 	tamper   bool // serve a Packages.xz that differs from Release
 	forge    bool // edit the signed text after signing
+	// validUntil is the Release's Valid-Until line: "" a week from now,
+	// "-" none.
+	validUntil string
 }
 
 func (r repo) publish(t *testing.T, s *server, prefix string) {
@@ -224,8 +227,16 @@ func (r repo) publish(t *testing.T, s *server, prefix string) {
 		}
 	}
 	sort.Strings(lines)
-	rel := fmt.Sprintf("Origin: Test\nSuite: %s\nCodename: %s\nDate: Thu, 01 Jan 2015 00:00:00 UTC\n"+
-		"Valid-Until: Fri, 02 Jan 2015 00:00:00 UTC\nArchitectures: amd64\nComponents: main\n", r.relSuite, r.relSuite)
+	rel := fmt.Sprintf("Origin: Test\nSuite: %s\nCodename: %s\nDate: %s\n", r.relSuite, r.relSuite,
+		time.Now().UTC().Add(-time.Hour).Format(time.RFC1123))
+	switch r.validUntil {
+	case "":
+		rel += "Valid-Until: " + time.Now().UTC().Add(7*24*time.Hour).Format(time.RFC1123) + "\n"
+	case "-":
+	default:
+		rel += "Valid-Until: " + r.validUntil + "\n"
+	}
+	rel += "Architectures: amd64\nComponents: main\n"
 	if r.byHash {
 		rel += "Acquire-By-Hash: yes\n"
 	}

@@ -23,6 +23,10 @@ type Source struct {
 	SignedBy string
 	// Arches restricts the source (arch= / Architectures:); empty means any.
 	Arches []string
+	// NoValidUntil accepts a Release whose Valid-Until has passed
+	// (check-valid-until=no / Check-Valid-Until: no), for a snapshot
+	// mirror, which serves old indexes on purpose.
+	NoValidUntil bool
 }
 
 // HostSources reads the deb sources configured under root (usually "/"):
@@ -178,6 +182,7 @@ func parseOneLine(b []byte) ([]Source, error) {
 		if a := opts["arch"]; a != "" {
 			s.Arches = strings.Split(a, ",")
 		}
+		s.NoValidUntil = isNo(opts["check-valid-until"])
 		if flatRepo(s) {
 			continue
 		}
@@ -214,6 +219,8 @@ func parseDeb822(b []byte) ([]Source, error) {
 					Components: fields(st.get("Components")),
 					SignedBy:   st.get("Signed-By"),
 					Arches:     fields(st.get("Architectures")),
+					// apt's own spelling of the option.
+					NoValidUntil: isNo(st.get("Check-Valid-Until")),
 				}
 				if flatRepo(s) {
 					continue
@@ -230,6 +237,15 @@ func parseDeb822(b []byte) ([]Source, error) {
 func flatRepo(s Source) bool {
 	if strings.HasSuffix(s.Suite, "/") {
 		slog.Debug("apt: skipping flat repository", "uri", s.URI, "suite", s.Suite)
+		return true
+	}
+	return false
+}
+
+// isNo reads apt's boolean "no" (no, false, off, 0).
+func isNo(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "no", "false", "off", "0", "without", "disable":
 		return true
 	}
 	return false
@@ -256,6 +272,8 @@ func mergeSources(in []Source) []Source {
 			out = append(out, s)
 			continue
 		}
+		// The check stays unless every entry turns it off.
+		out[i].NoValidUntil = out[i].NoValidUntil && s.NoValidUntil
 		for _, c := range s.Components {
 			if !slices.Contains(out[i].Components, c) {
 				out[i].Components = append(out[i].Components, c)

@@ -24,11 +24,13 @@ deb [signed-by=/usr/share/keyrings/k.gpg arch=amd64,arm64] http://a.invalid/debi
 deb-src http://a.invalid/debian bookworm main
 deb [ trusted=yes ] http://a.invalid/debian bookworm-updates main
 deb http://a.invalid/debian bookworm non-free-firmware
+deb [check-valid-until=no] http://snapshot.invalid/archive/debian/20150101T000000Z bookworm main
 `},
 			want: []Source{
 				{URI: "http://a.invalid/debian", Suite: "bookworm", Components: []string{"main", "contrib", "non-free-firmware"},
 					SignedBy: "/usr/share/keyrings/k.gpg", Arches: []string{"amd64", "arm64"}},
 				{URI: "http://a.invalid/debian", Suite: "bookworm-updates", Components: []string{"main"}},
+				{URI: "http://snapshot.invalid/archive/debian/20150101T000000Z", Suite: "bookworm", Components: []string{"main"}, NoValidUntil: true},
 			},
 		},
 		{
@@ -65,6 +67,13 @@ Components: main
 				{URI: "http://b.invalid/debian", Suite: "bookworm-updates", Components: []string{"main", "contrib"}, SignedBy: "/usr/share/keyrings/debian-archive-keyring.gpg"},
 				{URI: "http://a.invalid/debian-security", Suite: "bookworm-security", Components: []string{"main"}, Arches: []string{"amd64"}},
 			},
+		},
+		{
+			name: "deb822 Check-Valid-Until",
+			files: map[string]string{"sources.list.d/snap.sources": "Types: deb\nURIs: http://snapshot.invalid/d\nSuites: bookworm\nComponents: main\nCheck-Valid-Until: no\n\n" +
+				"Types: deb\nURIs: http://a.invalid/d\nSuites: bookworm\nComponents: main\nCheck-Valid-Until: yes\n"},
+			want: []Source{{URI: "http://snapshot.invalid/d", Suite: "bookworm", Components: []string{"main"}, NoValidUntil: true},
+				{URI: "http://a.invalid/d", Suite: "bookworm", Components: []string{"main"}}},
 		},
 		{
 			name: "inline key in Signed-By",

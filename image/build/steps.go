@@ -137,6 +137,7 @@ func (b *builder) sources() ([]apt.Source, error) {
 		if err != nil {
 			return nil, fmt.Errorf("build: %s: debian.mirror: %w", b.sp.File, err)
 		}
+		s.NoValidUntil = !d.ValidUntilChecked()
 		return []apt.Source{s}, nil
 	}
 	root := b.o.AptRoot
@@ -150,6 +151,9 @@ func (b *builder) sources() ([]apt.Source, error) {
 	srcs, err := apt.SuiteSources(host, d.Suite)
 	if err != nil {
 		return nil, fmt.Errorf("build: no Debian mirror: set debian.mirror in %s, or add a %s source to this host's apt sources: %w", b.sp.File, d.Suite, err)
+	}
+	for i := range srcs {
+		srcs[i].NoValidUntil = srcs[i].NoValidUntil || !d.ValidUntilChecked()
 	}
 	return srcs, nil
 }

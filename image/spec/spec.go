@@ -50,7 +50,14 @@ type Debian struct {
 	// Mirror is optional: without it the host's apt sources are used.
 	Mirror  string `toml:"mirror"`
 	Keyring string `toml:"keyring"`
+	// CheckValidUntil false accepts an index whose Valid-Until has
+	// passed, for a snapshot mirror; unset means true.
+	CheckValidUntil *bool `toml:"check_valid_until"`
 }
+
+// ValidUntilChecked reports whether an expired index is refused when
+// packages are resolved (the default).
+func (d Debian) ValidUntilChecked() bool { return d.CheckValidUntil == nil || *d.CheckValidUntil }
 
 // Kernel names the Debian kernel package and extra command-line options.
 type Kernel struct {

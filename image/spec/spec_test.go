@@ -97,3 +97,20 @@ func TestSize(t *testing.T) {
 		}
 	}
 }
+
+// The index's Valid-Until is checked unless the spec turns it off.
+func TestCheckValidUntil(t *testing.T) {
+	for text, want := range map[string]bool{
+		base: true,
+		strings.Replace(base, "[debian]\n", "[debian]\ncheck_valid_until = true\n", 1):  true,
+		strings.Replace(base, "[debian]\n", "[debian]\ncheck_valid_until = false\n", 1): false,
+	} {
+		s, err := Parse("t.toml", []byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Debian.ValidUntilChecked(); got != want {
+			t.Errorf("%q: checked = %v, want %v", text, got, want)
+		}
+	}
+}

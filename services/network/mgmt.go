@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +35,12 @@ type ManagementConfig struct {
 	DNS     []netip.Addr
 	// Hostname is sent with DHCP requests.
 	Hostname string
+	// VIP and Replication are what a DHCP lease must not overlap: a
+	// leased VIP would put the service address on two hosts, and a
+	// leased subnet over the replication network would route heartbeats
+	// and DRBD out of the management NIC. Both come from the site.
+	VIP         netip.Addr
+	Replication []netip.Prefix
 }
 
 // ManagementFromSite turns node's [node.management] into its Config.
@@ -68,6 +75,14 @@ func ManagementFromSite(sc *site.Config, node string) (ManagementConfig, error) 
 	for _, d := range m.DNS {
 		if a, err := netip.ParseAddr(d); err == nil {
 			c.DNS = append(c.DNS, a)
+		}
+	}
+	if v := sc.VIP.Prefix(); v.IsValid() {
+		c.VIP = v.Addr()
+	}
+	for _, n := range sc.Nodes {
+		if r := n.Replication.Prefix(); r.IsValid() && !slices.Contains(c.Replication, r.Masked()) {
+			c.Replication = append(c.Replication, r.Masked())
 		}
 	}
 	return c, nil
@@ -278,9 +293,58 @@ func (m *Management) dhcpMods() []dhcpv4.Modifier {
 	return []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptHostName(m.Hostname))}
 }
 
-// applyLease puts the lease on the link and logs it with msg.
+// checkLease refuses a lease that overlaps what the site reserves: the
+// VIP and the replication subnets. A DHCP server is not part of the pair,
+// and anyone on the management network can answer a DISCOVER.
+func (c *ManagementConfig) checkLease(ack *dhcpv4.DHCPv4) error {
+	addr, ok := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	if !ok || !addr.IsGlobalUnicast() {
+		return fmt.Errorf("the lease offers no usable IPv4 address (%v)", ack.YourIPAddr)
+	}
+	mask := ack.SubnetMask()
+	if mask == nil {
+		mask = ack.YourIPAddr.DefaultMask()
+	}
+	ones, bits := mask.Size()
+	if bits != 32 {
+		return fmt.Errorf("the lease for %s has a non-contiguous subnet mask %s", addr, net.IP(mask))
+	}
+	leased := netip.PrefixFrom(addr, ones).Masked()
+	if c.VIP.IsValid() && addr == c.VIP {
+		return fmt.Errorf("the lease offers %s, the pair's VIP (vip.address): it would be on two hosts", addr)
+	}
+	var routers []netip.Addr
+	for _, r := range ack.Router() {
+		if a, ok := netip.AddrFromSlice(r.To4()); ok {
+			routers = append(routers, a)
+		}
+	}
+	for _, gw := range routers {
+		if c.VIP.IsValid() && gw == c.VIP {
+			return fmt.Errorf("the lease for %s names the pair's VIP %s as its gateway", addr, gw)
+		}
+	}
+	for _, r := range c.Replication {
+		if leased.Overlaps(r) {
+			return fmt.Errorf("the lease's subnet %s overlaps the replication subnet %s (node.replication.address): heartbeats and DRBD would be routed out of the management interface", leased, r)
+		}
+		for _, gw := range routers {
+			if r.Contains(gw) {
+				return fmt.Errorf("the lease for %s names %s, in the replication subnet %s, as its gateway", addr, gw, r)
+			}
+		}
+	}
+	return nil
+}
+
+// applyLease puts the lease on the link and logs it with msg. A lease
+// that checkLease refuses is not applied.
 func (m *Management) applyLease(l *nclient4.Lease, msg string) error {
 	ack := l.ACK
+	if err := m.checkLease(ack); err != nil {
+		m.log().Error("mgmt: dhcp lease refused", "link", m.link.Attrs().Name, "server", ack.ServerIdentifier(), "err", err)
+		return fmt.Errorf("lease refused: %w", err)
+	}
 	mask := ack.SubnetMask()
 	if mask == nil {
 		mask = ack.YourIPAddr.DefaultMask()

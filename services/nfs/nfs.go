@@ -103,6 +103,17 @@ func (c Config) check() error {
 	if !filepath.IsAbs(c.Mountpoint) || !strings.HasPrefix(c.StateDir, c.Mountpoint+"/") {
 		errs = append(errs, fmt.Errorf("state dir %q is not on the replicated filesystem %q", c.StateDir, c.Mountpoint))
 	}
+	for _, e := range c.Exports {
+		switch p := e.Path; {
+		case filepath.Clean(p) != p:
+			errs = append(errs, fmt.Errorf("export %q: not a clean path", p))
+		case within(p, c.StateDir) || within(c.StateDir, p):
+			// Its clients could read and rewrite the recovery records.
+			errs = append(errs, fmt.Errorf("export %s: covers the NFS state directory %s", p, c.StateDir))
+		case !strings.HasPrefix(p, c.Mountpoint+"/"):
+			errs = append(errs, fmt.Errorf("export %s: not below the replicated filesystem %s", p, c.Mountpoint))
+		}
+	}
 	if _, err := RenderExports(c.Exports); err != nil {
 		errs = append(errs, err)
 	}
@@ -110,6 +121,20 @@ func (c Config) check() error {
 		return errorf("new", services.Config, "%w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// within reports whether p is dir or below it.
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+// dirKind is the Kind of a failure to make a state or export directory:
+// a planted symlink is refused (retrying cannot help), the rest retried.
+func dirKind(err error) services.Kind {
+	if errors.Is(err, errSymlink) {
+		return services.Refused
+	}
+	return services.Failed
 }
 
 // prober makes the monitor's RPC calls; tests replace it.
@@ -221,15 +246,15 @@ func (s *Server) Start(ctx context.Context) error {
 		return errorf(op, services.Failed, "%w: %s (%v)", ErrNotReplicated, c.Mountpoint, err)
 	}
 	for _, d := range StateDirs {
-		if err := os.MkdirAll(filepath.Join(c.StateDir, d), 0o700); err != nil {
-			return s.errorf(op, services.Failed, "state dir: %v", err)
+		if err := mkdirNoFollow(c.Mountpoint, filepath.Join(c.StateDir, d), 0o700); err != nil {
+			return s.errorf(op, dirKind(err), "state dir: %w", err)
 		}
 	}
 	for _, e := range c.Exports {
 		// A new filesystem has no directories yet; exportfs would
 		// refuse ("Failed to stat").
-		if err := os.MkdirAll(e.Path, 0o755); err != nil {
-			return s.errorf(op, services.Failed, "export dir: %v", err)
+		if err := mkdirNoFollow(c.Mountpoint, e.Path, 0o755); err != nil {
+			return s.errorf(op, dirKind(err), "export %s: %w", e.Path, err)
 		}
 	}
 	exports, err := RenderExports(c.Exports)

@@ -137,6 +137,9 @@ func newWorld(t *testing.T, versions ...string) (*Server, *world) {
 	dir := t.TempDir()
 	w := &world{t: t, proc: filepath.Join(dir, "proc-fs-nfsd"), up: map[string]bool{}, fail: map[string]result{}, procs: map[string]*fakeProc{}}
 	mnt := filepath.Join(dir, "srv", "tandem")
+	if err := os.MkdirAll(mnt, 0o755); err != nil { // the mounted filesystem
+		t.Fatal(err)
+	}
 	if len(versions) == 0 {
 		versions = []string{"3", "4.1", "4.2"}
 	}

@@ -104,6 +104,9 @@ type RAID struct {
 
 	mu   sync.Mutex
 	uuid string // expected, or learned at Start
+
+	bmu     sync.Mutex // guards reading
+	reading time.Time  // when a state read still running began; zero: none
 }
 
 var _ services.Resource = (*RAID)(nil)
@@ -497,7 +500,9 @@ func (r *RAID) Stop(ctx context.Context) error {
 // Status reads the running array's health for `tandem status`, with
 // members named by their configured identity.
 func (r *RAID) Status() (Status, error) {
-	st, err := r.status()
+	ctx, cancel := context.WithTimeout(context.Background(), statusWait)
+	defer cancel()
+	st, err := r.readBounded(ctx)
 	st.Device, st.UUID = r.Device(), r.UUID()
 	if err != nil {
 		return st, err
@@ -526,30 +531,56 @@ func (r *RAID) status() (Status, error) {
 	return st, nil
 }
 
-// Monitor reports Failed if the array is not serving, Degraded if it
-// serves with reduced redundancy, nil if healthy.
-func (r *RAID) Monitor(ctx context.Context) error {
+// statusWait bounds Status, which `tandem status` calls without a
+// deadline of its own.
+const statusWait = 2 * time.Second
+
+// readBounded reads the array's state, which can block on the md lock of
+// a wedged array past any deadline, and returns when the read does or
+// ctx ends. While an earlier read is still blocked, no new one starts
+// (as in the XFS layer): it would only queue behind it, one goroutine
+// more per monitor tick, without bound.
+func (r *RAID) readBounded(ctx context.Context) (Status, error) {
+	r.bmu.Lock()
+	if since := r.reading; !since.IsZero() {
+		r.bmu.Unlock()
+		return Status{}, fmt.Errorf("the previous read of the array's state is still blocked (for %s): %w",
+			time.Since(since).Round(time.Millisecond), context.DeadlineExceeded)
+	}
+	r.reading = time.Now()
+	r.bmu.Unlock()
 	type result struct {
 		st  Status
 		err error
 	}
 	ch := make(chan result, 1)
-	// sysfs reads of a wedged array can block on the md lock; the
-	// deadline must still hold.
 	go func() {
 		st, err := r.status()
+		r.bmu.Lock()
+		r.reading = time.Time{}
+		r.bmu.Unlock()
 		ch <- result{st, err}
 	}()
-	var res result
 	select {
-	case res = <-ch:
+	case res := <-ch:
+		return res.st, res.err
 	case <-ctx.Done():
-		return fail("monitor", services.Timeout, fmt.Errorf("reading the array's state: %w", ctx.Err()))
+		return Status{}, fmt.Errorf("reading the array's state: no answer in time: %w", ctx.Err())
 	}
-	if res.err != nil {
-		return r.errorf("monitor", services.Failed, "%v", res.err)
+}
+
+// Monitor reports Failed if the array is not serving, Degraded if it
+// serves with reduced redundancy, nil if healthy, and Timeout while
+// reading its state blocks.
+func (r *RAID) Monitor(ctx context.Context) error {
+	st, err := r.readBounded(ctx)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fail("monitor", services.Timeout, err)
+	case err != nil:
+		return r.errorf("monitor", services.Failed, "%v", err)
 	}
-	return r.judge(res.st)
+	return r.judge(st)
 }
 
 // judge turns a Status into Monitor's answer.
