@@ -1,15 +1,13 @@
 package network
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strings"
+	"tandem.dev/tandem/internal/netnstest"
 	"testing"
 	"time"
 
@@ -102,24 +100,7 @@ func TestManagementFromSiteReserved(t *testing.T) {
 // (the test binary re-runs itself under `unshare -n`): Start must fail
 // and leave the address off the link.
 func TestDHCPLeaseNetns(t *testing.T) {
-	if os.Getenv("TANDEM_DHCP_NETNS") == "" {
-		if testing.Short() {
-			t.Skip("-short")
-		}
-		unshare, err := exec.LookPath("unshare")
-		if err != nil || os.Geteuid() != 0 {
-			t.Skip("needs root and unshare(1) for a private network namespace")
-		}
-		cmd := exec.Command(unshare, "-n", os.Args[0], "-test.run=^TestDHCPLeaseNetns$", "-test.v")
-		cmd.Env = append(os.Environ(), "TANDEM_DHCP_NETNS=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			if bytes.Contains(out, []byte("Operation not permitted")) {
-				t.Skipf("no network namespaces here: %s", out)
-			}
-			t.Fatalf("in a new netns: %v\n%s", err, out)
-		}
-		t.Logf("%s", out)
+	if !netnstest.Inside(t) {
 		return
 	}
 

@@ -6,8 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"os/exec"
+	"tandem.dev/tandem/internal/netnstest"
 	"testing"
 	"time"
 
@@ -20,24 +19,7 @@ import (
 // under `unshare -n`, so the host's interfaces are never touched. It
 // skips where namespaces are not allowed (not root, no unshare).
 func TestVethNetns(t *testing.T) {
-	if os.Getenv("TANDEM_VIP_NETNS") == "" {
-		if testing.Short() {
-			t.Skip("-short")
-		}
-		unshare, err := exec.LookPath("unshare")
-		if err != nil || os.Geteuid() != 0 {
-			t.Skip("needs root and unshare(1) for a private network namespace")
-		}
-		cmd := exec.Command(unshare, "-n", os.Args[0], "-test.run=^TestVethNetns$", "-test.v")
-		cmd.Env = append(os.Environ(), "TANDEM_VIP_NETNS=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			if bytes.Contains(out, []byte("Operation not permitted")) {
-				t.Skipf("no network namespaces here: %s", out)
-			}
-			t.Fatalf("in a new netns: %v\n%s", err, out)
-		}
-		t.Logf("%s", out)
+	if !netnstest.Inside(t) {
 		return
 	}
 
