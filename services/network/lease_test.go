@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"tandem.dev/tandem/internal/netnstest"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/vishvananda/netlink"
 
+	"tandem.dev/tandem/internal/netnstest"
 	"tandem.dev/tandem/site"
 )
 

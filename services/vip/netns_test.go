@@ -6,12 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"tandem.dev/tandem/internal/netnstest"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"tandem.dev/tandem/internal/netnstest"
 )
 
 // TestVethNetns runs the real netlink and AF_PACKET paths against a veth
