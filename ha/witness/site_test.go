@@ -62,19 +62,7 @@ func TestFromSite(t *testing.T) {
 // The witness host is given the witness key, and nothing it holds is, or
 // derives, the pair key or another role's key.
 func TestWitnessFileHoldsOnlyTheWitnessKey(t *testing.T) {
-	lab, err := site.Load("../../configs/site.lab.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pairKey, _ := lab.PairKey()
-	c, port, err := FromSite(lab, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := File(c, port)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, pairKey, c, port, b := labWitnessFile(t)
 	got, gotPort, err := ParseFile("witness.toml", b)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, b)
@@ -132,19 +120,7 @@ func TestParseFileErrors(t *testing.T) {
 // supervisor sets it up; a client signing with the pair key itself gets
 // no answer it accepts.
 func TestWitnessFromFileServesTheHeads(t *testing.T) {
-	lab, err := site.Load("../../configs/site.lab.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pairKey, _ := lab.PairKey()
-	c, port, err := FromSite(lab, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := File(c, port)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, pairKey, _, _, b := labWitnessFile(t)
 	wc, _, err := ParseFile("witness.toml", b)
 	if err != nil {
 		t.Fatal(err)
@@ -179,4 +155,27 @@ func TestWitnessFromFileServesTheHeads(t *testing.T) {
 	if granted, _, _, err := raw.Request(short); err == nil || granted {
 		t.Errorf("a client with the raw pair key: granted %v, %v", granted, err)
 	}
+}
+
+// labWitnessFile is the lab site, its pair key, the witness's config and
+// port from it, and the file `tandem witness-key` would print for them.
+func labWitnessFile(t *testing.T) (*site.Config, []byte, Config, int, []byte) {
+	t.Helper()
+	lab, err := site.Load("../../configs/site.lab.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairKey, err := lab.PairKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, port, err := FromSite(lab, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := File(c, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lab, pairKey, c, port, b
 }
