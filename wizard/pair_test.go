@@ -494,11 +494,11 @@ func TestCommittedAckLost(t *testing.T) {
 		name string
 		// alter acts on B's answer to the commit record.
 		alter    func(body []byte) ([]byte, error)
-		breakB   func(p *pair)                  // before the create step
-		restartB bool                           // B restarts after its commit
-		want     string                         // the progress state
-		wantA    bool                           // A configured
-		wantB    bool                           // B configured
+		breakB   func(p *pair)                   // before the create step
+		restartB bool                            // B restarts after its commit
+		want     string                          // the progress state
+		wantA    bool                            // A configured
+		wantB    bool                            // B configured
 		check    func(t *testing.T, pr progress) // more
 	}{
 		{name: "answer lost", alter: func([]byte) ([]byte, error) { return nil, errors.New("connection reset") }, want: "done", wantA: true, wantB: true},
