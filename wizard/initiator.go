@@ -323,7 +323,7 @@ func (w *Wizard) create(ctx context.Context, ini *initiatorState) {
 		// The peer may have committed and its answer got lost: ask.
 		w.log.Warn("wizard: the other head's commit acknowledgement", "err", err)
 		w.setStep(ini, stepCommitPeer, "done")
-		if !w.confirmPeer(ctx, ini) {
+		if !w.confirmPeer(ctx, ini, err) {
 			return
 		}
 	}
@@ -331,10 +331,13 @@ func (w *Wizard) create(ctx context.Context, ini *initiatorState) {
 }
 
 // confirmPeer asks the peer whether it committed; true when it did, with
-// this config.
-func (w *Wizard) confirmPeer(ctx context.Context, ini *initiatorState) bool {
+// this config. why is what went wrong with its acknowledgement.
+func (w *Wizard) confirmPeer(ctx context.Context, ini *initiatorState, why error) bool {
 	w.setStep(ini, stepConfirm, "running")
 	err := w.confirm(ctx, ini)
+	if errors.Is(err, errPeerNotCommitted) && why != nil {
+		err = fmt.Errorf("%w; its answer to the commit: %w", err, why)
+	}
 	switch {
 	case err == nil:
 		w.setStep(ini, stepConfirm, "done")
@@ -368,7 +371,7 @@ func (w *Wizard) retryConfirm(ini *initiatorState) error {
 		defer w.creating.Done()
 		ini.mu.Lock()
 		defer ini.mu.Unlock()
-		if w.confirmPeer(w.ctx, ini) {
+		if w.confirmPeer(w.ctx, ini, nil) {
 			w.commitHere(w.ctx, ini)
 		}
 	}()
@@ -507,7 +510,15 @@ func explain(err error) string {
 	case errors.Is(err, errPeerForgot):
 		return "The other head no longer knows this pairing (it restarted or gave up) and did not commit. Neither head is configured; start again."
 	case errors.Is(err, errPeerNotCommitted):
-		return "The other head did not commit the site config (" + err.Error() + "). Neither head is configured; start again."
+		why := ""
+		if errors.As(err, &ab) {
+			why = " It said: " + ab.Reason.Error()
+			if ab.Detail != "" {
+				why += " (" + ab.Detail + ")"
+			}
+			why += "."
+		}
+		return "The other head did not commit the site config." + why + " Neither head is configured; start again."
 	case errors.Is(err, errUnconfirmed):
 		return "The other head could not be reached to confirm that it committed the site config. This head is not configured yet and keeps the config staged; check the network and ask again."
 	case errors.Is(err, pairing.ErrRecordAuth), errors.Is(err, pairing.ErrRecordSequence), errors.Is(err, pairing.ErrMalformed):

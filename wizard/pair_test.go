@@ -3,6 +3,8 @@ package wizard
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -468,7 +470,7 @@ func TestStageThenCrashOverHTTP(t *testing.T) {
 		return body, nil
 	})
 	pr := p.create(t)
-	if pr.State != "failed" || !strings.Contains(pr.Error, "no longer knows this pairing") || !strings.Contains(pr.Error, "Neither head is configured") {
+	if pr.State != "failed" || !strings.Contains(pr.Error, "no longer knows this pairing") || !strings.Contains(pr.Error, "unconfigured") {
 		t.Fatalf("create: %+v", pr)
 	}
 	if restarted == nil {
@@ -494,7 +496,7 @@ func TestCommittedAckLost(t *testing.T) {
 		name string
 		// alter acts on B's answer to the commit record.
 		alter    func(body []byte) ([]byte, error)
-		breakB   func(p *pair)                   // before the create step
+		breakB   bool                            // B's commit fails
 		restartB bool                            // B restarts after its commit
 		want     string                          // the progress state
 		wantA    bool                            // A configured
@@ -508,12 +510,9 @@ func TestCommittedAckLost(t *testing.T) {
 			return b, nil
 		}, want: "done", wantA: true, wantB: true},
 		{name: "answer lost, B restarted", alter: func([]byte) ([]byte, error) { return nil, errors.New("connection reset") }, restartB: true, want: "done", wantA: true, wantB: true},
-		{name: "B could not commit", breakB: func(p *pair) {
-			// A directory where site.toml goes: B's commit fails.
-			os.Mkdir(filepath.Join(p.b.dir, SiteFile), 0o700)
-		}, want: "failed", check: func(t *testing.T, pr progress) {
-			if !strings.Contains(pr.Error, "could not store") && !strings.Contains(pr.Error, "did not commit") {
-				t.Errorf("error: %s", pr.Error)
+		{name: "B could not commit", breakB: true, want: "failed", check: func(t *testing.T, pr progress) {
+			if !strings.Contains(pr.Error, "did not commit the site config. It said: staging or committing the site config failed") || pr.Steps[stepStagePeer].State != "done" {
+				t.Errorf("progress: %+v", pr)
 			}
 		}},
 	}
@@ -525,6 +524,10 @@ func TestCommittedAckLost(t *testing.T) {
 			var restarted *testHead
 			var once sync.Once
 			rec.setAlter(func(path string, body []byte) ([]byte, error) {
+				if tc.breakB && strings.HasSuffix(path, "/message") && p.b.w.store.Staged() {
+					// A directory where site.toml goes: B's commit fails.
+					os.Mkdir(filepath.Join(p.b.dir, SiteFile), 0o700)
+				}
 				// B's answer to the commit record: B has committed.
 				if !strings.HasSuffix(path, "/message") || tc.alter == nil || configured(t, p.b) == nil {
 					return body, nil
@@ -540,9 +543,6 @@ func TestCommittedAckLost(t *testing.T) {
 				}
 				return tc.alter(body)
 			})
-			if tc.breakB != nil {
-				tc.breakB(p)
-			}
 			pr := p.create(t)
 			if pr.State != tc.want {
 				t.Fatalf("create: %+v", pr)
@@ -609,5 +609,36 @@ func TestCommitUnconfirmed(t *testing.T) {
 	}
 	if !bytes.Equal(configured(t, p.a), configured(t, p.b)) {
 		t.Error("the heads differ")
+	}
+}
+
+// TestForgedStatusDoesNotCommit: B could not commit, and someone able
+// to alter B's answers (the test plays an attacker inside TLS) claims
+// that it did. The claim has no valid MAC under the pair key: A does
+// not commit.
+func TestForgedStatusDoesNotCommit(t *testing.T) {
+	rec := &recorder{}
+	p := newRecordedPair(t, rec, nil)
+	p.a.w.opts.ConfirmTimeout = 300 * time.Millisecond
+	p.toReview(t)
+	broken := false
+	rec.setAlter(func(path string, body []byte) ([]byte, error) {
+		switch {
+		case strings.HasSuffix(path, "/message") && p.b.w.store.Staged() && !broken:
+			// B staged: a directory where site.toml goes makes its
+			// commit fail.
+			broken = true
+			os.Mkdir(filepath.Join(p.b.dir, SiteFile), 0o700)
+		case strings.HasSuffix(path, "/message") && broken:
+			return nil, errors.New("connection reset") // hide B's abort
+		case strings.HasSuffix(path, "/status"):
+			sum := sha256.Sum256(p.a.w.ini.config)
+			return json.Marshal(statusReply{State: "committed", Hash: hex.EncodeToString(sum[:]), Mac: strings.Repeat("00", 32)})
+		}
+		return body, nil
+	})
+	pr := p.create(t)
+	if pr.State != "unconfirmed" || configured(t, p.a) != nil || !broken {
+		t.Fatalf("A committed on a forged status, or did not get that far: %+v", pr)
 	}
 }

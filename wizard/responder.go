@@ -333,6 +333,11 @@ func (w *Wizard) dropActive(rs *rsession) {
 	was := w.active == rs
 	if was {
 		w.active = nil
+		// Its initiator may still ask how it ended.
+		w.ended = append(w.ended, rs)
+		if len(w.ended) > 4 {
+			w.ended = w.ended[1:]
+		}
 	}
 	w.mu.Unlock()
 	if was {
@@ -378,10 +383,15 @@ func (w *Wizard) handleStatus(rw http.ResponseWriter, r *http.Request) {
 	}
 	sid := r.PathValue("sid")
 	w.mu.Lock()
-	rs := w.active
+	var rs *rsession
+	for _, s := range append([]*rsession{w.active}, w.ended...) {
+		if s != nil && s.id == sid {
+			rs = s
+		}
+	}
 	res := w.result
 	w.mu.Unlock()
-	if rs != nil && rs.id == sid && hmac.Equal(fp, rs.peerFP) {
+	if rs != nil && hmac.Equal(fp, rs.peerFP) {
 		rs.mu.Lock()
 		st := statusReply{State: rs.r.State().String()}
 		if rs.config != nil {

@@ -158,6 +158,7 @@ type Wizard struct {
 	ini    *initiatorState
 	fresh  map[string]*rsession
 	active *rsession
+	ended  []*rsession // recent sessions that failed, for the initiator's status query
 	result *Result
 	code   string
 	expiry time.Time
