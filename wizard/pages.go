@@ -44,6 +44,7 @@ func parsePages() (map[string]*template.Template, error) {
 		"join":  strings.Join,
 		"add":   func(a, b int) int { return a + b },
 		"steps": func() []string { return stepNames },
+		"addr":  func(cidr string) string { a, _, _ := strings.Cut(cidr, "/"); return a },
 		"field": func(label, name, value string, errs []string, hint string) fieldView {
 			return fieldView{Label: label, Name: name, Value: value, Errs: errs, Hint: hint}
 		},

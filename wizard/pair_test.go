@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -640,5 +641,54 @@ func TestForgedStatusDoesNotCommit(t *testing.T) {
 	pr := p.create(t)
 	if pr.State != "unconfirmed" || configured(t, p.a) != nil || !broken {
 		t.Fatalf("A committed on a forged status, or did not get that far: %+v", pr)
+	}
+}
+
+// TestSpoofedBeacon: a third head announces itself under B's ID and
+// fingerprint. The beacon can only point at its own address, where the
+// certificate is not B's: A refuses to talk to it, with a clear message,
+// and nothing is paired. Then a third head announcing itself honestly,
+// chosen by mistake, does not accept B's code.
+func TestSpoofedBeacon(t *testing.T) {
+	p := newPair(t, nil, nil)
+	c := startHead(t, headConfig{ip: "127.0.0.4", hw: fakeHardware(1)})
+	p.toPeerCode(t)
+	port := p.a.w.disc.conn.LocalAddr().(*net.UDPAddr).Port
+	conn, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP("127.0.0.4")}, &net.UDPAddr{IP: net.ParseIP("127.0.0.2"), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	b := p.a.w.beacon()
+	b.ID, b.FP, b.Port = p.b.w.id.ID, hex.EncodeToString(p.b.w.id.Fingerprint), c.w.Addr().(*net.TCPAddr).Port
+	msg, _ := json.Marshal(b)
+	// B keeps announcing too: send until A holds the forged address.
+	waitFor(t, 10*time.Second, "the forged beacon", func() bool {
+		conn.Write(msg)
+		pe, _ := p.a.w.disc.lookup(p.b.w.id.ID)
+		if strings.HasPrefix(pe.Addr, "127.0.0.4:") {
+			p.a.w.mu.Lock()
+			p.a.w.sel = &pe
+			p.a.w.mu.Unlock()
+			return true
+		}
+		return false
+	})
+	st, body := p.op.post("/peer-code", url.Values{"code": {p.b.code()}})
+	if st != http.StatusOK || !strings.Contains(body, "TLS certificate changed since it was found") {
+		t.Fatalf("pairing with the forged beacon: %d\n%s", st, body)
+	}
+	if p.a.w.phase != phaseFree || c.w.phase != phaseFree || p.b.w.phase != phaseFree {
+		t.Error("a head left the free state")
+	}
+
+	// C under its own name, chosen by mistake, with B's code.
+	peerC := Peer{ID: c.w.id.ID, Addr: c.w.Addr().String(), Fingerprint: c.w.id.Fingerprint, Image: testImage}
+	err = p.a.w.pairWith(context.Background(), peerC, p.b.code())
+	if !errors.Is(err, pairing.ErrKeyConfirmation) {
+		t.Errorf("B's code at C: %v", err)
+	}
+	if c.w.phase != phaseFree || p.a.w.phase != phaseFree {
+		t.Error("C or A paired")
 	}
 }
