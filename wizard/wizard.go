@@ -55,7 +55,10 @@ type Options struct {
 	StateDir string
 	// Listen is the HTTPS address. Default ":443". There is no HTTP
 	// listener: nothing accepts a code without TLS.
-	Listen       string
+	Listen string
+	// Host is the address the console's URL names (the management
+	// address PID 1 configured); default the Listen host.
+	Host         string
 	ImageVersion string
 	Inventory    Inventory
 	Discovery    Discovery
@@ -279,7 +282,9 @@ func (w *Wizard) URL() string {
 		return ""
 	}
 	host, _, _ := net.SplitHostPort(w.opts.Listen)
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+	if w.opts.Host != "" {
+		host = w.opts.Host
+	} else if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "<management address>"
 	}
 	return "https://" + net.JoinHostPort(host, strconv.Itoa(w.port())) + "/"
