@@ -508,7 +508,7 @@ func explain(err error) string {
 	case errors.As(err, &pe) && pe.Code == codeUnknown:
 		return "The other head no longer knows this pairing (it restarted or gave up). Both heads stay unconfigured; start again."
 	case errors.Is(err, errPeerForgot):
-		return "The other head no longer knows this pairing (it restarted or gave up) and did not commit. Neither head is configured; start again."
+		return "The other head no longer knows this pairing (it restarted or gave up) and did not commit. Both heads stay unconfigured; start again."
 	case errors.Is(err, errPeerNotCommitted):
 		why := ""
 		if errors.As(err, &ab) {
@@ -518,7 +518,7 @@ func explain(err error) string {
 			}
 			why += "."
 		}
-		return "The other head did not commit the site config." + why + " Neither head is configured; start again."
+		return "The other head did not commit the site config." + why + " Both heads stay unconfigured; start again."
 	case errors.Is(err, errUnconfirmed):
 		return "The other head could not be reached to confirm that it committed the site config. This head is not configured yet and keeps the config staged; check the network and ask again."
 	case errors.Is(err, pairing.ErrRecordAuth), errors.Is(err, pairing.ErrRecordSequence), errors.Is(err, pairing.ErrMalformed):

@@ -176,3 +176,31 @@ func TestNoPlainHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectionCap: past MaxConns open connections, a new one waits
+// until one closes; idle connections that never finish their TLS
+// handshake are closed by the server's timeouts.
+func TestConnectionCap(t *testing.T) {
+	h := startHead(t, headConfig{ip: "127.0.0.2", hw: fakeHardware(1), opts: func(o *Options) { o.MaxConns = 2 }})
+	var idle []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", h.w.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	b := newBrowser(t, h.url())
+	b.c.Timeout = 700 * time.Millisecond
+	req, _ := http.NewRequest(http.MethodGet, b.base+"/login", nil)
+	if resp, err := b.c.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("a third connection was served while two held the cap")
+	}
+	idle[0].Close()
+	b.c.Timeout = 10 * time.Second
+	if st, _ := b.get("/login"); st != http.StatusOK {
+		t.Fatalf("after one closed: %d", st)
+	}
+}

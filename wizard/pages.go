@@ -185,6 +185,10 @@ func (w *Wizard) otherSessionPage(rw http.ResponseWriter) {
 func (w *Wizard) headGone(rw http.ResponseWriter, s *opSession) bool {
 	w.mu.Lock()
 	p, active, ini := w.phase, w.active, w.ini
+	peerID := ""
+	if active != nil {
+		peerID = active.peerID
+	}
 	w.mu.Unlock()
 	switch {
 	case p == phaseConfigured && ini == nil:
@@ -192,9 +196,8 @@ func (w *Wizard) headGone(rw http.ResponseWriter, s *opSession) bool {
 			Text: "It has its site config and starts as part of its pair. The setup code no longer works."})
 		return true
 	case p == phaseResponding && active != nil:
-		peer, _ := active.r.Peer()
 		w.message(rw, http.StatusOK, "Being paired", s, messageView{Heading: "This head is being set up from the other head",
-			Text: fmt.Sprintf("Head %s (%s) paired with this head and finishes the setup for both. Continue in that head's wizard.", short(peer.ID), remoteHost(active.remote)),
+			Text: fmt.Sprintf("Head %s (%s) paired with this head and finishes the setup for both. Continue in that head's wizard.", short(peerID), remoteHost(active.remote)),
 			Link: "/", LinkText: "Refresh"})
 		return true
 	}

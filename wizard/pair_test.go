@@ -150,9 +150,20 @@ func configured(t *testing.T, h *testHead) []byte {
 func TestPairOverHTTP(t *testing.T) {
 	p := newPair(t, nil, nil)
 	p.toReview(t)
+	// Meanwhile B's own wizard says who sets it up, and takes no code.
+	onB := newBrowser(t, p.b.url())
+	if st, body := onB.get("/login"); st != http.StatusOK || !strings.Contains(body, "This head is being set up from the other head") || !strings.Contains(body, short(p.a.w.id.ID)) || strings.Contains(body, "Setup code of this head") {
+		t.Errorf("B's wizard while paired: %d\n%s", st, body)
+	}
+	if c := p.b.w.Console(); c.State != "being paired" || c.Code != "" {
+		t.Errorf("B's console while paired: %+v", c)
+	}
 	pr := p.create(t)
 	if pr.State != "done" {
 		t.Fatalf("create: %+v", pr)
+	}
+	if c := p.b.w.Console(); c.State != "configured" || c.Code != "" || c.URL != "" {
+		t.Errorf("B's console after the commit: %+v", c)
 	}
 	ra, rb := p.a.result(5*time.Second), p.b.result(5*time.Second)
 	if ra == nil || rb == nil {

@@ -61,6 +61,7 @@ type rsession struct {
 	peerFP  []byte // the initiator's TLS client certificate
 	remote  string
 	created time.Time
+	peerID  string // once the key is confirmed; set under the Wizard's mu
 
 	mu     sync.Mutex
 	r      *pairing.Responder
@@ -313,7 +314,9 @@ func (w *Wizard) handleMessage(rw http.ResponseWriter, r *http.Request) {
 // activate makes rs the head's pairing session; other fresh sessions
 // end (their initiators pair nothing).
 func (w *Wizard) activate(rs *rsession) {
+	peer, _ := rs.r.Peer()
 	w.mu.Lock()
+	rs.peerID = peer.ID
 	w.active = rs
 	fresh := w.fresh
 	w.fresh = map[string]*rsession{}
@@ -323,7 +326,6 @@ func (w *Wizard) activate(rs *rsession) {
 		o.r.Cancel(context.Background(), errors.New("the head was paired by another session"))
 		o.mu.Unlock()
 	}
-	peer, _ := rs.r.Peer()
 	w.log.Info("wizard: paired as responder", "peer", peer.ID, "remote", rs.remote)
 	w.showConsole()
 }
