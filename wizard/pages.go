@@ -772,7 +772,7 @@ func (w *Wizard) getSummary(rw http.ResponseWriter, r *http.Request, s *opSessio
 		return
 	}
 	if sv.In.Witness != "ping" {
-		sv.Command = "tandem witness --site site.toml --key-file /etc/tandem/pair.key"
+		sv.Command = "tandem witness --config witness.toml --init"
 	}
 	v := w.view("Done", stepDone, s)
 	v.Data = sv

@@ -184,7 +184,7 @@ func TestPairOverHTTP(t *testing.T) {
 	}
 
 	st, body := p.op.get("/summary")
-	if st != http.StatusOK || !strings.Contains(body, "is set up") || !strings.Contains(body, "tandem witness --site site.toml") {
+	if st != http.StatusOK || !strings.Contains(body, "is set up") || !strings.Contains(body, "tandem witness --config witness.toml --init") {
 		t.Errorf("summary: %d\n%s", st, body)
 	}
 	st, dl := p.op.get("/site.toml")
