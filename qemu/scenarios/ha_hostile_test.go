@@ -133,7 +133,8 @@ func TestHostileHostOnManagementNetwork(t *testing.T) {
 	sent := atk.take()
 	dA := countedAll(t, ctx, a, beforeA, sent["head-a"], true)
 	dB := countedAll(t, ctx, b, beforeB, sent["head-b"], true)
-	t.Logf("switchover: %d heartbeats held back and released late; head-a counted %s; head-b counted %s", held, dA, dB)
+	t.Logf("switchover: %d heartbeats held back and released late; head-a was sent %s, counted %s; head-b was sent %s, counted %s",
+		held, sent["head-a"], dA, sent["head-b"], dB)
 	wl := witnessLog(t, ctx, client)
 	wlog2 := len(wl)
 	roleLines(t, a, marks[a], 0, 1)
@@ -208,7 +209,8 @@ func TestHostileHostOnManagementNetwork(t *testing.T) {
 	sentA.add(sent["head-a"])
 	dA = countedAll(t, ctx, a, beforeA, sentA, false)
 	dB = countedAll(t, ctx, b2, beforeB2, sent["head-b"], false)
-	t.Logf("failover: %d heartbeats of head-b held back and released after its death; head-a counted %s; head-b, since it came back, %s", held, dA, dB)
+	t.Logf("failover: %d heartbeats of head-b held back and released after its death; head-a was sent %s, counted %s; head-b, since it came back, was sent %s, counted %s",
+		held, sentA, dA, sent["head-b"], dB)
 	if w, _ := witnessRecord(t, ctx, client, statePath); w != "" {
 		t.Errorf("the witness records %q as the only current copy after head-b resynced and the replays", w)
 	}
