@@ -270,6 +270,11 @@ func formatHA(w io.Writer, st *Status) error {
 	if v.Error != "" {
 		line += "; " + v.Error
 	}
+	if v.Dropped > 0 {
+		// Answers that were not authentic or answered no request of
+		// this head: a replay or reflection on the network.
+		line += fmt.Sprintf("; %d answers dropped", v.Dropped)
+	}
 	if _, err := fmt.Fprintln(w, line); err != nil {
 		return err
 	}

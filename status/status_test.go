@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -248,6 +249,18 @@ func TestFormatHA(t *testing.T) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
+
+	// Answers the witness client refused (a replay, a reflection) show
+	// on the vote's line, as the heartbeat's drops show on theirs.
+	st.HA.Vote.Dropped = 7
+	b.Reset()
+	if err := Format(&b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); !regexp.MustCompile(`witness\s+10\.0\.0\.2:7791: vote HELD by this head.*; 7 answers dropped\n`).MatchString(out) {
+		t.Errorf("the witness answers dropped are not shown:\n%s", out)
+	}
+	st.HA.Vote.Dropped = 0
 
 	// The same view without quorum says so first.
 	st.HA.Quorum, st.HA.Vote.Held, st.HA.Vote.Holder = false, false, "head-a"

@@ -190,6 +190,9 @@ type Server struct {
 	// rebindFailed: the boot the writer record could not be bound to
 	// last (logged once).
 	rebindFailed ID
+	// The refusal counts at the last summary, and when it was logged.
+	refusedLogged [6]uint64
+	refusedAt     time.Time
 }
 
 // NewServer checks cfg and starts the quiet period.
@@ -323,7 +326,9 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 				return
 			case <-t.C:
 				s.mu.Lock()
-				s.sweepLocked(s.now())
+				now := s.now()
+				s.sweepLocked(now)
+				s.logRefusedLocked(now)
 				s.mu.Unlock()
 			}
 		}
@@ -357,6 +362,7 @@ func (s *Server) Handle(b []byte, from string) []byte {
 	defer s.mu.Unlock()
 	now := s.now()
 	s.sweepLocked(now)
+	defer s.logRefusedLocked(now)
 	req, err := parseRequest(b, s.cfg.Pair, s.cfg.Key)
 	switch {
 	case errors.Is(err, errMalformed):
@@ -644,6 +650,31 @@ func (s *Server) dropLocked(counter *uint64, kind, from, node string) {
 		level = slog.LevelWarn
 	}
 	s.log.Log(context.Background(), level, "witness: dropped "+kind+" request", "from", from, "node", node, "count", *counter)
+}
+
+// refusedEvery spaces the summaries of refused requests: each one is
+// logged at debug level only (a flood must not fill the log), yet an
+// operator needs to see that replays arrive, and how many.
+const refusedEvery = 5 * time.Second
+
+// logRefusedLocked logs the totals of the requests that changed nothing
+// (dropped, or answered with a challenge) when they changed since the
+// last summary and that is refusedEvery old: at warning level when an
+// attacker's kind rose, else (challenges, which a head's first contact
+// also draws) at info level.
+func (s *Server) logRefusedLocked(now time.Time) {
+	c := s.counters
+	cur := [6]uint64{c.Replayed, c.Forged, c.Malformed, c.WrongPair, c.Unknown, c.Challenged}
+	if cur == s.refusedLogged || now.Sub(s.refusedAt) < refusedEvery {
+		return
+	}
+	level := slog.LevelInfo
+	if [5]uint64(cur[:5]) != [5]uint64(s.refusedLogged[:5]) {
+		level = slog.LevelWarn
+	}
+	s.refusedLogged, s.refusedAt = cur, now
+	s.log.Log(context.Background(), level, "witness: requests refused so far", "replayed", c.Replayed, "forged", c.Forged,
+		"malformed", c.Malformed, "wrong_pair", c.WrongPair, "unknown_node", c.Unknown, "challenged", c.Challenged)
 }
 
 // Status returns the witness's state.

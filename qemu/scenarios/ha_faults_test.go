@@ -304,20 +304,28 @@ func clientWrites(t testing.TB, ctx context.Context, client *qemu.VM, dir string
 // heartbeatPayload returns the UDP payload of an IPv4 frame from src to
 // dst:port, if f is one.
 func heartbeatPayload(f []byte, src, dst netip.Addr, port uint16) ([]byte, bool) {
-	if len(f) < 14+20+8 || binary.BigEndian.Uint16(f[12:14]) != 0x0800 {
+	from, to, p, ok := udpOf(f)
+	if !ok || from.Addr() != src || to.Addr() != dst || to.Port() != port {
 		return nil, false
+	}
+	return p, true
+}
+
+// udpOf takes an IPv4/UDP frame apart: its addresses, ports and payload
+// (to the end of the frame).
+func udpOf(f []byte) (src, dst netip.AddrPort, payload []byte, ok bool) {
+	if len(f) < 14+20+8 || binary.BigEndian.Uint16(f[12:14]) != 0x0800 {
+		return src, dst, nil, false
 	}
 	ip := f[14:]
 	ihl := int(ip[0]&0x0f) * 4
-	if ip[9] != 17 || len(ip) < ihl+8 ||
-		netip.AddrFrom4([4]byte(ip[12:16])) != src || netip.AddrFrom4([4]byte(ip[16:20])) != dst {
-		return nil, false
+	if ip[9] != 17 || ihl < 20 || len(ip) < ihl+8 {
+		return src, dst, nil, false
 	}
 	udp := ip[ihl:]
-	if binary.BigEndian.Uint16(udp[2:4]) != port {
-		return nil, false
-	}
-	return udp[8:], true
+	src = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[12:16])), binary.BigEndian.Uint16(udp[0:2]))
+	dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[16:20])), binary.BigEndian.Uint16(udp[2:4]))
+	return src, dst, udp[8:], true
 }
 
 // forge copies frame with the byte at off set to val and the UDP
@@ -329,4 +337,42 @@ func forge(frame []byte, off int, val byte) []byte {
 	ihl := int(g[14]&0x0f) * 4
 	binary.BigEndian.PutUint16(g[14+ihl+6:], 0)
 	return g
+}
+
+// reflectFrame turns a copy of an IPv4/UDP frame back to its sender:
+// Ethernet and IP addresses and UDP ports swapped, checksums computed
+// again (a swap leaves them right anyway: the sums do not depend on the
+// order, but the copy must not rely on that).
+func reflectFrame(frame []byte) []byte {
+	g := append([]byte(nil), frame...)
+	var mac [6]byte
+	copy(mac[:], g[0:6])
+	copy(g[0:6], g[6:12])
+	copy(g[6:12], mac[:])
+	ip := g[14:]
+	ihl := int(ip[0]&0x0f) * 4
+	var addr [4]byte
+	copy(addr[:], ip[12:16])
+	copy(ip[12:16], ip[16:20])
+	copy(ip[16:20], addr[:])
+	udp := ip[ihl:]
+	udp[0], udp[1], udp[2], udp[3] = udp[2], udp[3], udp[0], udp[1]
+	fixChecksums(g)
+	return g
+}
+
+// fixChecksums sets the IPv4 header and UDP checksums of frame.
+func fixChecksums(frame []byte) {
+	ip := frame[14:]
+	ihl := int(ip[0]&0x0f) * 4
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], inetSum(ip[:ihl]))
+	udp := ip[ihl:min(int(binary.BigEndian.Uint16(ip[2:4])), len(ip))]
+	udp[6], udp[7] = 0, 0
+	pseudo := append(append([]byte(nil), ip[12:20]...), 0, 17, byte(len(udp)>>8), byte(len(udp)))
+	sum := inetSum(append(pseudo, udp...))
+	if sum == 0 {
+		sum = 0xffff // 0 means "no checksum"
+	}
+	binary.BigEndian.PutUint16(udp[6:], sum)
 }
