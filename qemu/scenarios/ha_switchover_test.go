@@ -66,10 +66,10 @@ func switchoverEndpointDies(t *testing.T, ctx context.Context, lab *qemu.Lab, ac
 		if err != nil {
 			t.Fatalf("%s: %s did not start the stack within a minute of the switchover: %v", c.name, target.Name, err)
 		}
+		killed := time.Now() // the guest stops at the QMP quit; Quit returns once QEMU has exited
 		if err := victim.Quit(); err != nil {
 			t.Fatal(err)
 		}
-		killed := time.Now()
 		cut := killed.Sub(started)
 		t.Logf("%s: %s lost power %.1f s after `tandem switchover` on %s, as %s began to start the stack",
 			c.name, victim.Name, killed.Sub(issued).Seconds(), source.Name, target.Name)
