@@ -56,10 +56,11 @@ import (
 //  5. Failover. The attacker holds back every second heartbeat of head-b
 //     for 30 s, then head-b loses power (QMP quit). The replays now carry
 //     head-a's release from step 4 (the same client boot as head-a's
-//     coming lease) and a dead head's acquires; from a dead time after
-//     the kill the attacker releases head-b's held heartbeats, one a
-//     second, as if head-b still lived. head-a takes over once, as fast
-//     as without an attacker, and the witness records it as the only
+//     coming lease) and a dead head's acquires; from half a second after
+//     the kill the attacker releases head-b's held heartbeats, oldest
+//     first, one a second, as if head-b still lived (each is 30 s old
+//     when it lands). head-a takes over once, as fast as without an
+//     attacker, and the witness records it as the only
 //     current copy: the record survives the replays. head-b is powered
 //     on and resyncs; head-a lifts the record, and the replays of its
 //     outdate-peer request do not set it again.
@@ -166,7 +167,9 @@ func TestHostileHostOnManagementNetwork(t *testing.T) {
 	atk.stopHolding()
 	releasing := make(chan int)
 	go func() {
-		sleepCtx(ctx, time.Until(killed.Add(dead+300*time.Millisecond)))
+		// Oldest first, one a second: each was sent about 30 s before
+		// it lands, long past the dead time.
+		sleepCtx(ctx, time.Until(killed.Add(500*time.Millisecond)))
 		releasing <- atk.release(ctx, time.Second)
 	}()
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -178,8 +181,8 @@ func TestHostileHostOnManagementNetwork(t *testing.T) {
 	took := time.Since(killed)
 	// Without an attacker a takeover takes the dead time, the takeover
 	// delay and the stack's start (2 s in the lab). Held-back heartbeats
-	// believed would keep head-b alive until the last one released,
-	// about 30 s after the kill.
+	// believed would keep head-b alive until the dead time after the
+	// last one released, about 33 s after the kill.
 	if limit := dead + delay + 12*time.Second; took > limit {
 		t.Errorf("head-a took over %.1f s after the kill, beyond %v: something kept the dead head alive", took.Seconds(), limit)
 	}
@@ -538,8 +541,8 @@ func (h *hostile) stopHolding() {
 	clear(h.holdFrom)
 }
 
-// release sends the held-back heartbeats, one every gap, and returns how
-// many.
+// release sends the held-back heartbeats, oldest first, one every gap,
+// and returns how many.
 func (h *hostile) release(ctx context.Context, gap time.Duration) int {
 	h.mu.Lock()
 	held := h.held
