@@ -176,7 +176,9 @@ func TestHostileHostOnManagementNetwork(t *testing.T) {
 	line, err := a.Console.WaitForAfter(wctx, mark, regexp.MustCompile(`role: active after \d+ ms`))
 	wcancel()
 	if err != nil {
-		t.Fatalf("head-a did not take over within 2 minutes of the kill: %v", err)
+		// Its HA lines since the kill say what it waited for.
+		t.Fatalf("head-a did not take over within 2 minutes of the kill: %v\nhead-a since the kill:\n%s\nhead-a: %s",
+			err, lastLines(a.Console.Text()[mark:], 60), guest(t, ctx, a, "tandem", "status"))
 	}
 	took := time.Since(killed)
 	// Without an attacker a takeover takes the dead time, the takeover
@@ -759,4 +761,10 @@ func TestReflectFrame(t *testing.T) {
 			t.Errorf("checksums wrong: IP %#04x, UDP %#04x", inetSum(ip), inetSum(append(pseudo, udp...)))
 		}
 	}
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(l[max(len(l)-n, 0):], "\n")
 }
