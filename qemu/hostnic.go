@@ -88,7 +88,7 @@ func newSegNS(name string, hub netip.AddrPort, port int, mac net.HardwareAddr, a
 	s.nsfd, s.tap = m.nsfd, m.tap
 	go s.tapToHub()
 	go s.hubToTap()
-	log.Info("lab host port up", "member", name, "addr", addr, "mac", mac, "udp", conn.LocalAddr())
+	log.Info("lab host port up", "member", name, "addr", addr, "mac", mac.String(), "udp", conn.LocalAddr().String())
 	return s, nil
 }
 
