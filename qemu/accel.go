@@ -1,6 +1,9 @@
 // Package qemu boots Tandem images in QEMU for tests and for `tandem lab`:
 // it picks the accelerator, captures the serial console, and always kills
-// what it started.
+// what it started. A lab's segments are UDP sockets on loopback (see
+// Hub); the host joins the management segment only from a network
+// namespace of the lab process's own (LabConfig.HostNIC, Lab.Forward),
+// so nothing in the host's namespace can send to the lab's addresses.
 package qemu
 
 import (

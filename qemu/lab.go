@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -55,7 +56,17 @@ type LabConfig struct {
 	// DHCP, when set, runs a DHCP server in the hub, on the management
 	// segment only (see DHCPServer); Lab.Hub.DHCP() has its lease log.
 	DHCP *DHCPConfig
-	Log  *slog.Logger
+	// HostNIC gives the host a port on the management segment, inside a
+	// network namespace of the lab process's own (see hostnic.go): the
+	// only way the host reaches a VM's web page (Lab.Forward). It needs
+	// root and /dev/net/tun; without them NewLab fails.
+	HostNIC bool
+	// HostAddr is the host port's address; default: the segment's
+	// second-to-last address (10.0.0.253/24 in the default subnet), a
+	// fixed one because the DHCP pool, the site's heads and the VIP must
+	// not own it (NewLab refuses a clash).
+	HostAddr netip.Prefix
+	Log      *slog.Logger
 }
 
 // Lab is a running topology. Everything in it stops on Close, on the
@@ -75,6 +86,9 @@ type Lab struct {
 	mu        sync.Mutex      // VMs and state, which PowerOn changes
 	state     LabState
 	ports     *PortBlock
+	host      *segNS // the host port, nil without HostNIC
+	siteTOML  []byte // for MgmtAddr
+	closed    bool   // under mu: the state file is gone for good
 	removeDir bool
 	log       *slog.Logger
 	closeOnce sync.Once
@@ -91,6 +105,17 @@ type LabState struct {
 	Witness  string    `json:"witness,omitempty"`
 	Started  time.Time `json:"started"`
 	VMs      []VMState `json:"vms"`
+	// HostNIC is the host port's address on the management segment
+	// (LabConfig.HostNIC); "" when the lab has none.
+	HostNIC string `json:"host_nic,omitempty"`
+	// Forwards are the loopback ports that reach the segment (Lab.Forward).
+	Forwards []ForwardState `json:"forwards,omitempty"`
+}
+
+// ForwardState is one of Lab.Forward's ports.
+type ForwardState struct {
+	Addr string `json:"addr"` // 127.0.0.1:port
+	To   string `json:"to"`   // address:port on the segment
 }
 
 // VMState describes one VM of a lab.
@@ -157,7 +182,7 @@ func NewLab(ctx context.Context, c LabConfig) (_ *Lab, err error) {
 	if c.DataDiskSize == 0 {
 		c.DataDiskSize = 256 << 20
 	}
-	l := &Lab{Topology: c.Topology, log: c.Log, ctx: ctx}
+	l := &Lab{Topology: c.Topology, log: c.Log, ctx: ctx, siteTOML: c.SiteTOML}
 	if c.Dir == "" {
 		if l.Dir, err = os.MkdirTemp("", "tandem-lab-"); err != nil {
 			return nil, fmt.Errorf("qemu: lab: %w", err)
@@ -231,6 +256,13 @@ func NewLab(ctx context.Context, c LabConfig) (_ *Lab, err error) {
 				Backend: fmt.Sprintf("socket,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", pa, pb)})
 		}
 	}
+	hostPort := 0
+	if c.HostNIC {
+		if hostPort, err = l.ports.Next(); err != nil {
+			return nil, err
+		}
+		members[HostMember] = hostPort
+	}
 	if l.Hub, err = NewHub(hubPort, members, c.Log.With("hub", hubPort)); err != nil {
 		return nil, err
 	}
@@ -241,6 +273,15 @@ func NewLab(ctx context.Context, c LabConfig) (_ *Lab, err error) {
 		}
 		l.Hub.SetDHCP(srv)
 	}
+	if c.HostNIC {
+		addr, err := hostNICAddr(c.HostAddr, l.Hub.DHCP(), c.SiteTOML)
+		if err != nil {
+			return nil, err
+		}
+		if l.host, err = newSegNS(HostMember, l.Hub.Addr(), hostPort, hostNICMAC, addr, c.Log.With("hub", hubPort)); err != nil {
+			return nil, fmt.Errorf("%w (LabConfig.HostNIC needs root and /dev/net/tun)", err)
+		}
+	}
 	go l.Hub.Run(ctx)
 	if c.Topology == Full {
 		l.Witness = "client"
@@ -248,6 +289,9 @@ func NewLab(ctx context.Context, c LabConfig) (_ *Lab, err error) {
 
 	l.state = LabState{Name: filepath.Base(l.Dir), Topology: c.Topology, PID: os.Getpid(), Dir: l.Dir,
 		Image: image, Hub: l.Hub.Addr().String(), Witness: l.Witness, Started: time.Now()}
+	if l.host != nil {
+		l.state.HostNIC = l.host.addr.String()
+	}
 	for _, v := range vms {
 		mem := c.MemoryMB
 		if v.mem != 0 {
@@ -318,7 +362,9 @@ func (l *Lab) vms() []*VM {
 func (l *Lab) State() LabState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.state
+	st := l.state
+	st.VMs, st.Forwards = slices.Clone(st.VMs), slices.Clone(st.Forwards) // PowerOn and Forward change them in place
+	return st
 }
 
 // PowerOn boots a VM of the lab that has exited (after Quit, or a
@@ -345,10 +391,19 @@ func (l *Lab) PowerOn(name string) (*VM, error) {
 			l.state.VMs[i].PID = vm.PID()
 		}
 	}
-	if err := writeAtomic(filepath.Join(l.Dir, StateFile), must(json.MarshalIndent(l.state, "", "  "))); err != nil {
-		return vm, fmt.Errorf("qemu: lab state: %w", err)
+	return vm, l.saveStateLocked()
+}
+
+// saveStateLocked rewrites the state file; l.mu is held. A closed lab's
+// file stays gone.
+func (l *Lab) saveStateLocked() error {
+	if l.closed || l.Dir == "" {
+		return nil
 	}
-	return vm, nil
+	if err := writeAtomic(filepath.Join(l.Dir, StateFile), must(json.MarshalIndent(l.state, "", "  "))); err != nil {
+		return fmt.Errorf("qemu: lab state: %w", err)
+	}
+	return nil
 }
 
 // WaitAll waits until every VM's console matches re and returns how long
@@ -435,12 +490,18 @@ func (l *Lab) Close() error {
 		liveLabsMu.Lock()
 		delete(liveLabs, l)
 		liveLabsMu.Unlock()
+		l.mu.Lock()
+		l.closed = true
+		l.mu.Unlock()
 		var wg sync.WaitGroup
 		for _, vm := range l.vms() {
 			wg.Add(1)
 			go func() { defer wg.Done(); vm.Kill() }()
 		}
 		wg.Wait()
+		if l.host != nil {
+			l.host.Close()
+		}
 		if l.Hub != nil {
 			l.Hub.Close()
 		}

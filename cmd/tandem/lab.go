@@ -21,8 +21,13 @@ import (
 )
 
 const labUsage = `usage:
-  tandem lab node|pair|full [--image out/tandem.img] [--site site.toml] [--name NAME] [--uefi]
-      (full also sets the client up: its address, the witness, and prints the NFS mount)
+  tandem lab node|pair|full [--image out/tandem.img] [--site site.toml] [--name NAME] [--uefi] [--host-nic]
+      (full also sets the client up: its address, the witness, and prints the NFS mount;
+      --host-nic gives the host a port on the management segment, in the lab's own
+      network namespace: root only)
+  tandem lab forward [--lab NAME] VM|ADDR[:PORT]
+      print a 127.0.0.1 address that reaches VM's (or ADDR's) PORT (default 443)
+      on the management segment, while the lab runs (needs --host-nic)
   tandem lab exec [--lab NAME] [--timeout 5m] VM -- COMMAND [ARG...]
   tandem lab fault [--lab NAME] VM link NETDEV off|on
   tandem lab fault [--lab NAME] VM kill|poweron|reset|powerdown
@@ -44,6 +49,8 @@ func runLab(ctx context.Context, args []string) error {
 		return labExec(ctx, args[1:])
 	case "fault":
 		return labFault(ctx, args[1:])
+	case "forward":
+		return labForward(ctx, args[1:])
 	case "list", "ls":
 		return labList()
 	}
@@ -70,6 +77,7 @@ func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
 	name := fs.String("name", string(topo), "lab name, to run several labs side by side")
 	uefi := fs.Bool("uefi", false, "boot through OVMF instead of a direct kernel boot (slower)")
 	mem := fs.Int("m", 1024, "memory per head in MiB")
+	hostNIC := fs.Bool("host-nic", false, "give the host a port on the management segment for tandem lab forward (root only)")
 	verbose := fs.Bool("v", false, "log QEMU command lines")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
@@ -109,7 +117,7 @@ func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
 
 	start := time.Now()
 	lab, err := qemu.NewLab(ctx, qemu.LabConfig{
-		Image: *image, Topology: topo, Dir: dir, UEFI: *uefi, SiteTOML: site, MemoryMB: *mem, Log: log,
+		Image: *image, Topology: topo, Dir: dir, UEFI: *uefi, SiteTOML: site, MemoryMB: *mem, HostNIC: *hostNIC, Log: log,
 	})
 	if err != nil {
 		os.RemoveAll(dir)
@@ -151,6 +159,15 @@ func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
 		fmt.Printf("%s: powered on\n", name)
 		follow(vm, time.Now())
 	})
+	if *hostNIC {
+		go lab.ServeForwards(ctx, func(target, addr string, err error) {
+			if err != nil {
+				fmt.Printf("forward %s: %v\n", target, err)
+				return
+			}
+			fmt.Printf("forward %s: %s\n", target, addr)
+		})
+	}
 	<-ctx.Done()
 	fmt.Println("\nstopping the lab")
 	return nil
@@ -183,6 +200,9 @@ func printLab(w io.Writer, lab *qemu.Lab, name string) {
 	fmt.Fprintf(w, "run a command:  tandem lab exec%s %s -- busybox uname -a   (the image has busybox, ip, ping; no shell links)\n", lf, first.Name)
 	fmt.Fprintf(w, "faults:         tandem lab fault%s %s link %s off|on   (netdevs: %s)\n", lf, first.Name, netdevs[len(netdevs)-1], strings.Join(netdevs, " "))
 	fmt.Fprintf(w, "                tandem lab fault%s %s kill|poweron|reset|powerdown|remove-disk data3\n", lf, first.Name)
+	if st.HostNIC != "" {
+		fmt.Fprintf(w, "web pages:      tandem lab forward%s %s:443   (prints a 127.0.0.1 address; the host port is %s in the lab's own namespace)\n", lf, first.Name, st.HostNIC)
+	}
 	fmt.Fprintln(w, "stop:           Ctrl-C (stops every VM and removes the lab dir)")
 }
 
@@ -341,6 +361,35 @@ func labExec(ctx context.Context, args []string) error {
 	if res.Exit != 0 {
 		os.Exit(res.Exit & 0xff)
 	}
+	return nil
+}
+
+// labForward asks the lab's process for a loopback port to a VM's web
+// page (the host has no other way onto the segment) and prints it.
+func labForward(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("lab forward", flag.ContinueOnError)
+	labName := fs.String("lab", "", "lab name (default: the only running lab)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		return usageError{errors.New("usage: tandem lab forward [--lab NAME] VM|ADDR[:PORT]")}
+	}
+	st, err := findLab(*labName)
+	if err != nil {
+		return err
+	}
+	if st.HostNIC == "" {
+		return fmt.Errorf("lab %s has no host port: start it with --host-nic (as root)", st.Name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addr, to, err := qemu.RequestForward(ctx, st.Dir, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "%s reaches %s on the management segment until the lab stops\n", addr, to)
+	fmt.Println(addr)
 	return nil
 }
 
