@@ -122,28 +122,7 @@ func TestDHCPLeaseNetns(t *testing.T) {
 		{"another address is taken", "10.0.0.50", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := server4.NewServer("mB", nil, func(conn net.PacketConn, _ net.Addr, req *dhcpv4.DHCPv4) {
-				typ := dhcpv4.MessageTypeOffer
-				switch req.MessageType() {
-				case dhcpv4.MessageTypeDiscover:
-				case dhcpv4.MessageTypeRequest:
-					typ = dhcpv4.MessageTypeAck
-				default:
-					return
-				}
-				resp, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(typ),
-					dhcpv4.WithYourIP(net.ParseIP(tc.offer)), dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
-					dhcpv4.WithServerIP(net.IPv4(10, 0, 0, 2)), dhcpv4.WithLeaseTime(3600),
-					dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 0, 0, 2))))
-				if err == nil {
-					conn.WriteTo(resp.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort})
-				}
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			go s.Serve()
-			defer s.Close()
+			defer serveDHCP(t, "mB", "10.0.0.2", tc.offer)()
 			sc := &site.Config{VIP: site.VIP{Address: "10.0.0.10/24"}, Nodes: []site.Node{
 				{Name: "a", Management: site.Management{Interface: "mA", DHCP: true}, Replication: site.Replication{Address: "10.10.0.11/24"}}}}
 			cfg, err := ManagementFromSite(sc, "a")
@@ -174,4 +153,32 @@ func TestDHCPLeaseNetns(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serveDHCP answers DHCP on iface (whose address is server) with offer,
+// a /24, until the returned func is called.
+func serveDHCP(t *testing.T, iface, server, offer string) func() {
+	t.Helper()
+	s, err := server4.NewServer(iface, nil, func(conn net.PacketConn, _ net.Addr, req *dhcpv4.DHCPv4) {
+		typ := dhcpv4.MessageTypeOffer
+		switch req.MessageType() {
+		case dhcpv4.MessageTypeDiscover:
+		case dhcpv4.MessageTypeRequest:
+			typ = dhcpv4.MessageTypeAck
+		default:
+			return
+		}
+		resp, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(typ),
+			dhcpv4.WithYourIP(net.ParseIP(offer)), dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+			dhcpv4.WithServerIP(net.ParseIP(server)), dhcpv4.WithLeaseTime(3600),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.ParseIP(server))))
+		if err == nil {
+			conn.WriteTo(resp.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort})
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	return func() { s.Close() }
 }
