@@ -2,13 +2,8 @@ package wizard
 
 import (
 	"bytes"
-	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,105 +11,11 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
+	"tandem.dev/tandem/internal/browsertest"
 	"tandem.dev/tandem/site"
 )
 
-// chromiumPath is Debian's chromium (scripts/setup installs it). The test
-// never lets chromedp look for, or fetch, another browser.
-const chromiumPath = "/usr/bin/chromium"
-
-// screenshots is where a browser test saves its pages: TANDEM_SCREENSHOTS
-// if set (kept), else a temporary directory kept only when the test
-// fails.
-type screenshots struct {
-	t    *testing.T
-	dir  string
-	keep bool
-	n    int
-}
-
-func newScreenshots(t *testing.T) *screenshots {
-	s := &screenshots{t: t}
-	if d := os.Getenv("TANDEM_SCREENSHOTS"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		s.dir, s.keep = d, true
-	} else {
-		d, err := os.MkdirTemp("", "tandem-wizard-screenshots-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.dir = d
-	}
-	t.Cleanup(func() {
-		switch {
-		case t.Failed() || s.keep:
-			t.Logf("screenshots of every page: %s", s.dir)
-		default:
-			os.RemoveAll(s.dir)
-		}
-	})
-	return s
-}
-
-func (s *screenshots) take(ctx context.Context, name string) {
-	s.t.Helper()
-	s.n++
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		s.t.Errorf("screenshot %s: %v", name, err)
-		return
-	}
-	p := filepath.Join(s.dir, fmt.Sprintf("%02d-%s.png", s.n, name))
-	if err := os.WriteFile(p, png, 0o644); err != nil {
-		s.t.Error(err)
-	}
-}
-
-func spkiHash(id *Identity) string {
-	h := sha256.Sum256(id.Cert.Leaf.RawSubjectPublicKeyInfo)
-	return base64.StdEncoding.EncodeToString(h[:])
-}
-
-// newChromium starts headless chromium, with a user data directory of
-// its own, trusting exactly the given certificates (what an operator
-// does by comparing the fingerprint and accepting it).
-func newChromium(t *testing.T, trust ...*Identity) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("chromium is missing (%v): scripts/setup installs Debian's chromium", err)
-	}
-	var spki []string
-	for _, id := range trust {
-		spki = append(spki, spkiHash(id))
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("no-default-browser-check", true),
-		chromedp.Flag("no-proxy-server", true),
-		chromedp.Flag("hide-scrollbars", true),
-		chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(spki, ",")),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelC := chromedp.NewContext(actx)
-	ctx, cancelT := context.WithTimeout(ctx, 3*time.Minute)
-	t.Cleanup(func() {
-		cancelT()
-		cancelC()
-		cancelA()
-	})
-	return ctx
-}
+func spkiHash(id *Identity) string { return browsertest.SPKIHash(id.Cert.Leaf) }
 
 // TestBrowserWalkthrough drives Debian's headless chromium through the
 // whole wizard on head A, with B found by discovery: the certificate
@@ -128,36 +29,10 @@ func TestBrowserWalkthrough(t *testing.T) {
 		t.Skip("drives a browser")
 	}
 	p := newPair(t, nil, nil)
-	shots := newScreenshots(t)
-	ctx := newChromium(t, p.a.w.id)
+	ctx := browsertest.New(t, 3*time.Minute, spkiHash(p.a.w.id))
+	pg := browsertest.Page{T: t, Ctx: ctx, Shots: browsertest.NewScreenshots(t)}
+	shots, do, submit, text, body := pg.Shots, pg.Do, pg.Submit, pg.Text, pg.Body
 	base := p.a.url()
-	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			shots.take(ctx, "failed")
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	submit := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if _, err := chromedp.RunResponse(ctx, actions...); err != nil {
-			shots.take(ctx, "failed")
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			shots.take(ctx, "failed")
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
-	body := func() string {
-		s, _ := chromedp.Run(ctx, chromedp.Evaluate[string]("document.body.textContent"))
-		return s
-	}
 
 	// The certificate the browser sees is the one the console shows.
 	do("open A's wizard", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("#code")))
@@ -169,7 +44,7 @@ func TestBrowserWalkthrough(t *testing.T) {
 	if got, want := FormatFingerprint(certFingerprint(der)), p.a.w.Console().Fingerprint; got != want {
 		t.Fatalf("the browser sees certificate %s, the console shows %s", got, want)
 	}
-	shots.take(ctx, "sign-in")
+	shots.Take(ctx, "sign-in")
 
 	submit("sign in", chromedp.SetValue(chromedp.CSS("#code"), p.a.code()), chromedp.Submit(chromedp.CSS("#code")))
 	if !strings.Contains(body(), "Find the other head") {
@@ -179,19 +54,19 @@ func TestBrowserWalkthrough(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(body(), short(p.b.w.id.ID)) {
 		if time.Now().After(deadline) {
-			shots.take(ctx, "failed")
+			shots.Take(ctx, "failed")
 			t.Fatal("B never showed up in A's peer list")
 		}
 		time.Sleep(300 * time.Millisecond)
 		do("refresh the peer list", chromedp.Reload())
 	}
-	shots.take(ctx, "peers")
+	shots.Take(ctx, "peers")
 	submit("choose B", chromedp.Submit(peerBtn))
 	if !strings.Contains(body(), FormatFingerprint(p.b.w.id.Fingerprint)) {
 		t.Errorf("the peer code page does not show B's fingerprint:\n%s", body())
 	}
 	do("type B's code", chromedp.SetValue(chromedp.CSS("#code"), p.b.code()[:4]+" "+p.b.code()[4:]))
-	shots.take(ctx, "peer-code")
+	shots.Take(ctx, "peer-code")
 	submit("pair", chromedp.Submit(chromedp.CSS("#code")))
 	if !strings.Contains(body(), "Network interfaces") {
 		t.Fatalf("after B's code:\n%s", body())
@@ -202,7 +77,7 @@ func TestBrowserWalkthrough(t *testing.T) {
 	if err != nil || checked {
 		t.Fatalf("B's disk with data is pre-selected (%v, %v)", checked, err)
 	}
-	shots.take(ctx, "hardware")
+	shots.Take(ctx, "hardware")
 
 	// Use it instead of a blank one, without confirming: refused.
 	do("choose the disk with data", chromedp.Click(chromedp.CSS(`input[name=disk1][value="S455NY0M200004"]`)), chromedp.Click(chromedp.CSS(`input[name=disk1][value="`+dataDisk+`"]`)))
@@ -210,7 +85,7 @@ func TestBrowserWalkthrough(t *testing.T) {
 	if got := body(); !strings.Contains(got, `holds data (xfs): tick "Destroy the data on `+dataDisk+`" to use it`) {
 		t.Fatalf("a disk with data was accepted without the confirmation:\n%s", got)
 	}
-	shots.take(ctx, "hardware-confirm")
+	shots.Take(ctx, "hardware-confirm")
 	do("confirm", chromedp.Click(chromedp.CSS(`input[name=destroy1][value="`+dataDisk+`"]`)))
 	submit("hardware", chromedp.Submit(chromedp.CSS(`input[name=mgmt0]`)))
 	if !strings.Contains(body(), "Site settings") {
@@ -230,22 +105,22 @@ func TestBrowserWalkthrough(t *testing.T) {
 		t.Fatalf("the VIP's error: %q, tandem validate says %q", got, want)
 	}
 	do("scroll to the error", chromedp.ScrollIntoView(chromedp.CSS("#vip")))
-	shots.take(ctx, "site-error")
+	shots.Take(ctx, "site-error")
 	do("correct the VIP", chromedp.SetValue(chromedp.CSS("#vip"), "10.0.0.10/24"))
 	submit("site", chromedp.Submit(chromedp.CSS("#vip")))
 	if !strings.Contains(body(), "Review and create the pair") {
 		t.Fatalf("after the correction:\n%s", body())
 	}
-	shots.take(ctx, "review")
+	shots.Take(ctx, "review")
 
 	submit("create", chromedp.Submit(chromedp.CSS(`form[action="/create"] button`)))
 	do("wait for the pair", chromedp.WaitVisible(chromedp.CSS(`#done a`)))
-	shots.take(ctx, "progress")
+	shots.Take(ctx, "progress")
 	submit("summary", chromedp.Click(chromedp.CSS(`#done a`)))
 	if !strings.Contains(body(), "is set up") {
 		t.Fatalf("summary:\n%s", body())
 	}
-	shots.take(ctx, "summary")
+	shots.Take(ctx, "summary")
 
 	ra, rb := p.a.result(5*time.Second), p.b.result(5*time.Second)
 	if ra == nil || rb == nil || !bytes.Equal(ra.Config, rb.Config) {

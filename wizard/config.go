@@ -41,6 +41,7 @@ type nodeInput struct {
 	Fingerprint []byte
 	Name        string
 	MgmtNIC     string
+	MgmtMAC     string // MgmtNIC's MAC: the config names it, so that each head knows its node at boot
 	Mgmt        string // CIDR
 	Gateway     string
 	DNS         string // comma or space separated
@@ -87,6 +88,7 @@ type tomlNode struct {
 
 type tomlManagement struct {
 	Interface string   `toml:"interface,omitempty"`
+	MAC       string   `toml:"mac,omitempty"`
 	Address   string   `toml:"address,omitempty"`
 	Gateway   string   `toml:"gateway,omitempty"`
 	DNS       []string `toml:"dns,omitempty"`
@@ -149,6 +151,10 @@ func (in *siteInput) build(key []byte) ([]byte, error) {
 		d.Pair.Key = hex.EncodeToString(key)
 	}
 	for _, n := range in.Nodes {
+		mgmtIf := n.MgmtNIC
+		if n.MgmtMAC != "" {
+			mgmtIf = "" // the MAC names it; the config takes one of the two
+		}
 		disks := make([]string, 0, len(n.Disks))
 		for _, s := range n.Disks {
 			disks = append(disks, "serial:"+s)
@@ -157,7 +163,8 @@ func (in *siteInput) build(key []byte) ([]byte, error) {
 			Name:  strings.TrimSpace(n.Name),
 			Disks: disks,
 			Management: tomlManagement{
-				Interface: n.MgmtNIC,
+				Interface: mgmtIf,
+				MAC:       n.MgmtMAC,
 				Address:   strings.TrimSpace(n.Mgmt),
 				Gateway:   strings.TrimSpace(n.Gateway),
 				DNS:       splitList(n.DNS),

@@ -27,7 +27,7 @@ func suggest(self *Identity, peer Peer, hw [2]Hardware) siteInput {
 		n := nodeInput{HeadID: ids[h], Fingerprint: fps[h], Name: names[h], Gateway: hw[h].Gateway}
 		mgmt := suggestMgmt(hw[h])
 		if mgmt != nil {
-			n.MgmtNIC = mgmt.Name
+			n.MgmtNIC, n.MgmtMAC = mgmt.Name, mgmt.MAC
 			for _, a := range mgmt.Addrs {
 				if p, err := netip.ParsePrefix(a); err == nil && p.Addr().Is4() {
 					n.Mgmt = a
@@ -210,8 +210,10 @@ func hardwareForm(r *http.Request, in *siteInput, hw [2]Hardware) fieldErrors {
 		hs := strconv.Itoa(h)
 		n := &in.Nodes[h]
 		n.MgmtNIC = r.PostFormValue("mgmt" + hs)
-		if _, ok := hw[h].nic(n.MgmtNIC); !ok {
-			n.MgmtNIC = ""
+		if c, ok := hw[h].nic(n.MgmtNIC); ok {
+			n.MgmtMAC = c.MAC
+		} else {
+			n.MgmtNIC, n.MgmtMAC = "", ""
 			fe.add("hw"+hs+".mgmt", "choose the management interface")
 		}
 		n.Links = nil

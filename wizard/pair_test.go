@@ -172,6 +172,12 @@ func TestPairOverHTTP(t *testing.T) {
 	if !bytes.Equal(ra.Config, rb.Config) || ra.Role != "initiator" || rb.Role != "responder" || ra.Node != "nas-a" || rb.Node != "nas-b" {
 		t.Fatalf("results: A %s %s, B %s %s, same config %v", ra.Role, ra.Node, rb.Role, rb.Node, bytes.Equal(ra.Config, rb.Config))
 	}
+	// Each head finds its node by its management NIC's MAC at boot.
+	for i, n := range ra.Site.Nodes {
+		if want := fakeHardware(i + 1).NICs[0].MAC; n.Management.MAC != want || n.Management.Interface != "" {
+			t.Errorf("node %s: management mac %q interface %q; want the MAC %s alone", n.Name, n.Management.MAC, n.Management.Interface, want)
+		}
+	}
 	if !bytes.Equal(configured(t, p.a), ra.Config) || !bytes.Equal(configured(t, p.b), rb.Config) {
 		t.Fatal("the stores do not hold the returned config")
 	}
