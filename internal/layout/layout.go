@@ -29,6 +29,7 @@ var Rules = []Rule{
 	{From: "status", Not: []string{""}, Except: []string{"status", "internal"}, Why: "the status types import no layer"},
 	{From: "pairing", Not: []string{""}, Except: []string{"pairing", "internal"}, Why: "the pairing protocol is a leaf: the wizard and PID 1 build on it"},
 	{From: "wizard", Not: []string{""}, Except: []string{"wizard", "pairing", "site", "status", "image/manifest", "internal"}, Why: "the first-boot wizard builds on the pairing protocol and the site config only; PID 1 runs it"},
+	{From: "inventory", Not: []string{"init", "qemu", "ha", "cmd"}, Why: "the hardware inventory sits below PID 1, which hands it to the wizard"},
 	{From: "board", Not: []string{""}, Except: []string{"board", "internal"}, Why: "board profiles are data"},
 	{From: "init", Not: []string{"qemu", "internal/labagent", "cmd"}, Why: "PID 1 does not import the lab (cmd hands it the agent)"},
 	{From: "internal", Not: []string{"init", "qemu", "ha", "services", "cmd"}, Why: "internal helpers are leaves"},

@@ -43,6 +43,8 @@ func TestCheck(t *testing.T) {
 		{"the wizard on PID 1", map[string][]string{m("wizard"): {m("pairing"), m("init")}}, 1},
 		{"the wizard on the lab", map[string][]string{m("wizard"): {m("qemu/workload")}}, 1},
 		{"the wizard on pairing and the site config", map[string][]string{m("wizard"): {m("pairing"), m("site"), m("image/manifest"), m("internal/tomlpos")}}, 0},
+		{"the inventory on PID 1", map[string][]string{m("inventory"): {m("wizard"), m("init")}}, 1},
+		{"the inventory on the wizard's types and the disks", map[string][]string{m("inventory"): {m("wizard"), m("services/disks"), m("services/network")}}, 0},
 		{"site on its helpers", map[string][]string{m("site"): {m("internal/tomlpos"), m("image/manifest"), "os"}}, 0},
 		{"PID 1 on the HA supervisor", map[string][]string{m("init"): {m("ha/supervisor"), m("services/stack")}}, 0},
 		{"a name that only starts alike", map[string][]string{m("services/x"): {m("initramfs")}}, 0},

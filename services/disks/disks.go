@@ -25,7 +25,8 @@
 // a disk that is not found is reported with every identity of every disk
 // present, so the operator can copy the right one.
 //
-// Nothing here writes to a disk.
+// Nothing here writes to a disk except Wipe (wipe.go), which the
+// operator asks for by serial number.
 package disks
 
 import (
@@ -62,10 +63,16 @@ func (d Disk) String() string {
 	return fmt.Sprintf("%s (%s)", d.Name, strings.Join(d.IDs, ", "))
 }
 
-// Finder reads sysfs. The zero value reads the real /sys and /dev.
+// Finder reads sysfs. The zero value reads the real /sys, /dev and /proc.
 type Finder struct {
-	SysRoot string // default "/sys"; tests point it at a fake tree
-	DevDir  string // default "/dev"
+	SysRoot  string // default "/sys"; tests point it at a fake tree
+	DevDir   string // default "/dev"
+	ProcRoot string // default "/proc": self/mountinfo and mdstat, for Usage
+
+	// sameNode checks that an opened device node is the disk sysfs
+	// describes ("dev", major:minor); nil is the real check. Tests with
+	// image files replace it.
+	sameNode func(fd *os.File, path, dev string) error
 }
 
 func (f Finder) sys() string {
@@ -73,6 +80,13 @@ func (f Finder) sys() string {
 		return "/sys"
 	}
 	return f.SysRoot
+}
+
+func (f Finder) proc() string {
+	if f.ProcRoot == "" {
+		return "/proc"
+	}
+	return f.ProcRoot
 }
 
 func (f Finder) dev() string {
