@@ -177,8 +177,8 @@ func TestHostileHostOnManagementNetwork(t *testing.T) {
 	wcancel()
 	if err != nil {
 		// Its HA lines since the kill say what it waited for.
-		t.Fatalf("head-a did not take over within 2 minutes of the kill: %v\nhead-a since the kill:\n%s\nhead-a: %s",
-			err, lastLines(a.Console.Text()[mark:], 60), guest(t, ctx, a, "tandem", "status"))
+		t.Fatalf("head-a did not take over within 2 minutes of the kill: %v\nhead-a since the kill:\n%s\nhead-a: %s\nthe witness's last words:\n%s",
+			err, lastLines(a.Console.Text()[mark:], 60), guest(t, ctx, a, "tandem", "status"), lastLines(witnessLog(t, ctx, client), 40))
 	}
 	took := time.Since(killed)
 	// Without an attacker a takeover takes the dead time, the takeover
