@@ -28,6 +28,17 @@ var (
 	ErrCodeUsed    = errors.New("the setup code was already used: this head is paired")
 )
 
+// WrongCodeError is a wrong code that did not burn it yet: Left more
+// wrong attempts (typed or pairing sessions) burn it. It matches
+// ErrWrongCode.
+type WrongCodeError struct{ Left int }
+
+func (e *WrongCodeError) Error() string {
+	return fmt.Sprintf("%v (%d more wrong attempts burn the code)", ErrWrongCode, e.Left)
+}
+
+func (e *WrongCodeError) Is(target error) bool { return target == ErrWrongCode }
+
 // CodeOptions configure Codes; the zero value is the product's
 // behaviour.
 type CodeOptions struct {
@@ -126,7 +137,7 @@ func (c *Codes) Check(code string) error {
 	renewed, err := c.renewIfExpiredLocked()
 	if err == nil && subtle.ConstantTimeCompare([]byte(typed), []byte(c.code)) != 1 {
 		c.wrong++
-		err = ErrWrongCode
+		err = &WrongCodeError{Left: c.opts.MaxAttempts - c.wrong}
 		if c.wrong >= c.opts.MaxAttempts {
 			if err = c.issueLocked(); err == nil {
 				renewed, err = true, ErrCodeBurned

@@ -59,22 +59,29 @@ func TestCheck(t *testing.T) {
 		typed   string
 		want    error
 		issued  int // codes issued so far
+		left    int // wrong attempts left, for a wrong code
 	}{
-		{"right", 0, "3141-5926", nil, 1},
-		{"right again: not used up by the wizard", 0, "31415926", nil, 1},
-		{"malformed: not counted", 0, "1234", ErrCodeFormat, 1},
-		{"wrong 1", 0, "00000001", ErrWrongCode, 1},
-		{"wrong 2", 0, "00000002", ErrWrongCode, 1},
-		{"wrong 3", 0, "00000003", ErrWrongCode, 1},
-		{"wrong 4", 0, "00000004", ErrWrongCode, 1},
-		{"wrong 5 burns", 0, "00000005", ErrCodeBurned, 2},
-		{"the burned code", 0, "31415926", ErrWrongCode, 2},
-		{"expired", DefaultCodeTTL, "31415926", ErrCodeExpired, 3},
+		{"right", 0, "3141-5926", nil, 1, 0},
+		{"right again: not used up by the wizard", 0, "31415926", nil, 1, 0},
+		{"malformed: not counted", 0, "1234", ErrCodeFormat, 1, 0},
+		{"wrong 1", 0, "00000001", ErrWrongCode, 1, 4},
+		{"wrong 2", 0, "00000002", ErrWrongCode, 1, 3},
+		{"wrong 3", 0, "00000003", ErrWrongCode, 1, 2},
+		{"wrong 4", 0, "00000004", ErrWrongCode, 1, 1},
+		{"wrong 5 burns", 0, "00000005", ErrCodeBurned, 2, 0},
+		{"the burned code", 0, "31415926", ErrWrongCode, 2, 4},
+		{"expired", DefaultCodeTTL, "31415926", ErrCodeExpired, 3, 0},
 	}
 	for _, s := range steps {
 		clk.advance(s.advance)
-		if err := codes.Check(s.typed); !errors.Is(err, s.want) {
+		err := codes.Check(s.typed)
+		if !errors.Is(err, s.want) {
 			t.Errorf("%s: %v, want %v", s.name, err, s.want)
+		}
+		// A wrong code says how many more burn it.
+		var wc *WrongCodeError
+		if errors.As(err, &wc) != (s.left > 0) || (wc != nil && wc.Left != s.left) {
+			t.Errorf("%s: %#v, want %d attempts left", s.name, err, s.left)
 		}
 		if n := len(ann.list()); n != s.issued {
 			t.Errorf("%s: %d codes issued, want %d", s.name, n, s.issued)

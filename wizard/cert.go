@@ -153,6 +153,26 @@ func FormatFingerprint(fp []byte) string {
 	return b.String()
 }
 
+// ParseFingerprint reads a certificate fingerprint as an operator copies
+// it: 64 hex digits, in any case, grouped by spaces or colons as the
+// console and browsers show them, optionally after "SHA-256" or
+// "sha256:".
+func ParseFingerprint(s string) ([]byte, error) {
+	t := strings.TrimSpace(s)
+	for _, p := range []string{"SHA-256", "SHA256", "sha-256", "sha256"} {
+		if rest, ok := strings.CutPrefix(t, p); ok {
+			t = strings.TrimLeft(rest, ": ")
+			break
+		}
+	}
+	t = strings.NewReplacer(" ", "", ":", "", "\t", "").Replace(t)
+	fp, err := hex.DecodeString(t)
+	if err != nil || len(fp) != sha256.Size {
+		return nil, fmt.Errorf("%q is not a SHA-256 certificate fingerprint (64 hex digits, as the head's console shows it)", s)
+	}
+	return fp, nil
+}
+
 // certFingerprint is the SHA-256 of a certificate's DER.
 func certFingerprint(der []byte) []byte {
 	fp := sha256.Sum256(der)

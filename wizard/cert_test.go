@@ -3,9 +3,11 @@ package wizard
 import (
 	"bytes"
 	"crypto/x509"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,4 +73,41 @@ func TestFormatFingerprint(t *testing.T) {
 	if len(lines) != 5 || len(lines[3]) < 40 || lines[4][len(lines[4])-4:] != got[len(got)-4:] {
 		t.Errorf("console lines:\n%q", lines)
 	}
+}
+
+func TestParseFingerprint(t *testing.T) {
+	fp := make([]byte, 32)
+	for i := range fp {
+		fp[i] = byte(i*7 + 1)
+	}
+	shown := FormatFingerprint(fp)
+	colons := strings.ReplaceAll(strings.ToLower(hexColons(fp)), " ", "")
+	tests := []struct {
+		in string
+		ok bool
+	}{
+		{shown, true},
+		{"SHA-256 " + shown, true},
+		{"sha256:" + strings.ReplaceAll(shown, " ", ""), true},
+		{colons, true},
+		{"  " + strings.ToLower(shown) + "\n", true},
+		{shown[:len(shown)-1], false}, // a digit short
+		{shown + "0", false},          // a digit too many
+		{strings.Replace(shown, "0", "G", 1), false},
+		{"", false},
+	}
+	for _, tc := range tests {
+		got, err := ParseFingerprint(tc.in)
+		if tc.ok != (err == nil) || (tc.ok && !bytes.Equal(got, fp)) {
+			t.Errorf("ParseFingerprint(%q) = %x, %v; want ok %v", tc.in, got, err, tc.ok)
+		}
+	}
+}
+
+func hexColons(b []byte) string {
+	var parts []string
+	for _, x := range b {
+		parts = append(parts, fmt.Sprintf("%02X", x))
+	}
+	return strings.Join(parts, ":")
 }

@@ -202,6 +202,80 @@ func validate(in *siteInput, key []byte) ([]byte, fieldErrors, error) {
 	return cfg, fe, nil
 }
 
+// hwChoice is what the operator chose on one head: from the hardware
+// page, or from the node's [[node]] in a tandem pair template.
+type hwChoice struct {
+	Mgmt    string   // the management NIC: name, or MAC from a template
+	Links   []string // replication NICs: names or MACs
+	Disks   []string // serials
+	Confirm []string // serials whose data may be destroyed
+}
+
+// hwProblem is one choice a head's inventory does not back. Index is
+// the link's or disk's place in the choice.
+type hwProblem struct {
+	Kind      hwProblemKind
+	Index     int
+	Name      string // what was chosen
+	Signature string // probData: what the disk holds
+}
+
+type hwProblemKind int
+
+const (
+	probNoMgmt hwProblemKind = iota // no management NIC chosen
+	probNoNIC                       // no such NIC on this head
+	probNoDisk                      // no such disk on this head
+	probSystem                      // the disk the head boots from
+	probData                        // holds data, destruction not confirmed
+)
+
+// pick checks one head's hardware choices against its inventory, for
+// the hardware page and tandem pair alike: the NICs and disks must be
+// this head's, never its system disk, and a disk that holds data is
+// taken only with its destruction confirmed. It returns the NICs by
+// name, the disks and the confirmed ones among them.
+func (hw Hardware) pick(c hwChoice) (mgmt string, links, disks, destroy []string, probs []hwProblem) {
+	if c.Mgmt == "" {
+		probs = append(probs, hwProblem{Kind: probNoMgmt})
+	} else if n, ok := hw.nicByNameOrMAC(c.Mgmt); ok {
+		mgmt = n.Name
+	} else {
+		probs = append(probs, hwProblem{Kind: probNoNIC, Index: -1, Name: c.Mgmt})
+	}
+	for i, l := range c.Links {
+		n, ok := hw.nicByNameOrMAC(l)
+		switch {
+		case !ok:
+			probs = append(probs, hwProblem{Kind: probNoNIC, Index: i, Name: l})
+		case !slices.Contains(links, n.Name):
+			links = append(links, n.Name)
+		}
+	}
+	for i, s := range c.Disks {
+		d, ok := hw.disk(s)
+		switch {
+		case !ok:
+			probs = append(probs, hwProblem{Kind: probNoDisk, Index: i, Name: s})
+			continue
+		case d.System:
+			probs = append(probs, hwProblem{Kind: probSystem, Index: i, Name: s})
+			continue
+		case slices.Contains(disks, s):
+			continue
+		}
+		disks = append(disks, s)
+		if d.Signature != "" {
+			if slices.Contains(c.Confirm, s) {
+				destroy = append(destroy, s)
+			} else {
+				probs = append(probs, hwProblem{Kind: probData, Index: i, Name: s, Signature: d.Signature})
+			}
+		}
+	}
+	return mgmt, links, disks, destroy, probs
+}
+
 // hardwareForm reads the hardware page into in; the errors are the
 // hardware page's own (a management NIC chosen, data disks confirmed).
 func hardwareForm(r *http.Request, in *siteInput, hw [2]Hardware) fieldErrors {
@@ -209,34 +283,23 @@ func hardwareForm(r *http.Request, in *siteInput, hw [2]Hardware) fieldErrors {
 	for h := range 2 {
 		hs := strconv.Itoa(h)
 		n := &in.Nodes[h]
-		n.MgmtNIC = r.PostFormValue("mgmt" + hs)
+		var probs []hwProblem
+		n.MgmtNIC, n.Links, n.Disks, n.Destroy, probs = hw[h].pick(hwChoice{
+			Mgmt: r.PostFormValue("mgmt" + hs), Links: r.PostForm["repl"+hs],
+			Disks: r.PostForm["disk"+hs], Confirm: r.PostForm["destroy"+hs]})
+		n.MgmtMAC = ""
 		if c, ok := hw[h].nic(n.MgmtNIC); ok {
 			n.MgmtMAC = c.MAC
-		} else {
-			n.MgmtNIC, n.MgmtMAC = "", ""
-			fe.add("hw"+hs+".mgmt", "choose the management interface")
 		}
-		n.Links = nil
-		for _, l := range r.PostForm["repl"+hs] {
-			if _, ok := hw[h].nic(l); ok && !slices.Contains(n.Links, l) {
-				n.Links = append(n.Links, l)
+		for _, p := range probs {
+			switch {
+			case p.Kind == probData:
+				fe.add("hw"+hs+".disk:"+p.Name, fmt.Sprintf("holds data (%s): tick \"Destroy the data on %s\" to use it", p.Signature, p.Name))
+			case p.Kind == probNoMgmt, p.Kind == probNoNIC && p.Index < 0:
+				fe.add("hw"+hs+".mgmt", "choose the management interface")
 			}
-		}
-		confirmed := r.PostForm["destroy"+hs]
-		n.Disks, n.Destroy = nil, nil
-		for _, s := range r.PostForm["disk"+hs] {
-			d, ok := hw[h].disk(s)
-			if !ok || d.System || slices.Contains(n.Disks, s) {
-				continue
-			}
-			n.Disks = append(n.Disks, s)
-			if d.Signature != "" {
-				if slices.Contains(confirmed, s) {
-					n.Destroy = append(n.Destroy, s)
-				} else {
-					fe.add("hw"+hs+".disk:"+s, fmt.Sprintf("holds data (%s): tick \"Destroy the data on %s\" to use it", d.Signature, s))
-				}
-			}
+			// The page offers only this head's NICs and disks: others
+			// come from a stale or forged form and are dropped.
 		}
 	}
 	return fe

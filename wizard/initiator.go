@@ -9,9 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -73,29 +70,25 @@ func (ini *initiatorState) cancel(ctx context.Context, cause error) {
 	ini.client.close()
 }
 
+// errNoPeer: nothing answers as a Tandem head's wizard at the address.
+var errNoPeer = errors.New("no Tandem head answers")
+
 // lookupPeer checks a peer the operator typed an address for: its
 // wizard must answer, run this head's image and be free; its certificate
-// is pinned from this first contact on.
-func (w *Wizard) lookupPeer(ctx context.Context, addr string) (Peer, error) {
-	host, port, err := net.SplitHostPort(addr)
+// is pinned from this first contact on. A pin (tandem pair's
+// --peer-fingerprint) must match it already at this first contact.
+func (w *Wizard) lookupPeer(ctx context.Context, addr string, pin []byte) (Peer, error) {
+	addr, err := NormalizeAddr(addr)
 	if err != nil {
-		host, port = addr, "443"
+		return Peer{}, err
 	}
-	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
-	if err != nil {
-		return Peer{}, fmt.Errorf("%q is not an IP address", host)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return Peer{}, fmt.Errorf("%q is not a port", port)
-	}
-	addr = net.JoinHostPort(ip.Unmap().String(), port)
-	c := w.newPeerClient(addr, nil)
+	c := w.newPeerClient(addr, pin)
 	defer c.close()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	pi, err := c.info(ctx)
 	if err != nil {
-		return Peer{}, fmt.Errorf("no Tandem head answers at %s: %w", addr, err)
+		return Peer{}, fmt.Errorf("%w at %s: %w", errNoPeer, addr, err)
 	}
 	if pi.ID == w.id.ID {
 		return Peer{}, fmt.Errorf("%s is this head", addr)

@@ -95,6 +95,16 @@ func (h Hardware) disk(serial string) (Disk, bool) {
 	return Disk{}, false
 }
 
+// nicByNameOrMAC finds a NIC as a site config names it.
+func (h Hardware) nicByNameOrMAC(s string) (NIC, bool) {
+	for _, n := range h.NICs {
+		if n.Name == s || (n.MAC != "" && strings.EqualFold(n.MAC, s)) {
+			return n, true
+		}
+	}
+	return NIC{}, false
+}
+
 func (h Hardware) nic(name string) (NIC, bool) {
 	for _, n := range h.NICs {
 		if n.Name == name {

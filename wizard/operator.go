@@ -29,6 +29,10 @@ type opSession struct {
 	created time.Time
 	last    time.Time
 	remote  string
+	// bearer: a tandem pair session (api.go), whose token comes in the
+	// Authorization header and never in a cookie; a browser's comes
+	// only in the cookie.
+	bearer bool
 }
 
 func (s *opSession) expired(now time.Time, idle time.Duration) bool {
@@ -73,7 +77,7 @@ func (w *Wizard) operator(r *http.Request) (*opSession, sessionState) {
 		return nil, noSession
 	}
 	c, err := r.Cookie(sessionCookie)
-	if err != nil || !equalToken(c.Value, w.op.token) {
+	if err != nil || w.op.bearer || !equalToken(c.Value, w.op.token) {
 		return nil, otherSession
 	}
 	w.op.last = now
@@ -83,19 +87,29 @@ func (w *Wizard) operator(r *http.Request) (*opSession, sessionState) {
 // startSession makes a new session after the right code; the previous
 // one, if any, expired (otherwise the code form was not shown).
 func (w *Wizard) startSession(rw http.ResponseWriter, r *http.Request) bool {
+	s := w.newSession(r, false)
+	if s == nil {
+		return false
+	}
+	setCookie(rw, sessionCookie, s.token, 0)
+	setCookie(rw, loginCookie, "", -1)
+	return true
+}
+
+// newSession makes the one operator session, for a browser or for
+// tandem pair (bearer); nil while another one lasts.
+func (w *Wizard) newSession(r *http.Request, bearer bool) *opSession {
 	now := w.opts.Now()
-	s := &opSession{token: randomToken(), csrf: randomToken(), created: now, last: now, remote: remoteIP(r)}
+	s := &opSession{token: randomToken(), csrf: randomToken(), created: now, last: now, remote: remoteIP(r), bearer: bearer}
 	w.mu.Lock()
 	if w.op != nil && !w.op.expired(now, w.opts.SessionIdle) {
 		w.mu.Unlock()
-		return false
+		return nil
 	}
 	w.op = s
 	w.mu.Unlock()
-	setCookie(rw, sessionCookie, s.token, 0)
-	setCookie(rw, loginCookie, "", -1)
-	w.log.Info("wizard: operator signed in", "remote", s.remote)
-	return true
+	w.log.Info("wizard: operator signed in", "remote", s.remote, "tandem_pair", bearer)
+	return s
 }
 
 func (w *Wizard) endSession(rw http.ResponseWriter, s *opSession) {

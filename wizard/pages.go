@@ -168,21 +168,39 @@ func (w *Wizard) page(h func(http.ResponseWriter, *http.Request, *opSession)) ht
 
 func (w *Wizard) otherSessionPage(rw http.ResponseWriter) {
 	w.mu.Lock()
-	since, remote := time.Time{}, ""
+	since, remote, who := time.Time{}, "", "another browser"
 	if w.op != nil {
 		since, remote = w.op.created, w.op.remote
+		if w.op.bearer {
+			who = "tandem pair"
+		}
 	}
 	w.mu.Unlock()
 	w.message(rw, http.StatusConflict, "Another session is in progress", nil, messageView{
 		Heading: "Another session is in progress",
-		Text: fmt.Sprintf("This head is being set up from another browser (%s, signed in at %s). "+
+		Text: fmt.Sprintf("This head is being set up from %s (%s, signed in at %s). "+
 			"Only one browser can set up a head at a time. Continue in that browser, or wait: a session idle for %s ends, and you can sign in with the setup code then.",
-			remote, since.Format("15:04"), w.opts.SessionIdle.Round(time.Minute)),
+			who, remote, since.Format("15:04"), w.opts.SessionIdle.Round(time.Minute)),
 		Link: "/login", LinkText: "Try again"})
 }
 
 // headGone answers pages while the head is not the operator's to set up.
 func (w *Wizard) headGone(rw http.ResponseWriter, s *opSession) bool {
+	m, configured, gone := w.gone()
+	switch {
+	case gone && configured:
+		w.message(rw, http.StatusOK, "Configured", s, m)
+	case gone:
+		m.Link, m.LinkText = "/", "Refresh"
+		w.message(rw, http.StatusOK, "Being paired", s, m)
+	}
+	return gone
+}
+
+// gone says why the head is not the operator's to set up, for the pages
+// and tandem pair alike: it is configured (and was not set up from
+// here), or another head is pairing it.
+func (w *Wizard) gone() (m messageView, configured, gone bool) {
 	w.mu.Lock()
 	p, active, ini := w.phase, w.active, w.ini
 	peerID := ""
@@ -192,16 +210,13 @@ func (w *Wizard) headGone(rw http.ResponseWriter, s *opSession) bool {
 	w.mu.Unlock()
 	switch {
 	case p == phaseConfigured && ini == nil:
-		w.message(rw, http.StatusOK, "Configured", s, messageView{Heading: "This head is configured",
-			Text: "It has its site config and starts as part of its pair. The setup code no longer works."})
-		return true
+		return messageView{Heading: "This head is configured",
+			Text: "It has its site config and starts as part of its pair. The setup code no longer works."}, true, true
 	case p == phaseResponding && active != nil:
-		w.message(rw, http.StatusOK, "Being paired", s, messageView{Heading: "This head is being set up from the other head",
-			Text: fmt.Sprintf("Head %s (%s) paired with this head and finishes the setup for both. Continue in that head's wizard.", short(peerID), remoteHost(active.remote)),
-			Link: "/", LinkText: "Refresh"})
-		return true
+		return messageView{Heading: "This head is being set up from the other head",
+			Text: fmt.Sprintf("Head %s (%s) paired with this head and finishes the setup for both. Continue in that head's wizard.", short(peerID), remoteHost(active.remote))}, false, true
 	}
-	return false
+	return messageView{}, false, false
 }
 
 func short(id string) string { return id[:min(8, len(id))] }
@@ -390,7 +405,7 @@ func (w *Wizard) postPeers(rw http.ResponseWriter, r *http.Request, s *opSession
 	} else {
 		addr := strings.TrimSpace(r.PostFormValue("addr"))
 		var err error
-		if p, err = w.lookupPeer(r.Context(), addr); err != nil {
+		if p, err = w.lookupPeer(r.Context(), addr, nil); err != nil {
 			w.renderPeers(rw, http.StatusOK, s, addr, explain(err), "")
 			return
 		}
@@ -771,12 +786,19 @@ func (w *Wizard) getSummary(rw http.ResponseWriter, r *http.Request, s *opSessio
 		http.Redirect(rw, r, "/", http.StatusSeeOther)
 		return
 	}
-	if sv.In.Witness != "ping" {
-		sv.Command = "tandem witness --config witness.toml --init"
-	}
+	sv.Command = witnessCommand(sv.In)
 	v := w.view("Done", stepDone, s)
 	v.Data = sv
 	w.render(rw, http.StatusOK, "summary", v)
+}
+
+// witnessCommand starts the witness on the third host, if the pair has
+// one (not a ping target).
+func witnessCommand(in siteInput) string {
+	if in.Witness == "ping" {
+		return ""
+	}
+	return "tandem witness --config witness.toml --init"
 }
 
 // getSiteTOML is the operator's copy of the site config, without the

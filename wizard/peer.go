@@ -82,10 +82,19 @@ func (c *peerClient) verify(cs tls.ConnectionState) error {
 		return nil
 	}
 	if !hmac.Equal(fp, c.pin) {
-		return fmt.Errorf("%w (it shows %s)", errFingerprint, FormatFingerprint(fp))
+		return &fingerprintError{seen: fp}
 	}
 	return nil
 }
+
+// fingerprintError is errFingerprint with the certificate seen instead.
+type fingerprintError struct{ seen []byte }
+
+func (e *fingerprintError) Error() string {
+	return fmt.Sprintf("%v (it shows %s)", errFingerprint, FormatFingerprint(e.seen))
+}
+
+func (e *fingerprintError) Unwrap() error { return errFingerprint }
 
 func (c *peerClient) fingerprint() []byte {
 	c.mu.Lock()

@@ -10,12 +10,13 @@ import (
 	"time"
 )
 
-// newServer builds the HTTPS server: the operator's pages and the
-// head-to-head pairing endpoints on one port.
+// newServer builds the HTTPS server: the operator's pages, tandem pair's
+// API and the head-to-head pairing endpoints on one port.
 func (w *Wizard) newServer() *http.Server {
 	mux := http.NewServeMux()
 	w.routePairing(mux)
 	w.routePages(mux)
+	w.routeAPI(mux)
 	return &http.Server{
 		Handler:           securityHeaders(mux),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -25,6 +25,7 @@ var commands = []command{
 	{"boot", "boot an image in QEMU with its console on this terminal", runBoot},
 	{"lab", "boot a QEMU lab (node, pair, full) and inject faults into it", runLab},
 	{"validate", "check a site.toml", runValidate},
+	{"pair", "pair two unconfigured heads and give them a site.toml (the first-boot wizard, from a terminal)", runPair},
 	{"status", "show this node's state and services (on a node)", runStatus},
 	{"poweroff", "stop the services top-down and power this node off", runPoweroff},
 	{"reboot", "stop the services top-down and reboot this node", runReboot},
