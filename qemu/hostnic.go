@@ -74,11 +74,15 @@ func newSegNS(name string, hub netip.AddrPort, port int, mac net.HardwareAddr, a
 	}
 	ch := make(chan made, 1)
 	go func() {
-		// Never unlocked: the thread leaves the host's namespace for good
-		// and ends with this goroutine, so no other goroutine runs on it.
-		runtime.LockOSThread()
-		nsfd, tap, err := makeTapNS(mac, addr)
-		ch <- made{nsfd, tap, err}
+		var m made
+		err := onThread(func() error {
+			m.nsfd, m.tap, m.err = makeTapNS(mac, addr)
+			return nil
+		})
+		if m.err == nil {
+			m.err = err
+		}
+		ch <- m
 	}()
 	m := <-ch
 	if m.err != nil {
@@ -90,6 +94,27 @@ func newSegNS(name string, hub netip.AddrPort, port int, mac net.HardwareAddr, a
 	go s.hubToTap()
 	log.Info("lab host port up", "member", name, "addr", addr, "mac", mac.String(), "udp", conn.LocalAddr().String())
 	return s, nil
+}
+
+// onThread runs f on a locked OS thread that f may move into another
+// network namespace, and moves the thread back before it serves other
+// goroutines. A thread must not just end instead: QEMU runs with
+// Pdeathsig, which the kernel sends when the *thread* that started it
+// exits, and Go starts children from whatever thread it is on. Only if
+// the way back fails does the thread end (locked) with its goroutine.
+func onThread(f func() error) error {
+	runtime.LockOSThread()
+	home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("this thread's network namespace: %w", err)
+	}
+	defer unix.Close(home)
+	ferr := f()
+	if err := unix.Setns(home, unix.CLONE_NEWNET); err == nil {
+		runtime.UnlockOSThread()
+	}
+	return ferr
 }
 
 // makeTapNS runs on a locked thread that it moves into a new network
@@ -213,22 +238,19 @@ func (s *segNS) hubToTap() {
 func (s *segNS) inside(f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		// Never unlocked: the thread stays in the lab's namespace and dies
-		// with this goroutine.
-		runtime.LockOSThread()
-		s.mu.Lock()
-		if s.closed {
+		errc <- onThread(func() error {
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				return fmt.Errorf("qemu: %s port: %w", s.name, net.ErrClosed)
+			}
+			err := unix.Setns(s.nsfd, unix.CLONE_NEWNET)
 			s.mu.Unlock()
-			errc <- fmt.Errorf("qemu: %s port: %w", s.name, net.ErrClosed)
-			return
-		}
-		err := unix.Setns(s.nsfd, unix.CLONE_NEWNET)
-		s.mu.Unlock()
-		if err != nil {
-			errc <- fmt.Errorf("qemu: %s port: join namespace: %w", s.name, err)
-			return
-		}
-		errc <- f()
+			if err != nil {
+				return fmt.Errorf("qemu: %s port: join namespace: %w", s.name, err)
+			}
+			return f()
+		})
 	}()
 	return <-errc
 }

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -333,4 +335,56 @@ func TestHostNICNeedsRoot(t *testing.T) {
 		t.Errorf("NewLab without root: %v, want an error about the host port needing root", err)
 	}
 	t.Log(err)
+}
+
+// A thread that joined the lab's namespace goes back to the host's and
+// on serving goroutines: had it ended instead, a QEMU started from it
+// (Pdeathsig) would have died with it, as whole lab VMs once did.
+func TestHostNICThreadsLive(t *testing.T) {
+	l, _ := segmentLab(t)
+	done := make(chan *exec.Cmd)
+	go func() {
+		// The child and the namespace work share this thread.
+		runtime.LockOSThread()
+		child := exec.Command("sleep", "30")
+		child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := child.Start(); err != nil {
+			t.Error(err)
+		}
+		if err := onThread(func() error { return unix.Setns(l.host.nsfd, unix.CLONE_NEWNET) }); err != nil {
+			t.Error(err)
+		}
+		runtime.UnlockOSThread()
+		done <- child
+	}()
+	child := <-done
+	defer child.Process.Kill()
+	// Dials and listens in the namespace, on whatever threads.
+	for range 20 {
+		if c, err := l.host.DialContext(context.Background(), "tcp4", "10.0.0.20:1"); err == nil {
+			c.Close()
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := child.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the child of the thread that joined the namespace died: %v", err)
+	}
+	self, _ := os.Readlink("/proc/self/ns/net")
+	for _, task := range mustTasks(t) {
+		if ns, _ := os.Readlink("/proc/self/task/" + task + "/ns/net"); ns != self {
+			t.Errorf("thread %s is left in namespace %s", task, ns)
+		}
+	}
+}
+
+func mustTasks(t *testing.T) []string {
+	entries, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.Name())
+	}
+	return ids
 }
