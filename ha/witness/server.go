@@ -66,6 +66,9 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+
 	"tandem.dev/tandem/ha"
 )
 
@@ -293,20 +296,51 @@ func (s *Server) setWriterLocked(node string, boot ID) error {
 }
 
 // ListenAndServe listens on addr (host:port, UDP) and serves until ctx
-// ends.
+// ends. With no host it serves IPv4 and IPv6 on two sockets, so that each
+// answers from the address a request came to.
 func ListenAndServe(ctx context.Context, addr string, cfg Config) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("witness: listen address %q: %w", addr, err)
+	}
 	// Bind first: a witness that cannot serve must not have created its
 	// state file (InitState) on the way.
-	conn, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return fmt.Errorf("witness: %w", err)
+	var conns []net.PacketConn
+	if host == "" {
+		for _, nw := range []string{"udp4", "udp6"} {
+			c, err := net.ListenPacket(nw, net.JoinHostPort("", port))
+			if err != nil && nw == "udp4" {
+				return fmt.Errorf("witness: %w", err)
+			}
+			if err == nil { // a host without IPv6 serves IPv4 alone
+				conns = append(conns, c)
+			}
+		}
+	} else {
+		c, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return fmt.Errorf("witness: %w", err)
+		}
+		conns = append(conns, c)
 	}
 	s, err := NewServer(cfg)
 	if err != nil {
-		conn.Close()
+		for _, c := range conns {
+			c.Close()
+		}
 		return err
 	}
-	return s.Serve(ctx, conn)
+	if len(conns) == 1 {
+		return s.Serve(ctx, conns[0])
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- serveDatagrams(ctx, conns[1], s.Handle, s.log) }()
+	err = s.Serve(ctx, conns[0])
+	cancel()
+	conns[1].Close()
+	return errors.Join(err, <-errc)
 }
 
 // Serve answers requests on conn until ctx ends; it closes conn and
@@ -333,9 +367,21 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			}
 		}
 	}()
+	return serveDatagrams(ctx, conn, s.Handle, s.log)
+}
+
+// serveDatagrams answers each datagram on conn with handle's reply, from
+// the address the request was sent to: a witness host with two addresses
+// on the heads' subnet would otherwise answer from its primary one, and
+// a head, whose socket is connected to the witness address, never sees
+// that answer.
+func serveDatagrams(ctx context.Context, conn net.PacketConn, handle func([]byte, string) []byte, log *slog.Logger) error {
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	rw := newReplier(conn)
 	buf := make([]byte, MaxMessage+1)
 	for {
-		n, from, err := conn.ReadFrom(buf)
+		n, from, to, err := rw.read(buf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -343,15 +389,74 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			if errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("witness: %w", err)
 			}
-			s.log.Debug("witness: read", "err", err)
+			log.Debug("witness: read", "err", err)
 			continue
 		}
-		if out := s.Handle(buf[:n], from.String()); out != nil {
-			if _, err := conn.WriteTo(out, from); err != nil {
-				s.log.Debug("witness: reply", "to", from.String(), "err", err)
+		if out := handle(buf[:n], from.String()); out != nil {
+			if err := rw.write(out, from, to); err != nil {
+				log.Debug("witness: reply", "to", from.String(), "err", err)
 			}
 		}
 	}
+}
+
+// replier reads a datagram with the address it was sent to and answers
+// from that address (IP_PKTINFO, IPV6_PKTINFO), where the socket allows.
+type replier struct {
+	conn net.PacketConn
+	v4   *ipv4.PacketConn
+	v6   *ipv6.PacketConn
+}
+
+func newReplier(conn net.PacketConn) *replier {
+	r := &replier{conn: conn}
+	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		if a.IP.To4() != nil {
+			if p := ipv4.NewPacketConn(conn); p.SetControlMessage(ipv4.FlagDst, true) == nil {
+				r.v4 = p
+			}
+		} else if p := ipv6.NewPacketConn(conn); p.SetControlMessage(ipv6.FlagDst, true) == nil {
+			r.v6 = p
+		}
+	}
+	return r
+}
+
+func (r *replier) read(b []byte) (n int, from net.Addr, to net.IP, err error) {
+	switch {
+	case r.v4 != nil:
+		var cm *ipv4.ControlMessage
+		n, cm, from, err = r.v4.ReadFrom(b)
+		if cm != nil {
+			to = cm.Dst
+		}
+	case r.v6 != nil:
+		var cm *ipv6.ControlMessage
+		n, cm, from, err = r.v6.ReadFrom(b)
+		if cm != nil {
+			to = cm.Dst
+		}
+	default:
+		n, from, err = r.conn.ReadFrom(b)
+	}
+	return n, from, to, err
+}
+
+func (r *replier) write(b []byte, to net.Addr, src net.IP) error {
+	// Only a unicast address of ours can be a source.
+	if src == nil || !src.IsGlobalUnicast() && !src.IsLoopback() && !src.IsLinkLocalUnicast() || src.Equal(net.IPv4bcast) {
+		src = nil
+	}
+	var err error
+	switch {
+	case r.v4 != nil && src != nil:
+		_, err = r.v4.WriteTo(b, &ipv4.ControlMessage{Src: src}, to)
+	case r.v6 != nil && src != nil:
+		_, err = r.v6.WriteTo(b, &ipv6.ControlMessage{Src: src}, to)
+	default:
+		_, err = r.conn.WriteTo(b, to)
+	}
+	return err
 }
 
 // Handle answers one request datagram from the named address; nil means
