@@ -62,8 +62,10 @@ func (b *Boot) afterRoot() error {
 	case errors.Is(err, errUnconfigured):
 		b.setState(status.Unconfigured, err)
 		b.Log.Warn("UNCONFIGURED: no site.toml on the state partition or on " + cfgLabel +
-			"; waiting for the pairing wizard (not yet implemented), or drop site.toml on " + cfgLabel + " and reboot")
-		b.Idle()
+			"; starting the pairing wizard (or drop site.toml on " + cfgLabel + " and reboot)")
+		if err = b.awaitPairing(stepsFrom(steps, "site config")); err == nil || errors.Is(err, errStopping) {
+			b.Idle()
+		}
 	}
 	// Maintenance: keep the management network reachable for diagnosis,
 	// in the background so the reason reaches the console first.

@@ -15,13 +15,16 @@ import (
 //  1. MAC: a node whose management.mac, or a replication link given as a
 //     MAC, is a NIC of this machine. Hardware identity; the way for real
 //     heads.
-//  2. tandem.node=NAME on the kernel command line: an explicit override
+//  2. The pairing: the wizard's site config names the head ID this head
+//     keeps on its state partition since its first boot. It must agree
+//     with a MAC match if there is one.
+//  3. tandem.node=NAME on the kernel command line: an explicit override
 //     (direct kernel boot in the lab, or a field fix). It must agree with
 //     a MAC match if there is one.
-//  3. The SMBIOS system serial number equal to a node name: the lab's
+//  4. The SMBIOS system serial number equal to a node name: the lab's
 //     OVMF boots set it with -smbios type=1,serial=head-a, because the
 //     boot entries of the image are fixed.
-//  4. Interface names: exactly one node whose management interface and
+//  5. Interface names: exactly one node whose management interface and
 //     replication links all exist here. In the lab both nodes say eth0,
 //     so this rarely decides.
 //
@@ -31,6 +34,7 @@ import (
 // nodeHints is what identify looks at.
 type nodeHints struct {
 	Links     []network.LocalLink
+	Paired    string // the node the pairing wizard made this head
 	Cmdline   string
 	DMISerial string
 }
@@ -66,7 +70,16 @@ func identify(nodes []site.Node, h nodeHints) (name, how string, err error) {
 		if h.Cmdline != "" && h.Cmdline != name {
 			return "", "", fmt.Errorf("tandem.node=%s on the kernel command line, but this head has the NIC of node %s", h.Cmdline, macMatches[0])
 		}
+		if h.Paired != "" && h.Paired != name {
+			return "", "", fmt.Errorf("the pairing made this head node %s, but it has the NIC of node %s", h.Paired, macMatches[0])
+		}
 		return name, "mac " + mac, nil
+	}
+	if h.Paired != "" && byName(h.Paired) {
+		if h.Cmdline != "" && h.Cmdline != h.Paired {
+			return "", "", fmt.Errorf("tandem.node=%s on the kernel command line, but the pairing made this head node %s", h.Cmdline, h.Paired)
+		}
+		return h.Paired, "pairing", nil
 	}
 	if h.Cmdline != "" {
 		if !byName(h.Cmdline) {

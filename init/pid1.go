@@ -27,6 +27,7 @@ import (
 	"tandem.dev/tandem/services/supervise"
 	"tandem.dev/tandem/site"
 	"tandem.dev/tandem/status"
+	"tandem.dev/tandem/wizard"
 )
 
 // Boot is the state the steps share and later stages inherit.
@@ -61,22 +62,23 @@ type Boot struct {
 	// mu guards the fields below. Lock order: stepMu, then mu. mu is a
 	// leaf: never held while calling the HA supervisor, a layer or I/O
 	// (the supervisor calls back into Boot through host{}, which takes mu).
-	mu       sync.Mutex
-	state    status.State
-	reason   error // set once in maintenance or unconfigured
-	steps    []status.Step
-	readyMS  int64
-	sup      *supervise.Supervisor
-	stopRun  context.CancelFunc // ends the supervisor's monitor loop
-	mgmt     *network.Management
-	details  map[string]func() string // per service, for status
-	stack    *stack.Stack             // this head's layers, once the services run
-	ha       *supervisor.Supervisor   // once the services run; it owns the role
-	siteRaw  []byte                   // the site config as read, even if invalid
-	mounts   []string                 // mounted after the root, unmounted in reverse
-	watchdog *watchdog
-	labAgent LabAgent // from Options; nil: none
-	lab      bool     // the lab agent runs: status says LAB IMAGE
+	mu          sync.Mutex
+	state       status.State
+	reason      error // set once in maintenance or unconfigured
+	steps       []status.Step
+	readyMS     int64
+	sup         *supervise.Supervisor
+	stopRun     context.CancelFunc // ends the supervisor's monitor loop
+	mgmt        *network.Management
+	details     map[string]func() string // per service, for status
+	stack       *stack.Stack             // this head's layers, once the services run
+	ha          *supervisor.Supervisor   // once the services run; it owns the role
+	siteRaw     []byte                   // the site config as read, even if invalid
+	mounts      []string                 // mounted after the root, unmounted in reverse
+	watchdog    *watchdog
+	labAgent    LabAgent       // from Options; nil: none
+	lab         bool           // the lab agent runs: status says LAB IMAGE
+	wizardShown wizard.Console // the block the console shows last
 }
 
 // Options are what the one binary hands PID 1.

@@ -19,6 +19,7 @@ import (
 	"tandem.dev/tandem/services/network"
 	"tandem.dev/tandem/services/stack"
 	"tandem.dev/tandem/site"
+	"tandem.dev/tandem/wizard"
 )
 
 const (
@@ -120,7 +121,10 @@ func (b *Boot) identifyNode() error {
 // whoAmI gathers the hints and identifies the node. NICs may still be
 // probing, so when the config names MACs it waits a little for them.
 func (b *Boot) whoAmI(nodes []site.Node) (string, string, error) {
-	h := nodeHints{Cmdline: b.Cmdline.Node, DMISerial: dmiSerial()}
+	b.mu.Lock()
+	raw := b.siteRaw
+	b.mu.Unlock()
+	h := nodeHints{Cmdline: b.Cmdline.Node, DMISerial: dmiSerial(), Paired: wizard.PairedNode(raw, StateDir)}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		links, err := network.LocalLinks()

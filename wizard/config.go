@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -266,4 +268,20 @@ func resultFor(config []byte, selfID, role string) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// PairedNode is the node the wizard's pairing made this head in config:
+// the head's ID, kept in stateDir since its first boot, looked up in the
+// config's wizard lines. "" when the wizard did not write config or the
+// head has no ID. PID 1 identifies the head by it at every boot.
+func PairedNode(config []byte, stateDir string) string {
+	b, err := os.ReadFile(filepath.Join(stateDir, idFile))
+	if err != nil {
+		return ""
+	}
+	h, err := parseHeader(config)
+	if err != nil {
+		return ""
+	}
+	return h.nodeOf[strings.TrimSpace(string(b))]
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -72,5 +73,30 @@ func TestStoreCommit(t *testing.T) {
 	s2, _ := OpenStore(dir)
 	if cfg, _ := s2.Committed(); string(cfg) != "c" {
 		t.Errorf("after a restart: %q", cfg)
+	}
+}
+
+// TestPairedNode: PID 1 finds its node by the head ID kept on the state
+// partition, in the wizard's lines of the committed config.
+func TestPairedNode(t *testing.T) {
+	fp := strings.Repeat("ab", 32)
+	config := []byte("version = 1\n" + headerTag + "head 0a0b is node nas-a with certificate " + fp + "\n" +
+		headerTag + "head 0c0d is node nas-b with certificate " + fp + "\n")
+	for _, tc := range []struct{ name, id, config, want string }{
+		{"first head", "0a0b\n", string(config), "nas-a"},
+		{"second head", "0c0d", string(config), "nas-b"},
+		{"another head", "ffff", string(config), ""},
+		{"no ID yet", "", string(config), ""},
+		{"a hand-written config", "0a0b", "version = 1\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.id != "" {
+				os.WriteFile(filepath.Join(dir, idFile), []byte(tc.id), 0o600)
+			}
+			if got := PairedNode([]byte(tc.config), dir); got != tc.want {
+				t.Errorf("PairedNode = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -287,6 +287,9 @@ func (w *Wizard) URL() string {
 	} else if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "<management address>"
 	}
+	if w.port() == 443 {
+		return "https://" + host + "/"
+	}
 	return "https://" + net.JoinHostPort(host, strconv.Itoa(w.port())) + "/"
 }
 

@@ -48,7 +48,8 @@ func LinkLocal(mac string) (netip.Prefix, error) {
 
 // Unconfigured brings up the management network of a head that has no
 // site config yet, for the pairing wizard: it asks for a DHCP lease on
-// every link at once and keeps the first lease (the others are let go);
+// every link at once and keeps the first lease (the others are let go;
+// links without a lease stay up, unaddressed);
 // when none comes within wait, it puts LinkLocal on the first link. The
 // returned Management owns the address (Stop removes it).
 func Unconfigured(ctx context.Context, links []LocalLink, wait time.Duration, opts Options) (*Management, error) {
@@ -80,8 +81,9 @@ func Unconfigured(ctx context.Context, links []LocalLink, wait time.Duration, op
 		case r.err == nil: // a second lease in the same instant: let it go
 			_ = r.m.Stop(context.WithoutCancel(ctx))
 		default:
+			// Left up without an address: the wizard's inventory shows
+			// whether it has a carrier.
 			errs = append(errs, r.err)
-			_ = r.m.Stop(context.WithoutCancel(ctx)) // takes the link down again
 		}
 	}
 	if won != nil {

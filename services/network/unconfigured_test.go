@@ -75,8 +75,8 @@ func TestUnconfiguredNetns(t *testing.T) {
 		if m.Link != "u1" || m.Prefix().String() != "10.9.0.50/24" {
 			t.Errorf("took %s on %s; want 10.9.0.50/24 on u1", m.Prefix(), m.Link)
 		}
-		if up("u0") {
-			t.Error("u0, which got no lease, is left up")
+		if !up("u0") {
+			t.Error("u0, which got no lease, is down: the inventory could not show its carrier")
 		}
 	})
 	t.Run("no server: link-local", func(t *testing.T) {
