@@ -21,10 +21,12 @@ import (
 )
 
 const labUsage = `usage:
-  tandem lab node|pair|full [--image out/tandem.img] [--site site.toml] [--name NAME] [--uefi] [--host-nic]
+  tandem lab node|pair|full [--image out/tandem.img] [--site site.toml | --unconfigured] [--name NAME] [--uefi] [--host-nic]
       (full also sets the client up: its address, the witness, and prints the NFS mount;
       --host-nic gives the host a port on the management segment, in the lab's own
-      network namespace: root only)
+      network namespace: root only; --unconfigured boots heads with no site config,
+      a DHCP server and the host port, and prints each head's pairing wizard: its
+      127.0.0.1 URL, setup code and certificate fingerprint)
   tandem lab forward [--lab NAME] VM|ADDR[:PORT]
       print a 127.0.0.1 address that reaches VM's (or ADDR's) PORT (default 443)
       on the management segment, while the lab runs (needs --host-nic)
@@ -70,31 +72,57 @@ func labsRoot() string {
 	return filepath.Join(os.TempDir(), "tandem-lab-"+name)
 }
 
-func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
+// labOptions are tandem lab node|pair|full's flags.
+type labOptions struct {
+	image, sitePath, name                string
+	uefi, hostNIC, unconfigured, verbose bool
+	mem                                  int
+}
+
+// parseLabFlags reads and checks the flags; euid is the caller's, since
+// --unconfigured needs root for its host port.
+func parseLabFlags(topo qemu.Topology, args []string, euid int) (labOptions, error) {
+	var o labOptions
 	fs := flag.NewFlagSet("lab "+string(topo), flag.ContinueOnError)
-	image := fs.String("image", "out/tandem.img", "the image to boot (tandem build)")
-	sitePath := fs.String("site", "", "put this site.toml on every VM's TANDEM-CFG partition")
-	name := fs.String("name", string(topo), "lab name, to run several labs side by side")
-	uefi := fs.Bool("uefi", false, "boot through OVMF instead of a direct kernel boot (slower)")
-	mem := fs.Int("m", 1024, "memory per head in MiB")
-	hostNIC := fs.Bool("host-nic", false, "give the host a port on the management segment for tandem lab forward (root only)")
-	verbose := fs.Bool("v", false, "log QEMU command lines")
+	fs.StringVar(&o.image, "image", "out/tandem.img", "the image to boot (tandem build)")
+	fs.StringVar(&o.sitePath, "site", "", "put this site.toml on every VM's TANDEM-CFG partition")
+	fs.StringVar(&o.name, "name", string(topo), "lab name, to run several labs side by side")
+	fs.BoolVar(&o.uefi, "uefi", false, "boot through OVMF instead of a direct kernel boot (slower)")
+	fs.IntVar(&o.mem, "m", 1024, "memory per head in MiB")
+	fs.BoolVar(&o.hostNIC, "host-nic", false, "give the host a port on the management segment for tandem lab forward (root only)")
+	fs.BoolVar(&o.unconfigured, "unconfigured", false, "boot the heads with no site config, a DHCP server on the management segment and the host port; print each head's pairing wizard (root only)")
+	fs.BoolVar(&o.verbose, "v", false, "log QEMU command lines")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+		return o, usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+		return o, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if o.unconfigured {
+		if o.sitePath != "" {
+			return o, usageError{errors.New("--unconfigured boots heads with no site config: drop --site (or drop --unconfigured)")}
+		}
+		if euid != 0 {
+			return o, errors.New("--unconfigured needs root: the host reaches the heads' wizards through a port on the management segment in the lab's own network namespace (--host-nic); run it as root, e.g. with sudo")
+		}
+		o.hostNIC = true
+	}
+	return o, nil
+}
+
+func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
+	o, err := parseLabFlags(topo, args, os.Geteuid())
+	if err != nil {
+		return err
 	}
 	var site []byte
-	if *sitePath != "" {
-		var err error
-		if site, err = os.ReadFile(*sitePath); err != nil {
+	if o.sitePath != "" {
+		if site, err = os.ReadFile(o.sitePath); err != nil {
 			return err
 		}
 	}
 	var client qemu.ClientPlan
 	if topo == qemu.Full {
-		var err error
 		if client, err = qemu.PlanClient(site); err != nil {
 			return err
 		}
@@ -102,22 +130,29 @@ func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
 	if err := os.MkdirAll(labsRoot(), 0o700); err != nil {
 		return err
 	}
-	dir := filepath.Join(labsRoot(), *name)
+	dir := filepath.Join(labsRoot(), o.name)
 	if st, err := qemu.ReadLabState(dir); err == nil && alive(st.PID) {
-		return fmt.Errorf("lab %q is already running (pid %d); stop it or pick another --name", *name, st.PID)
+		return fmt.Errorf("lab %q is already running (pid %d); stop it or pick another --name", o.name, st.PID)
 	}
 	if err := os.RemoveAll(dir); err != nil { // a stale lab's leftovers
 		return err
 	}
 	level := slog.LevelInfo
-	if *verbose {
+	if o.verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	start := time.Now()
+	var dhcp *qemu.DHCPConfig
+	if o.unconfigured {
+		// The heads take their management address by DHCP, as on a
+		// customer's network; the pool avoids the client and the host port.
+		c := qemu.WizardDHCP()
+		dhcp = &c
+	}
 	lab, err := qemu.NewLab(ctx, qemu.LabConfig{
-		Image: *image, Topology: topo, Dir: dir, UEFI: *uefi, SiteTOML: site, MemoryMB: *mem, HostNIC: *hostNIC, Log: log,
+		Image: o.image, Topology: topo, Dir: dir, UEFI: o.uefi, SiteTOML: site, MemoryMB: o.mem, HostNIC: o.hostNIC, DHCP: dhcp, Log: log,
 	})
 	if err != nil {
 		os.RemoveAll(dir)
@@ -125,12 +160,24 @@ func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
 	}
 	defer os.RemoveAll(dir)
 	defer lab.Close()
-	printLab(os.Stdout, lab, *name)
+	printLab(os.Stdout, lab, o.name)
+	var wiz *wizardPrinter
+	if o.unconfigured {
+		wiz = &wizardPrinter{lab: lab, out: os.Stdout, heads: map[string]bool{}, full: topo == qemu.Full}
+		for _, vm := range lab.State().VMs {
+			wiz.heads[vm.Name] = vm.Role == "head"
+		}
+		fmt.Printf("unconfigured: the heads boot with no site config and take an address by DHCP (pool %s-%s); each one's wizard is printed below once its console shows it\n",
+			dhcp.PoolFirst, dhcp.PoolLast)
+	}
 	if topo == qemu.Full {
-		go setUpClient(ctx, lab, client, labFlag(lab, *name))
+		go setUpClient(ctx, lab, client, labFlag(lab, o.name))
 	}
 
 	follow := func(vm *qemu.VM, since time.Time) {
+		if wiz != nil && wiz.heads[vm.Name] {
+			go wiz.watch(ctx, vm)
+		}
 		go func() {
 			if _, err := vm.Console.WaitFor(ctx, regexp.MustCompile(`tandem: early boot done`)); err == nil {
 				fmt.Printf("%s: early boot done after %.1fs\n", vm.Name, time.Since(since).Seconds())
@@ -159,7 +206,7 @@ func labUp(ctx context.Context, topo qemu.Topology, args []string) error {
 		fmt.Printf("%s: powered on\n", name)
 		follow(vm, time.Now())
 	})
-	if *hostNIC {
+	if o.hostNIC {
 		go lab.ServeForwards(ctx, func(target, addr string, err error) {
 			if err != nil {
 				fmt.Printf("forward %s: %v\n", target, err)
