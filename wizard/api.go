@@ -567,7 +567,7 @@ func diskList(hw Hardware) string {
 		case d.Signature != "":
 			what = "holds " + d.Signature
 		}
-		l = append(l, fmt.Sprintf("serial:%s (%s, %s)", d.Serial, humanSize(d.SizeBytes), what))
+		l = append(l, fmt.Sprintf("serial:%s (%s, %s)", d.Serial, HumanSize(d.SizeBytes), what))
 	}
 	return strings.Join(l, ", ")
 }

@@ -114,8 +114,8 @@ func (h Hardware) nic(name string) (NIC, bool) {
 	return NIC{}, false
 }
 
-// humanSize renders a disk size the way disk vendors print it.
-func humanSize(b uint64) string {
+// HumanSize renders a disk size the way disk vendors print it.
+func HumanSize(b uint64) string {
 	units := []string{"B", "kB", "MB", "GB", "TB", "PB"}
 	f := float64(b)
 	i := 0

@@ -39,7 +39,7 @@ func parsePages() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
 		"short": func(id string) string { return id[:min(8, len(id))] },
 		"fp":    FormatFingerprint,
-		"size":  humanSize,
+		"size":  HumanSize,
 		"speed": humanSpeed,
 		"join":  strings.Join,
 		"add":   func(a, b int) int { return a + b },
@@ -511,7 +511,7 @@ func (w *Wizard) hwView(ini *initiatorState, fe fieldErrors) hwView {
 				Link: c.Link, Mgmt: c.Name == n.MgmtNIC, Repl: contains(n.Links, c.Name)})
 		}
 		for _, d := range ini.hw[h].Disks {
-			head.Disks = append(head.Disks, diskRow{Serial: d.Serial, Model: d.Model, Size: humanSize(d.SizeBytes), Signature: d.Signature,
+			head.Disks = append(head.Disks, diskRow{Serial: d.Serial, Model: d.Model, Size: HumanSize(d.SizeBytes), Signature: d.Signature,
 				Selected: contains(n.Disks, d.Serial), Destroy: contains(n.Destroy, d.Serial), System: d.System, Errs: fe["hw"+hs+".disk:"+d.Serial]})
 		}
 		head.SelectedDiskCount = len(n.Disks)

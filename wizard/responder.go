@@ -112,6 +112,7 @@ func (s sessionStore) Stage(ctx context.Context, config []byte) error {
 		return err
 	}
 	s.rs.config = bytes.Clone(config)
+	s.rs.w.log.Info("wizard: the site config is staged, not committed yet", "role", "responder", "node", res.Node)
 	return nil
 }
 

@@ -309,7 +309,7 @@ func printHardware(out io.Writer, name string, hw wizard.Hardware) {
 		case d.Signature != "":
 			what = "holds " + d.Signature
 		}
-		disks = append(disks, fmt.Sprintf("serial:%s %.0f GB %s", d.Serial, float64(d.SizeBytes)/1e9, what))
+		disks = append(disks, fmt.Sprintf("serial:%s %s %s", d.Serial, wizard.HumanSize(d.SizeBytes), what))
 	}
 	pairNote(out, "%s NICs:  %s", name, strings.Join(nics, ", "))
 	pairNote(out, "%s disks: %s", name, strings.Join(disks, ", "))

@@ -1,6 +1,7 @@
 package scenarios_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"tandem.dev/tandem/internal/testimage"
 	"tandem.dev/tandem/qemu"
+	"tandem.dev/tandem/status"
 )
 
 // A scripted install, and an attacker on the management network, in the
@@ -24,17 +27,19 @@ import (
 //  2. The attacker, on the client VM, tries 1000 random setup codes on
 //     head-a's wizard (`tandem guess-codes`): none gets in; every fifth
 //     burns the code and head-a's console shows a new one.
-//  3. From the host, through a loopback forward to head-a only, one
-//     `tandem pair` with the newest codes and both fingerprints and a
-//     site.toml without key pairs the heads and pushes the config.
+//  3. From the host, through a loopback forward to head-a only, `tandem
+//     pair` with the newest codes and both fingerprints and a site.toml
+//     without key; head-b loses power as soon as it has staged the
+//     config. The command fails; both heads are unconfigured (head-b's
+//     staged config is gone after power-on), or, if head-b's commit beat
+//     the cut, both end configured. Unconfigured, one more `tandem pair`
+//     pairs them.
 //  4. With the witness started from `tandem witness-key`, the pair serves.
 func TestPairFromTerminal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	lab := startLabWith(t, ctx, qemu.LabConfig{Topology: qemu.Full, HostNIC: true, DHCP: &qemu.DHCPConfig{
-		Subnet: netip.MustParsePrefix("10.0.0.0/24"), Lease: 10 * time.Minute,
-		PoolFirst: netip.MustParseAddr("10.0.0.100"), PoolLast: netip.MustParseAddr("10.0.0.149"),
-	}})
+	dhcp := qemu.WizardDHCP()
+	lab := startLabWith(t, ctx, qemu.LabConfig{Topology: qemu.Full, HostNIC: true, DHCP: &dhcp})
 	a, b, client := lab.VM("head-a"), lab.VM("head-b"), lab.VM("client")
 	ca, cb := wizardConsole(t, ctx, a), wizardConsole(t, ctx, b)
 	if err := lab.ClientUp(ctx, netip.MustParsePrefix("10.0.0.2/24")); err != nil {
@@ -44,7 +49,7 @@ func TestPairFromTerminal(t *testing.T) {
 	// 2. 1000 guesses from the client.
 	shown := strings.Count(a.Console.Text(), "setup code:")
 	start := time.Now()
-	res, err := client.Agent().Run(ctx, "tandem", "guess-codes", "--head", ca.addrPort(t).String(), "--fingerprint", ca.Fingerprint, "--tries", "1000")
+	res, err := client.Agent().Run(ctx, "tandem", "guess-codes", "--head", wizardAddr(t, ca).String(), "--fingerprint", ca.Fingerprint, "--tries", "1000")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,23 +70,54 @@ func TestPairFromTerminal(t *testing.T) {
 	}
 	ca = wizardConsole(t, ctx, a) // the newest code
 
-	// 3. tandem pair from the host.
-	fwd, err := lab.Forward(ctx, ca.addrPort(t))
+	// 3. tandem pair from the host; head-b loses power once it has
+	// staged the config. Both heads end unconfigured, or (if head-b's
+	// commit beat the power cut) both configured once head-b is back.
+	fwd, err := lab.Forward(ctx, wizardAddr(t, ca))
 	if err != nil {
 		t.Fatal(err)
 	}
-	siteFile := filepath.Join(t.TempDir(), "site.toml")
-	if err := os.WriteFile(siteFile, []byte(pairCLISite(ca.addrPort(t).Addr(), cb.addrPort(t).Addr())), 0o600); err != nil {
+	mark := b.Console.Len()
+	cmd, out := tandemPair(t, ctx, fwd, ca, cb)
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, testimage.Binary(t), "pair", "--head", fwd, "--fingerprint", ca.Fingerprint,
-		"--peer", cb.addrPort(t).Addr().String(), "--peer-fingerprint", cb.Fingerprint, "--site", siteFile)
-	cmd.Env = append(os.Environ(), "TANDEM_PAIR_CODE="+ca.Code, "TANDEM_PAIR_PEER_CODE="+cb.Code)
-	start = time.Now()
-	out, err := cmd.CombinedOutput()
-	t.Logf("tandem pair (%.0f s):\n%s", time.Since(start).Seconds(), out)
-	if err != nil {
-		t.Fatalf("tandem pair: %v", err)
+	if _, err := b.Console.WaitForAfter(ctx, mark, regexp.MustCompile(`wizard: the site config is staged, not committed yet`)); err != nil {
+		t.Fatalf("head-b never staged the config: %v\n%s", err, out)
+	}
+	if err := b.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	werr := cmd.Wait()
+	t.Logf("tandem pair with head-b's power pulled after its stage: %v\n%s", werr, out)
+	if werr == nil {
+		t.Fatalf("tandem pair succeeded although head-b lost power halfway:\n%s", out)
+	}
+	if b, err = lab.PowerOn("head-b"); err != nil {
+		t.Fatal(err)
+	}
+	if st := nodeStatus(t, ctx, a); st.State != status.Unconfigured {
+		// Only if head-b committed before the cut may head-a follow:
+		// both configured, once head-b is back.
+		t.Logf("head-b committed before the power cut; head-a: %s", st.State)
+		waitStatus(t, ctx, b, func(s status.Status) bool { return s.State == status.Ready })
+	} else {
+		cb = wizardConsole(t, ctx, b) // head-b came back unconfigured: its new code
+		if st := nodeStatus(t, ctx, b); st.State != status.Unconfigured {
+			t.Fatalf("head-b after power-on: %s (%s); head-a is unconfigured", st.State, st.Reason)
+		}
+		if res, _ := run(ctx, b, "busybox", "ls", "/var/lib/tandem"); strings.Contains(string(res.Stdout), "site.toml") {
+			t.Errorf("head-b kept a site config: %s", res.Stdout)
+		}
+		t.Logf("both heads unconfigured after the power cut; pairing again")
+		ca = wizardConsole(t, ctx, a)
+		cmd, out = tandemPair(t, ctx, fwd, ca, cb)
+		start = time.Now()
+		err = cmd.Run()
+		t.Logf("tandem pair (%.0f s):\n%s", time.Since(start).Seconds(), out)
+		if err != nil {
+			t.Fatalf("tandem pair: %v", err)
+		}
 	}
 
 	// 4. The pair serves.
@@ -147,4 +183,21 @@ clients = ["10.0.0.0/24"]
 options = ["rw", "sync", "no_root_squash", "no_subtree_check"]
 fsid = 1
 `, a, b)
+}
+
+// tandemPair is the host's `tandem pair` of head a (through the loopback
+// forward fwd) with head b, from both consoles' codes and fingerprints;
+// out collects what it prints.
+func tandemPair(t *testing.T, ctx context.Context, fwd string, a, b qemu.WizardBlock) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	siteFile := filepath.Join(t.TempDir(), "site.toml")
+	if err := os.WriteFile(siteFile, []byte(pairCLISite(wizardAddr(t, a).Addr(), wizardAddr(t, b).Addr())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, testimage.Binary(t), "pair", "--head", fwd, "--fingerprint", a.Fingerprint,
+		"--peer", wizardAddr(t, b).Addr().String(), "--peer-fingerprint", b.Fingerprint, "--site", siteFile)
+	cmd.Env = append(os.Environ(), "TANDEM_PAIR_CODE="+a.Code, "TANDEM_PAIR_PEER_CODE="+b.Code)
+	out := new(bytes.Buffer)
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd, out
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -50,10 +49,8 @@ func TestWizardPairsTwoFreshHeads(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	powered := time.Now()
-	lab := startLabWith(t, ctx, qemu.LabConfig{Topology: qemu.Full, HostNIC: true, DHCP: &qemu.DHCPConfig{
-		Subnet: netip.MustParsePrefix("10.0.0.0/24"), Lease: 10 * time.Minute,
-		PoolFirst: netip.MustParseAddr("10.0.0.100"), PoolLast: netip.MustParseAddr("10.0.0.149"),
-	}})
+	dhcp := qemu.WizardDHCP()
+	lab := startLabWith(t, ctx, qemu.LabConfig{Topology: qemu.Full, HostNIC: true, DHCP: &dhcp})
 	a, b, client := lab.VM("head-a"), lab.VM("head-b"), lab.VM("client")
 
 	// 1. The consoles.
@@ -75,7 +72,7 @@ func TestWizardPairsTwoFreshHeads(t *testing.T) {
 
 	// 3. The browser, through a loopback forward, trusting the
 	// certificate whose fingerprint the console shows.
-	fwd, err := lab.Forward(ctx, ca.addrPort(t))
+	fwd, err := lab.Forward(ctx, wizardAddr(t, ca))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,49 +192,25 @@ func TestWizardPairsTwoFreshHeads(t *testing.T) {
 	}
 }
 
-// wizardBlock is what an unconfigured head's console shows.
-type wizardBlock struct {
-	URL, Code, Fingerprint string
-}
-
-var (
-	wizardURLRe  = regexp.MustCompile(`setup wizard:\s+(https://\S+)`)
-	wizardCodeRe = regexp.MustCompile(`setup code:\s+(\d{4} \d{4})`)
-	wizardFPRe   = regexp.MustCompile(`certificate:\s+SHA-256 ([0-9A-F]{4}(?: [0-9A-F]{4}){7})\r?\n(?:tandem:)?\s+([0-9A-F]{4}(?: [0-9A-F]{4}){7})`)
-)
-
-// wizardConsole waits for the wizard's block on vm's console and reads
+// wizardConsole waits for the wizard's block on vm's console and returns
 // the last one shown (a burnt code is replaced by a new block).
-func wizardConsole(t *testing.T, ctx context.Context, vm *qemu.VM) wizardBlock {
+func wizardConsole(t *testing.T, ctx context.Context, vm *qemu.VM) qemu.WizardBlock {
 	t.Helper()
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	if _, err := vm.Console.WaitFor(wctx, wizardFPRe); err != nil {
+	b, _, err := vm.Console.WaitWizardBlock(wctx, 0)
+	if err != nil {
 		t.Fatalf("%s: no pairing wizard on the console: %v\n%s", vm.Name, err, vm.Console.Tail(30))
 	}
-	text := vm.Console.Text()
-	last := func(re *regexp.Regexp) []string {
-		m := re.FindAllStringSubmatch(text, -1)
-		if m == nil {
-			t.Fatalf("%s: the console's wizard block has no %s:\n%s", vm.Name, re, vm.Console.Tail(30))
-		}
-		return m[len(m)-1]
-	}
-	fp := last(wizardFPRe)
-	return wizardBlock{URL: last(wizardURLRe)[1], Code: last(wizardCodeRe)[1],
-		Fingerprint: strings.TrimSpace(fp[1]) + " " + strings.TrimSpace(fp[2])}
+	return b
 }
 
-// addrPort is the URL's host and port.
-func (w wizardBlock) addrPort(t *testing.T) netip.AddrPort {
+// wizardAddr is the block's wizard address.
+func wizardAddr(t *testing.T, b qemu.WizardBlock) netip.AddrPort {
 	t.Helper()
-	hp := strings.TrimSuffix(strings.TrimPrefix(w.URL, "https://"), "/")
-	if !strings.Contains(hp, ":") {
-		hp += ":443"
-	}
-	ap, err := netip.ParseAddrPort(hp)
+	ap, err := b.AddrPort()
 	if err != nil {
-		t.Fatalf("the wizard's URL %q: %v", w.URL, err)
+		t.Fatal(err)
 	}
 	return ap
 }
