@@ -560,14 +560,7 @@ func nicList(hw Hardware) string {
 func diskList(hw Hardware) string {
 	var l []string
 	for _, d := range hw.Disks {
-		what := "blank"
-		switch {
-		case d.System:
-			what = "system disk"
-		case d.Signature != "":
-			what = "holds " + d.Signature
-		}
-		l = append(l, fmt.Sprintf("serial:%s (%s, %s)", d.Serial, HumanSize(d.SizeBytes), what))
+		l = append(l, fmt.Sprintf("serial:%s (%s, %s)", d.Serial, HumanSize(d.SizeBytes), d.Contents()))
 	}
 	return strings.Join(l, ", ")
 }

@@ -114,6 +114,18 @@ func (h Hardware) nic(name string) (NIC, bool) {
 	return NIC{}, false
 }
 
+// Contents says what the disk holds, in the words the wizard and tandem
+// pair show.
+func (d Disk) Contents() string {
+	switch {
+	case d.System:
+		return "system disk"
+	case d.Signature != "":
+		return "holds " + d.Signature
+	}
+	return "blank"
+}
+
 // HumanSize renders a disk size the way disk vendors print it.
 func HumanSize(b uint64) string {
 	units := []string{"B", "kB", "MB", "GB", "TB", "PB"}

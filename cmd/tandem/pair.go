@@ -302,14 +302,7 @@ func printHardware(out io.Writer, name string, hw wizard.Hardware) {
 		nics = append(nics, fmt.Sprintf("%s %s (%s)", n.Name, n.MAC, link))
 	}
 	for _, d := range hw.Disks {
-		what := "blank"
-		switch {
-		case d.System:
-			what = "system disk"
-		case d.Signature != "":
-			what = "holds " + d.Signature
-		}
-		disks = append(disks, fmt.Sprintf("serial:%s %s %s", d.Serial, wizard.HumanSize(d.SizeBytes), what))
+		disks = append(disks, fmt.Sprintf("serial:%s %s %s", d.Serial, wizard.HumanSize(d.SizeBytes), d.Contents()))
 	}
 	pairNote(out, "%s NICs:  %s", name, strings.Join(nics, ", "))
 	pairNote(out, "%s disks: %s", name, strings.Join(disks, ", "))

@@ -7,6 +7,7 @@ package hosttool
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -35,4 +36,29 @@ func RequireRootKernel(t testing.TB, what string) {
 	if os.Geteuid() != 0 {
 		t.Fatalf("TANDEM_LOOP_TESTS=1 needs root (%s)", what)
 	}
+}
+
+// SparseFile makes a sparse file of size bytes at path.
+func SparseFile(t testing.TB, path string, size int64) {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Loop attaches img to a free loop device with losetup and returns the
+// device; the test's end detaches it (after the cleanups registered
+// later, such as an unmount).
+func Loop(t testing.TB, losetup, img string) string {
+	t.Helper()
+	out, err := exec.Command(losetup, "--find", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup refused: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command(losetup, "-d", dev).Run() })
+	return dev
 }

@@ -31,12 +31,7 @@ func TestWipeLoop(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.img")
 	const size = 320 << 20
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
+	hosttool.SparseFile(t, img, size)
 	if out, err := exec.Command(mkfs, "-q", "-f", img).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.xfs: %v: %s", err, out)
 	}
@@ -49,17 +44,10 @@ func TestWipeLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	fw.Close()
-	out, err := exec.Command(losetup, "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup refused: %v: %s", err, out)
-	}
-	loop := strings.TrimSpace(string(out))
+	loop := hosttool.Loop(t, losetup, img)
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
-	t.Cleanup(func() {
-		unix.Unmount(mnt, 0)
-		exec.Command(losetup, "-d", loop).Run()
-	})
+	t.Cleanup(func() { unix.Unmount(mnt, 0) })
 	dev, err := os.ReadFile(filepath.Join("/sys/class/block", filepath.Base(loop), "dev"))
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package xfs
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,22 +32,10 @@ func TestLoopXFS(t *testing.T) {
 
 	dir := t.TempDir()
 	img := filepath.Join(dir, "lv.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 512<<20); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(losetup, "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup refused: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
+	hosttool.SparseFile(t, img, 512<<20)
+	dev := hosttool.Loop(t, losetup, img)
 	mnt := filepath.Join(dir, "srv")
-	t.Cleanup(func() {
-		unix.Unmount(mnt, 0)
-		exec.Command(losetup, "-d", dev).Run()
-	})
+	t.Cleanup(func() { unix.Unmount(mnt, 0) })
 
 	cfg := &site.Config{
 		Nodes:   []site.Node{{Name: "head-a", Disks: []string{"a", "b", "c", "d"}}},
