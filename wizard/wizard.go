@@ -385,6 +385,9 @@ func (w *Wizard) Run(ctx context.Context) (*Result, error) {
 // Close stops the server and discovery. A pairing in flight is given up
 // (the peer is told, if it can be).
 func (w *Wizard) Close() error {
+	// After Run's start, or instead of it: a wizard closed first never
+	// runs, and Close reads what Run's start set only after it.
+	w.runOnce.Do(func() {})
 	if w.cancel != nil {
 		w.cancel() // ends the create step's network calls
 	}
