@@ -38,6 +38,7 @@ func afterRootSteps() []Step {
 		{Name: "services", After: []string{"node", "board", "state", "lab settings"}, Run: (*Boot).startServices},
 		{Name: "ready", After: []string{"services"}, Run: (*Boot).ready},
 		{Name: "bless boot", Optional: true, After: []string{"ready"}, Run: (*Boot).blessBoot},
+		{Name: "pairing status", Optional: true, After: []string{"ready"}, Run: (*Boot).answerPairingStatus},
 	}
 }
 

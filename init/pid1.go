@@ -79,6 +79,7 @@ type Boot struct {
 	labAgent    LabAgent       // from Options; nil: none
 	lab         bool           // the lab agent runs: status says LAB IMAGE
 	wizardShown wizard.Console // the block the console shows last
+	wizardRan   bool           // this boot ran the pairing wizard (awaitPairing)
 }
 
 // Options are what the one binary hands PID 1.

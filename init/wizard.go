@@ -57,6 +57,7 @@ func (b *Boot) awaitPairing(rest []Step) error {
 		_ = mgmt.Stop(ctx)
 		return fmt.Errorf("pairing wizard: %w", err)
 	}
+	b.wizardRan = true
 	b.setState(status.Unconfigured, fmt.Errorf("%w; pairing wizard at %s (the setup code is on the console)", errUnconfigured, w.URL()))
 	res, err := w.Run(ctx)
 	if err != nil {
@@ -75,21 +76,55 @@ func (b *Boot) awaitPairing(rest []Step) error {
 		w.Close()
 		return err
 	}
-	go func() {
-		lctx, cancel := context.WithTimeout(ctx, wizardLinger)
-		defer cancel()
-		for lctx.Err() == nil {
-			if _, ok, _ := b.serving(lctx); ok {
-				time.Sleep(time.Minute) // the summary page's last poll
-				break
-			}
-			sleepCtx(lctx, 5*time.Second)
+	go b.lingerWizard(w, func(ctx context.Context) bool {
+		if _, ok, _ := b.serving(ctx); ok {
+			sleepCtx(ctx, time.Minute) // the summary page's last poll
+			return true
 		}
-		w.Close()
-		b.Log.Info("pairing wizard: closed")
-	}()
+		return false
+	})
 	b.setState(status.Starting, nil)
 	return runSteps(b, rest)
+}
+
+// lingerWizard closes w once over says so, or after wizardLinger.
+func (b *Boot) lingerWizard(w *wizard.Wizard, over func(context.Context) bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), wizardLinger)
+	defer cancel()
+	for ctx.Err() == nil && !over(ctx) {
+		sleepCtx(ctx, 5*time.Second)
+	}
+	w.Close()
+	b.Log.Info("pairing wizard: closed")
+}
+
+// answerPairingStatus: a head whose wizard committed the site config but
+// never heard that the other head committed too (the power went between
+// the two commits) answers the other head's status query for a while
+// after it boots, so that the other head can finish its commit. Nothing
+// else of the wizard runs: no code, no pages.
+func (b *Boot) answerPairingStatus() error {
+	b.mu.Lock()
+	raw := b.siteRaw
+	b.mu.Unlock()
+	if b.wizardRan || wizard.PairedNode(raw, StateDir) == "" {
+		return nil // this boot's wizard answers, or a hand-written config
+	}
+	w, err := wizard.New(wizard.Options{StateDir: StateDir, ImageVersion: b.Manifest.Version,
+		Inventory: b.inventory(""), Discovery: wizard.Discovery{Listen: "off"}, Log: b.Log})
+	if err != nil {
+		return fmt.Errorf("pairing status: %w", err)
+	}
+	if w.Done() {
+		return w.Close()
+	}
+	if _, err := w.Run(context.Background()); err != nil {
+		w.Close()
+		return fmt.Errorf("pairing status: %w", err)
+	}
+	b.Log.Info("pairing wizard: answering the other head's status query until it has committed too")
+	go b.lingerWizard(w, func(context.Context) bool { return w.Done() })
+	return nil
 }
 
 // showWizard prints the wizard's block on the console: what the operator

@@ -301,6 +301,10 @@ func (w *Wizard) Addr() net.Addr {
 	return w.ln.Addr()
 }
 
+// Done reports whether both heads are known to have committed: the peer
+// needs no more answers from this head.
+func (w *Wizard) Done() bool { return w.store.Done() }
+
 // Identity is the head's wizard identity.
 func (w *Wizard) Identity() *Identity { return w.id }
 
