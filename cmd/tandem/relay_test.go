@@ -27,14 +27,14 @@ func TestPairThroughRelay(t *testing.T) {
 	}{
 		{alter: "none",
 			wantA: "something between the heads is relaying the connection",
-			wantB: "wizard: pairing hello refused", past: "/pair/hello"},
+			wantB: "the peer's identity does not match its TLS certificate", past: "/pair/hello"},
 		{alter: "flip",
 			wantA: "something between the heads is relaying the connection",
 			wantB: "the peer's identity does not match its TLS certificate", past: "/pair/hello"},
 		// Each head's claim matches the connection: only CPace's binding
 		// of both certificates stops it, at head B's key confirmation.
 		{alter: "fingerprints",
-			wantA: "either the code is wrong, or something between the heads relayed or altered the pairing",
+			wantA: "either the code is wrong, or something between the heads relayed or altered the pairing (it is bound to both heads' certificates). Type the code its console shows now, and check that the address is the other head's own: its certificate fingerprint must be the one its console shows. After 5 wrong codes it shows a new one.\nWith --peer-fingerprint",
 			wantB: "key confirmation failed: wrong setup code, or the session is not between the two heads themselves", past: "/message"},
 	}
 	for _, tc := range tests {
