@@ -77,7 +77,7 @@ func TestPairThroughAManInTheMiddle(t *testing.T) {
 			consoleA: regexp.MustCompile(`wizard: pairing as initiator failed.*the peer's identity does not match its TLS certificate`),
 			consoleB: regexp.MustCompile(`wizard: pairing hello refused.*the peer's identity does not match its TLS certificate`)},
 		{name: "relay swapping the fingerprints", port: "8444",
-			wantOut:  "something between the heads relayed or altered the pairing",
+			wantOut:  "something between the heads relayed or altered the pairing (it is bound to both heads' certificates). Type the code its console shows now, and check that the address is the other head's own: its certificate fingerprint must be the one its console shows. After 5 wrong codes it shows a new one.\nWith --peer-fingerprint",
 			consoleA: regexp.MustCompile(`wizard: pairing as initiator failed.*key confirmation failed: wrong setup code, or the session is not between the two heads themselves`),
 			consoleB: regexp.MustCompile(`wizard: pairing as responder.*key confirmation failed: wrong setup code, or the session is not between the two heads themselves`)},
 	} {
