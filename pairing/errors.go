@@ -14,7 +14,7 @@ var (
 	ErrUnexpectedMessage = errors.New("pairing message not expected at this step")
 	ErrImageVersion      = errors.New("the peer runs another image version")
 	ErrPeerIdentity      = errors.New("the peer's identity does not match its TLS certificate, or is this head's own")
-	ErrKeyConfirmation   = errors.New("key confirmation failed: wrong setup code, or a pairing message was altered on the way")
+	ErrKeyConfirmation   = errors.New("key confirmation failed: wrong setup code, or the session is not between the two heads themselves (relayed or altered on the way)")
 	ErrRecordSequence    = errors.New("pairing record out of sequence: replayed or reordered")
 	ErrRecordAuth        = errors.New("pairing record failed authentication: altered, or from another session")
 	ErrConfigMismatch    = errors.New("the peer acknowledged another site config")

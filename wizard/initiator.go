@@ -481,7 +481,7 @@ func explain(err error) string {
 	case errors.Is(err, pairing.ErrCodeFormat):
 		return "A setup code is 8 digits."
 	case errors.Is(err, pairing.ErrKeyConfirmation):
-		return "The other head did not accept that code (wrong setup code, or a message was altered on the way). Type the code its console shows now; after 5 wrong codes it shows a new one."
+		return "The other head did not accept that code: either the code is wrong, or something between the heads relayed or altered the pairing (it is bound to both heads' certificates). Type the code its console shows now, and check that the address is the other head's own: its certificate fingerprint must be the one its console shows. After 5 wrong codes it shows a new one."
 	case errors.Is(err, pairing.ErrCodeBurned):
 		return "The other head's code was burned after too many wrong attempts. Its console shows a new one."
 	case errors.Is(err, pairing.ErrCodeExpired):

@@ -38,6 +38,7 @@ var commands = []command{
 	{"linktest", "measure TCP throughput between two hosts (e.g. the replication link)", runLinktest},
 	{"workload", "write and verify checksummed records through a mount (lab client)", runWorkload},
 	{"guess-codes", "try random setup codes against a head's wizard, as an attacker would (lab client)", runGuessCodes},
+	{"relay-pairing", "relay and alter two heads' pairing as a man in the middle would (lab attacker)", runRelayPairing},
 	{"witness", "serve the pair's tiebreaker vote (on a third host)", runWitness},
 	{"witness-key", "write the witness host's config: the witness key, never the pair key", runWitnessKey},
 	{"version", "print the version", runVersion},

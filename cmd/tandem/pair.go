@@ -192,6 +192,11 @@ func pair(ctx context.Context, out io.Writer, o pairOptions) (err error) {
 	// 2. Head A pairs with head B, by B's code, between the two heads.
 	pairStep(out, 2, "pairing head A with head B %s by head B's setup code", peerAddr)
 	hw, err := c.Pair(ctx, peerAddr, peerPin, peerCode)
+	var ae *wizard.APIError
+	if err != nil && peerPin == nil && errors.As(err, &ae) && ae.Code == "peer-wrong-code" {
+		// The code, or a relay in head B's place: the fingerprint tells.
+		return fmt.Errorf("%w\nWith --peer-fingerprint (the SHA-256 head B's console shows), head A refuses anything else at %s before it sends anything", explainPair(err, "head B", o.timeout), peerAddr)
+	}
 	if err != nil {
 		return explainPair(err, "head B", o.timeout)
 	}

@@ -98,6 +98,7 @@ type pairTestHead struct {
 	mu    sync.Mutex
 	codes []string // every code its console showed
 	res   chan *wizard.Result
+	logs  lockedBuffer // what the head logged
 }
 
 func startPairTestHead(t *testing.T, ip string, n int, image string, maxAttempts int) *pairTestHead {
@@ -120,7 +121,7 @@ func startPairTestHead(t *testing.T, ip string, n int, image string, maxAttempts
 		},
 		Discovery: wizard.Discovery{Listen: "off"},
 		Codes:     pairing.CodeOptions{MaxAttempts: maxAttempts},
-		Log:       slog.New(slog.DiscardHandler),
+		Log:       slog.New(slog.NewTextHandler(&h.logs, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +141,24 @@ func startPairTestHead(t *testing.T, ip string, n int, image string, maxAttempts
 		w.Close()
 	})
 	return h
+}
+
+// lockedBuffer is a log both heads' goroutines write.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func (h *pairTestHead) code() string {
