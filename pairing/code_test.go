@@ -73,7 +73,7 @@ func TestCheck(t *testing.T) {
 		{"expired", DefaultCodeTTL, "31415926", ErrCodeExpired, 3, 0},
 	}
 	for _, s := range steps {
-		clk.advance(s.advance)
+		clk.Advance(s.advance)
 		err := codes.Check(s.typed)
 		if !errors.Is(err, s.want) {
 			t.Errorf("%s: %v, want %v", s.name, err, s.want)
@@ -107,13 +107,13 @@ func TestCodeExpiry(t *testing.T) {
 	if code != "31415926" || !exp.Equal(clk.Now().Add(10*time.Minute)) {
 		t.Fatalf("Current = %s, %v", code, exp)
 	}
-	clk.advance(10*time.Minute - time.Second)
+	clk.Advance(10*time.Minute - time.Second)
 	if c, _, _ := codes.Current(); c != code {
 		t.Errorf("replaced before its time")
 	}
 
 	t.Run("a pairing with an expired code", func(t *testing.T) {
-		clk.advance(time.Second)
+		clk.Advance(time.Second)
 		o := newPair(t, iniCfg, resCfg, codes, code).run(passThrough)
 		if !errors.Is(o.rErr, ErrCodeExpired) || !errors.Is(o.iErr, ErrCodeExpired) {
 			t.Errorf("initiator: %v; responder: %v; want ErrCodeExpired", o.iErr, o.rErr)
@@ -129,7 +129,7 @@ func TestCodeExpiry(t *testing.T) {
 		hello, _ := p.ini.Hello()
 		share, _ := p.res.Handle(ctx, hello)
 		fin, _ := p.ini.HandleShare(share)
-		clk.advance(DefaultCodeTTL)
+		clk.Advance(DefaultCodeTTL)
 		if _, err := p.res.Handle(ctx, fin); !errors.Is(err, ErrCodeExpired) {
 			t.Errorf("responder: %v, want ErrCodeExpired", err)
 		}

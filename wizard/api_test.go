@@ -121,7 +121,7 @@ func TestAPISessionRules(t *testing.T) {
 
 	// Idle, the session ends: the browser signs in, tandem pair must
 	// sign in again.
-	clk.advance(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	b2.c.Jar.SetCookies(u, []*http.Cookie{{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1}})
 	b2.signIn(h.code())
 	if _, err := c.Hardware(ctx); apiCode(err) != apiOtherSession {

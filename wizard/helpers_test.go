@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"tandem.dev/tandem/internal/fakeclock"
 )
 
 const testImage = "tandem 2026.05.1"
@@ -48,25 +50,9 @@ func inventoryOf(hw Hardware) Inventory {
 	return func(context.Context) (Hardware, error) { return hw, nil }
 }
 
-// clock is a settable time source.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type clock = fakeclock.Clock
 
-func newClock() *clock { return &clock{now: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *clock { return fakeclock.New(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)) }
 
 // freeUDPPort finds a UDP port free on ip (both test heads use it, each
 // on its own loopback address, as broadcast would reach both).

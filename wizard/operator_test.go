@@ -149,7 +149,7 @@ func TestTwoBrowsers(t *testing.T) {
 		t.Fatalf("first browser: %d", st)
 	}
 
-	clk.advance(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	second.signIn(h.code())
 	if st, body := first.get("/peers"); st != http.StatusConflict || !strings.Contains(body, "Another session is in progress") {
 		t.Errorf("first browser after the takeover: %d\n%s", st, body)

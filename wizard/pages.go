@@ -574,17 +574,32 @@ func (w *Wizard) postHardware(rw http.ResponseWriter, r *http.Request, s *opSess
 	ini.hwDone = ok
 	hv := w.hwView(ini, fe)
 	w.mu.Unlock()
+	w.onOrAgain(rw, r, s, ok, "/site", formPage{"Hardware", stepHardware, "hardware", hv,
+		"Some choices need another look; see the notes in red."}, err)
+}
+
+// formPage is a form page to show again, with what to say on top.
+type formPage struct {
+	title string
+	step  int
+	page  string
+	data  any
+	msg   string
+}
+
+// onOrAgain goes on to next when a form was accepted, else shows its page
+// again with its notes: msg, or err's own words.
+func (w *Wizard) onOrAgain(rw http.ResponseWriter, r *http.Request, s *opSession, ok bool, next string, p formPage, err error) {
 	if ok {
-		http.Redirect(rw, r, "/site", http.StatusSeeOther)
+		http.Redirect(rw, r, next, http.StatusSeeOther)
 		return
 	}
-	v := w.view("Hardware", stepHardware, s)
-	v.Data = hv
-	v.Error = "Some choices need another look; see the notes in red."
+	v := w.view(p.title, p.step, s)
+	v.Data, v.Error = p.data, p.msg
 	if err != nil {
 		v.Error = err.Error()
 	}
-	w.render(rw, http.StatusUnprocessableEntity, "hardware", v)
+	w.render(rw, http.StatusUnprocessableEntity, p.page, v)
 }
 
 type siteView struct {
@@ -645,17 +660,8 @@ func (w *Wizard) postSite(rw http.ResponseWriter, r *http.Request, s *opSession)
 	sv := w.siteView(ini, fe)
 	ok := ini.config != nil && err == nil
 	w.mu.Unlock()
-	if ok {
-		http.Redirect(rw, r, "/review", http.StatusSeeOther)
-		return
-	}
-	v := w.view("Site settings", stepSite, s)
-	v.Data = sv
-	v.Error = "The site config does not pass validation yet; the notes in red say why, in the words of tandem validate."
-	if err != nil {
-		v.Error = err.Error()
-	}
-	w.render(rw, http.StatusUnprocessableEntity, "site", v)
+	w.onOrAgain(rw, r, s, ok, "/review", formPage{"Site settings", stepSite, "site", sv,
+		"The site config does not pass validation yet; the notes in red say why, in the words of tandem validate."}, err)
 }
 
 type reviewView struct {

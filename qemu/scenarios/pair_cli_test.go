@@ -38,13 +38,7 @@ import (
 func TestPairFromTerminal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	dhcp := qemu.WizardDHCP()
-	lab := startLabWith(t, ctx, qemu.LabConfig{Topology: qemu.Full, HostNIC: true, DHCP: &dhcp})
-	a, b, client := lab.VM("head-a"), lab.VM("head-b"), lab.VM("client")
-	ca, cb := wizardConsole(t, ctx, a), wizardConsole(t, ctx, b)
-	if err := lab.ClientUp(ctx, netip.MustParsePrefix("10.0.0.2/24")); err != nil {
-		t.Fatal(err)
-	}
+	lab, a, b, client, ca, cb := freshPairLab(t, ctx)
 
 	// 2. 1000 guesses from the client.
 	shown := strings.Count(a.Console.Text(), "setup code:")
@@ -78,7 +72,7 @@ func TestPairFromTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	mark := b.Console.Len()
-	cmd, out := tandemPair(t, ctx, fwd, ca, cb)
+	cmd, out := tandemPair(t, ctx, fwd, ca, cb, "")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +105,7 @@ func TestPairFromTerminal(t *testing.T) {
 		}
 		t.Logf("both heads unconfigured after the power cut; pairing again")
 		ca = wizardConsole(t, ctx, a)
-		cmd, out = tandemPair(t, ctx, fwd, ca, cb)
+		cmd, out = tandemPair(t, ctx, fwd, ca, cb, "")
 		start = time.Now()
 		err = cmd.Run()
 		t.Logf("tandem pair (%.0f s):\n%s", time.Since(start).Seconds(), out)
@@ -121,16 +115,7 @@ func TestPairFromTerminal(t *testing.T) {
 	}
 
 	// 4. The pair serves.
-	guest(t, ctx, a, "tandem", "witness-key", "-o", "/tmp/witness.toml")
-	if err := lab.StartWitness(ctx, []byte(guest(t, ctx, a, "busybox", "cat", "/tmp/witness.toml"))); err != nil {
-		t.Fatal(err)
-	}
-	keepWitnessLog(t, client)
-	active := a
-	if nodeStatus(t, ctx, b).Role == "active" {
-		active = b
-	}
-	st := pairReady(t, ctx, active)
+	active, st := pairServes(t, ctx, lab, a, b)
 	t.Logf("the pair serves: %s active, node %s", active.Name, st.Node)
 }
 
@@ -187,15 +172,22 @@ fsid = 1
 
 // tandemPair is the host's `tandem pair` of head a (through the loopback
 // forward fwd) with head b, from both consoles' codes and fingerprints;
-// out collects what it prints.
-func tandemPair(t *testing.T, ctx context.Context, fwd string, a, b qemu.WizardBlock) (*exec.Cmd, *bytes.Buffer) {
+// out collects what it prints. via, when set, is the address the
+// operator was fooled into taking for head b's (a man in the middle): it
+// goes as --peer, and head b's fingerprint is not given.
+func tandemPair(t *testing.T, ctx context.Context, fwd string, a, b qemu.WizardBlock, via string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
 	siteFile := filepath.Join(t.TempDir(), "site.toml")
 	if err := os.WriteFile(siteFile, []byte(pairCLISite(wizardAddr(t, a).Addr(), wizardAddr(t, b).Addr())), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, testimage.Binary(t), "pair", "--head", fwd, "--fingerprint", a.Fingerprint,
-		"--peer", wizardAddr(t, b).Addr().String(), "--peer-fingerprint", b.Fingerprint, "--site", siteFile)
+	args := []string{"pair", "--head", fwd, "--fingerprint", a.Fingerprint, "--site", siteFile, "--timeout", "10m"}
+	if via != "" {
+		args = append(args, "--peer", via)
+	} else {
+		args = append(args, "--peer", wizardAddr(t, b).Addr().String(), "--peer-fingerprint", b.Fingerprint)
+	}
+	cmd := exec.CommandContext(ctx, testimage.Binary(t), args...)
 	cmd.Env = append(os.Environ(), "TANDEM_PAIR_CODE="+a.Code, "TANDEM_PAIR_PEER_CODE="+b.Code)
 	out := new(bytes.Buffer)
 	cmd.Stdout, cmd.Stderr = out, out

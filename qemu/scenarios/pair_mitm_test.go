@@ -1,19 +1,13 @@
 package scenarios_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"tandem.dev/tandem/internal/testimage"
 	"tandem.dev/tandem/qemu"
 	"tandem.dev/tandem/status"
 )
@@ -34,13 +28,7 @@ import (
 func TestPairThroughAManInTheMiddle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	dhcp := qemu.WizardDHCP()
-	lab := startLabWith(t, ctx, qemu.LabConfig{Topology: qemu.Full, HostNIC: true, DHCP: &dhcp})
-	a, b, client := lab.VM("head-a"), lab.VM("head-b"), lab.VM("client")
-	ca, cb := wizardConsole(t, ctx, a), wizardConsole(t, ctx, b)
-	if err := lab.ClientUp(ctx, netip.MustParsePrefix("10.0.0.2/24")); err != nil {
-		t.Fatal(err)
-	}
+	lab, a, b, client, ca, cb := freshPairLab(t, ctx)
 	fwd, err := lab.Forward(ctx, wizardAddr(t, ca))
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +41,9 @@ func TestPairThroughAManInTheMiddle(t *testing.T) {
 			"tandem relay-pairing --listen 10.0.0.2:%s --to %s --alter %s > /tmp/relay-%[1]s.log 2>&1 < /dev/null &",
 			r.port, wizardAddr(t, cb), r.alter))
 	}
+	// Both listen before the operator is fooled.
+	guest(t, ctx, client, "busybox", "sh", "-c",
+		`i=0; until busybox grep -q "a man in the middle" /tmp/relay-8443.log && busybox grep -q "a man in the middle" /tmp/relay-8444.log; do i=$((i+1)); [ $i -gt 100 ] && exit 1; busybox sleep 0.2; done`)
 	t.Cleanup(func() {
 		if t.Failed() {
 			cctx, ccancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -83,7 +74,7 @@ func TestPairThroughAManInTheMiddle(t *testing.T) {
 	} {
 		ca, cb = wizardConsole(t, ctx, a), wizardConsole(t, ctx, b)
 		markA, markB := a.Console.Len(), b.Console.Len()
-		cmd, out := tandemPairVia(t, ctx, fwd, ca, cb, "10.0.0.2:"+tc.port)
+		cmd, out := tandemPair(t, ctx, fwd, ca, cb, "10.0.0.2:"+tc.port)
 		err := cmd.Run()
 		t.Logf("%s: tandem pair: %v\n%s", tc.name, err, out)
 		if err == nil {
@@ -116,38 +107,13 @@ func TestPairThroughAManInTheMiddle(t *testing.T) {
 
 	// 3. Straight to head-b, with its newest code: they pair and serve.
 	ca, cb = wizardConsole(t, ctx, a), wizardConsole(t, ctx, b)
-	cmd, out := tandemPairVia(t, ctx, fwd, ca, cb, wizardAddr(t, cb).Addr().String())
+	cmd, out := tandemPair(t, ctx, fwd, ca, cb, "")
 	pstart := time.Now()
 	err = cmd.Run()
 	t.Logf("tandem pair straight to head-b (%.0f s):\n%s", time.Since(pstart).Seconds(), out)
 	if err != nil {
 		t.Fatalf("tandem pair: %v", err)
 	}
-	guest(t, ctx, a, "tandem", "witness-key", "-o", "/tmp/witness.toml")
-	if err := lab.StartWitness(ctx, []byte(guest(t, ctx, a, "busybox", "cat", "/tmp/witness.toml"))); err != nil {
-		t.Fatal(err)
-	}
-	keepWitnessLog(t, client)
-	active := a
-	if nodeStatus(t, ctx, b).Role == "active" {
-		active = b
-	}
-	st := pairReady(t, ctx, active)
+	active, st := pairServes(t, ctx, lab, a, b)
 	t.Logf("the pair serves: %s active, node %s; %.0f s after the relays started", active.Name, st.Node, time.Since(start).Seconds())
-}
-
-// tandemPairVia is tandemPair as the fooled operator runs it: head b's
-// code, but peer as its address and no --peer-fingerprint.
-func tandemPairVia(t *testing.T, ctx context.Context, fwd string, a, b qemu.WizardBlock, peer string) (*exec.Cmd, *bytes.Buffer) {
-	t.Helper()
-	siteFile := filepath.Join(t.TempDir(), "site.toml")
-	if err := os.WriteFile(siteFile, []byte(pairCLISite(wizardAddr(t, a).Addr(), wizardAddr(t, b).Addr())), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, testimage.Binary(t), "pair", "--head", fwd, "--fingerprint", a.Fingerprint,
-		"--peer", peer, "--site", siteFile, "--timeout", "10m")
-	cmd.Env = append(os.Environ(), "TANDEM_PAIR_CODE="+a.Code, "TANDEM_PAIR_PEER_CODE="+b.Code)
-	out := new(bytes.Buffer)
-	cmd.Stdout, cmd.Stderr = out, out
-	return cmd, out
 }
